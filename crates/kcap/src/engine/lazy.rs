@@ -1,0 +1,408 @@
+//! The lazy (statistical) engine, SPEC §3.1.
+//!
+//! Only neurons that have fired exist, numbered 0, 1, … in order of first
+//! firing. Per ordered pair of areas a [`Fiber`] stores, for each existing
+//! source neuron, its out-synapses to existing target neurons (sorted by
+//! target id, because ids only grow). A stimulus → area fiber stores, per
+//! target neuron, the *number* of synapses from the stimulus and their common
+//! weight: stimulus neurons always fire together, so their synapses onto one
+//! neuron are potentiated together and one (count, weight) pair is exact.
+//!
+//! A step runs in four phases so that areas growing in the same step get
+//! their mutual synapses (which the reference implementation omits):
+//! 1. per target: known inputs, candidate inputs from the tail above α, k-cap;
+//! 2. per new neuron (in parallel, each from its own random stream): split its
+//!    input over the firing sources, draw every other incoming synapse
+//!    Bernoulli(p) over all neurons of every area *including the new ones*,
+//!    and outgoing synapses to every *old* neuron of every area — so each
+//!    new/new pair is drawn exactly once, as the incoming synapse of its target;
+//! 3. install the new synapses (transposing incoming lists into rows);
+//! 4. Hebbian update of synapses from firing sources into the new winners.
+
+use super::TargetPlan;
+use crate::backend::{Backend, Syn};
+use crate::error::{KcapError, Result};
+use crate::model::{Model, Source};
+use crate::rng::{purpose, Stream};
+use crate::stats::{bernoulli_positions, binomial, sample_distinct, sample_tail, Pmf, TailSampler};
+use rayon::prelude::*;
+
+/// Out-synapses of every existing source neuron into one target area.
+#[derive(Clone, Debug, Default)]
+pub struct Fiber {
+    pub rows: Vec<Vec<Syn>>,
+}
+
+impl Fiber {
+    pub fn synapses(&self) -> usize {
+        self.rows.iter().map(Vec::len).sum()
+    }
+}
+
+/// Synapses from one stimulus into each existing neuron of one area.
+#[derive(Clone, Debug, Default)]
+pub struct StimFiber {
+    /// Number of synapses from the stimulus onto neuron j.
+    pub count: Vec<u32>,
+    /// Their common weight.
+    pub weight: Vec<f32>,
+}
+
+/// Connectivity of a brain whose areas are all lazy.
+#[derive(Clone, Debug, Default)]
+pub struct LazyState {
+    /// `fibers[src][tgt]`.
+    pub fibers: Vec<Vec<Fiber>>,
+    /// `stim[s][tgt]`.
+    pub stim: Vec<Vec<StimFiber>>,
+}
+
+/// Outcome of phase 1 for one target.
+pub struct Selection {
+    pub target: usize,
+    /// New winner set, sorted ids (new neurons numbered from the old support).
+    pub winners: Vec<u32>,
+    /// Input of each new neuron, in id order.
+    pub new_inputs: Vec<u64>,
+}
+
+/// Everything a new neuron brings: its incoming synapses and outgoing rows.
+struct Newborn {
+    stim_counts: Vec<u32>,
+    /// Incoming source ids per area (sorted).
+    incoming: Vec<Vec<u32>>,
+    /// Outgoing rows per area (targets among old neurons, sorted).
+    outgoing: Vec<Vec<Syn>>,
+}
+
+/// A target that grows in this step, with the plan that fed it.
+pub struct Growth<'a> {
+    pub target: usize,
+    pub plan: &'a TargetPlan,
+    /// Input of each new neuron (0 for neurons created by `activate`).
+    pub new_inputs: &'a [u64],
+    /// Distinguishes streams of `project` growth and `activate` growth.
+    pub purpose: u64,
+}
+
+/// Snapshot of the quantities of the brain that the engine reads.
+pub struct View<'a> {
+    pub model: &'a Model,
+    pub seed: u64,
+    pub step: u64,
+    pub tail: TailSampler,
+    /// Current support per area.
+    pub support: &'a [u64],
+    /// Current winners per area.
+    pub winners: &'a [Vec<u32>],
+}
+
+impl LazyState {
+    /// Registers a new area (no neurons yet).
+    pub fn add_area(&mut self) {
+        let n_areas = self.fibers.len() + 1;
+        for row in &mut self.fibers {
+            row.push(Fiber::default());
+        }
+        self.fibers.push(vec![Fiber::default(); n_areas]);
+        for s in &mut self.stim {
+            s.push(StimFiber::default());
+        }
+    }
+
+    /// Registers a new stimulus; neurons that already exist get
+    /// Binomial(size, p) synapses from it.
+    pub fn add_stimulus(&mut self, model: &Model, seed: u64, stim: usize, support: &[u64]) {
+        let size = model.stimuli[stim].size;
+        let fibers = (0..support.len())
+            .map(|t| {
+                let p = model.p(Source::Stim(stim), t);
+                let mut rng = Stream::keyed(seed, &[purpose::WIRING, u64::MAX, stim as u64, t as u64]);
+                let count: Vec<u32> = (0..support[t]).map(|_| binomial(size, p, &mut rng) as u32).collect();
+                StimFiber { weight: vec![1.0; count.len()], count }
+            })
+            .collect();
+        self.stim.push(fibers);
+    }
+
+    /// Total stored synapses (area fibers) and stimulus entries.
+    pub fn synapse_count(&self) -> (usize, usize) {
+        let a = self.fibers.iter().flatten().map(Fiber::synapses).sum();
+        let s = self.stim.iter().flatten().map(|f| f.count.len()).sum();
+        (a, s)
+    }
+
+    /// Bytes held by stored connectivity (capacity, not length).
+    pub fn bytes(&self) -> usize {
+        let rows: usize = self
+            .fibers
+            .iter()
+            .flatten()
+            .map(|f| f.rows.capacity() * 24 + f.rows.iter().map(|r| r.capacity() * 8).sum::<usize>())
+            .sum();
+        let stim: usize = self.stim.iter().flatten().map(|f| f.count.capacity() * 8).sum();
+        rows + stim
+    }
+
+    /// Phase 1: inputs of known neurons, candidates, k-cap.
+    pub fn select(&self, v: &View, plan: &TargetPlan, backend: &dyn Backend) -> Result<Selection> {
+        let t = plan.target;
+        let area = &v.model.areas[t];
+        let w = v.support[t];
+        let k = area.k;
+        if area.n - w <= k as u64 {
+            return Err(KcapError::AreaTooSmall { area: area.name.clone(), n: area.n, w, k: k as u64 });
+        }
+        let mut inputs = vec![0f32; w as usize + k];
+        let known = &mut inputs[..w as usize];
+        let mut parts: Vec<(u64, f64)> = Vec::new();
+        for &s in &plan.stims {
+            let f = &self.stim[s][t];
+            for ((x, &c), &wt) in known.iter_mut().zip(&f.count).zip(&f.weight) {
+                *x += c as f32 * wt;
+            }
+            parts.push((v.model.stimuli[s].size, v.model.p(Source::Stim(s), t)));
+        }
+        for &a in &plan.areas {
+            backend.accumulate_rows(&self.fibers[a][t].rows, &v.winners[a], known);
+            parts.push((v.winners[a].len() as u64, v.model.p(Source::Area(a), t)));
+        }
+        let t_total: u64 = parts.iter().map(|p| p.0).sum();
+        let dist = Pmf::sum_of_binomials(&parts);
+        let alpha = dist.upper_quantile(k as f64 / (area.n - w) as f64);
+        let mut rng = Stream::keyed(v.seed, &[purpose::CANDIDATES, v.step, t as u64]);
+        let cands = sample_tail(&dist, alpha, t_total, k, v.tail, &mut rng);
+        inputs[w as usize..].copy_from_slice(&cands);
+        let picked = backend.top_k(&inputs, k);
+        let mut winners = Vec::with_capacity(k);
+        let mut new_inputs = Vec::new();
+        for &i in &picked {
+            if (i as u64) < w {
+                winners.push(i);
+            } else {
+                winners.push((w + new_inputs.len() as u64) as u32);
+                new_inputs.push(cands[i as usize - w as usize] as u64);
+            }
+        }
+        Ok(Selection { target: t, winners, new_inputs })
+    }
+
+    /// Phases 2 and 3: creates the new neurons of every growing target with
+    /// all their synapses. `v.support` is the support *before* growth.
+    pub fn grow(&mut self, v: &View, growth: &[Growth]) {
+        let n_areas = v.support.len();
+        let w_old = v.support;
+        let mut w_new = w_old.to_vec();
+        for g in growth {
+            w_new[g.target] += g.new_inputs.len() as u64;
+        }
+        // Phase 2: draw every newborn's synapses, in parallel.
+        let born: Vec<Vec<Newborn>> = growth
+            .iter()
+            .map(|g| {
+                let firing_bits: Vec<Option<Vec<u64>>> = (0..n_areas)
+                    .map(|a| {
+                        g.plan.areas.contains(&a).then(|| {
+                            let mut bits = vec![0u64; (w_new[a] as usize).div_ceil(64)];
+                            for &i in &v.winners[a] {
+                                bits[i as usize >> 6] |= 1 << (i & 63);
+                            }
+                            bits
+                        })
+                    })
+                    .collect();
+                let ctx = NewbornCtx { v, g, w_old, w_new: &w_new, firing_bits: &firing_bits };
+                (0..g.new_inputs.len())
+                    .into_par_iter()
+                    .with_min_len(64)
+                    .map_init(Vec::new, |scratch, r| ctx.draw(r, scratch))
+                    .collect()
+            })
+            .collect();
+
+        // Phase 3a: rows of new source neurons (their outgoing synapses to old neurons).
+        for (g, babies) in growth.iter().zip(&born) {
+            let s = g.target;
+            for u in 0..n_areas {
+                let rows = &mut self.fibers[s][u].rows;
+                rows.reserve_exact(babies.len());
+                rows.extend(babies.iter().map(|b| b.outgoing[u].clone()));
+            }
+        }
+        // Phase 3b: incoming synapses of new target neurons, appended to rows.
+        for (g, babies) in growth.iter().zip(&born) {
+            let t = g.target;
+            let base = w_old[t] as u32;
+            for s in 0..n_areas {
+                let lists: Vec<&[u32]> = babies.iter().map(|b| b.incoming[s].as_slice()).collect();
+                append_transposed(&mut self.fibers[s][t].rows, &lists, base);
+            }
+            for (si, fibers) in self.stim.iter_mut().enumerate() {
+                let f = &mut fibers[t];
+                f.count.extend(babies.iter().map(|b| b.stim_counts[si]));
+                f.weight.resize(f.count.len(), 1.0);
+            }
+        }
+    }
+
+    /// Phase 4: `w ← min(w·(1+β), w_max)` for every synapse from a firing
+    /// source of `plan` into a neuron of `winners`.
+    pub fn hebbian(&mut self, model: &Model, plan: &TargetPlan, firing: &[Vec<u32>], winners: &[u32]) {
+        let t = plan.target;
+        let cap = model.w_max.map_or(f32::INFINITY, |w| w as f32);
+        for &s in &plan.stims {
+            let beta = model.beta(Source::Stim(s), t);
+            if beta == 0.0 {
+                continue;
+            }
+            let f = &mut self.stim[s][t];
+            let m = (1.0 + beta) as f32;
+            for &j in winners {
+                let w = &mut f.weight[j as usize];
+                *w = (*w * m).min(cap);
+            }
+        }
+        let len = self.stim.first().map_or(0, |s| s[t].count.len()).max(winners.last().map_or(0, |&j| j as usize + 1));
+        let mut is_winner = vec![0u64; len.div_ceil(64).max(1)];
+        for &j in winners {
+            is_winner[j as usize >> 6] |= 1 << (j & 63);
+        }
+        for &a in &plan.areas {
+            let beta = model.beta(Source::Area(a), t);
+            if beta == 0.0 {
+                continue;
+            }
+            let m = (1.0 + beta) as f32;
+            let mut fire = vec![false; self.fibers[a][t].rows.len()];
+            for &i in &firing[a] {
+                fire[i as usize] = true;
+            }
+            let bits = &is_winner;
+            self.fibers[a][t].rows.par_iter_mut().with_min_len(256).zip(fire.par_iter()).for_each(|(row, &f)| {
+                if !f {
+                    return;
+                }
+                for s in row.iter_mut() {
+                    let j = s.to as usize;
+                    if j >> 6 < bits.len() && bits[j >> 6] >> (j & 63) & 1 == 1 {
+                        s.w = (s.w * m).min(cap);
+                    }
+                }
+            });
+        }
+    }
+}
+
+struct NewbornCtx<'a> {
+    v: &'a View<'a>,
+    g: &'a Growth<'a>,
+    w_old: &'a [u64],
+    w_new: &'a [u64],
+    firing_bits: &'a [Option<Vec<u64>>],
+}
+
+impl NewbornCtx<'_> {
+    /// Draws all synapses of the r-th new neuron of the growing target.
+    fn draw(&self, r: usize, scratch: &mut Vec<u64>) -> Newborn {
+        let v = self.v;
+        let g = self.g;
+        let t = g.target;
+        let model = v.model;
+        let mut rng = Stream::keyed(v.seed, &[g.purpose, v.step, t as u64, r as u64]);
+        let n_areas = self.w_old.len();
+        // Split the input x over the firing inputs: x distinct of T positions,
+        // stimuli first, then areas, in plan order.
+        let sizes: Vec<u64> = g
+            .plan
+            .stims
+            .iter()
+            .map(|&s| model.stimuli[s].size)
+            .chain(g.plan.areas.iter().map(|&a| v.winners[a].len() as u64))
+            .collect();
+        let t_total: u64 = sizes.iter().sum();
+        let x = g.new_inputs[r].min(t_total);
+        let positions = sample_distinct(t_total, x, &mut rng, scratch);
+        let mut stim_counts = vec![0u32; model.stimuli.len()];
+        let mut incoming: Vec<Vec<u32>> = vec![Vec::new(); n_areas];
+        let mut src = 0usize;
+        let mut offset = 0u64;
+        for pos in positions {
+            while pos >= offset + sizes[src] {
+                offset += sizes[src];
+                src += 1;
+            }
+            let local = pos - offset;
+            if src < g.plan.stims.len() {
+                stim_counts[g.plan.stims[src]] += 1;
+            } else {
+                let a = g.plan.areas[src - g.plan.stims.len()];
+                incoming[a].push(v.winners[a][local as usize]);
+            }
+        }
+        for (s, count) in stim_counts.iter_mut().enumerate() {
+            if !g.plan.stims.contains(&s) {
+                *count = binomial(model.stimuli[s].size, model.p(Source::Stim(s), t), &mut rng) as u32;
+            }
+        }
+        for (a, inc) in incoming.iter_mut().enumerate() {
+            let p = model.p(Source::Area(a), t);
+            let chosen = inc.len();
+            match &self.firing_bits[a] {
+                Some(bits) => bernoulli_positions(self.w_new[a], p, &mut rng, |i| {
+                    if bits[i as usize >> 6] >> (i & 63) & 1 == 0 {
+                        inc.push(i as u32);
+                    }
+                }),
+                None => bernoulli_positions(self.w_new[a], p, &mut rng, |i| inc.push(i as u32)),
+            }
+            if chosen > 0 {
+                inc.sort_unstable();
+            }
+        }
+        let outgoing = (0..n_areas)
+            .map(|u| {
+                let p = model.p(Source::Area(t), u);
+                let mut row = Vec::new();
+                bernoulli_positions(self.w_old[u], p, &mut rng, |j| row.push(Syn { to: j as u32, w: 1.0 }));
+                row
+            })
+            .collect();
+        Newborn { stim_counts, incoming, outgoing }
+    }
+}
+
+/// Appends `Syn { to: base + j, w: 1 }` to `rows[i]` for each `i` in
+/// `lists[j]`, in increasing j (so rows stay sorted by target).
+fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
+    const CHUNK: usize = 2048;
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let work = |c: usize, chunk: &mut [Vec<Syn>]| {
+        let r0 = (c * CHUNK) as u32;
+        let r1 = r0 + chunk.len() as u32;
+        let mut counts = vec![0u32; chunk.len()];
+        let starts: Vec<usize> = lists.iter().map(|l| l.partition_point(|&i| i < r0)).collect();
+        for (l, &st) in lists.iter().zip(&starts) {
+            for &i in l[st..].iter().take_while(|&&i| i < r1) {
+                counts[(i - r0) as usize] += 1;
+            }
+        }
+        for (row, &c) in chunk.iter_mut().zip(&counts) {
+            if c > 0 {
+                row.reserve_exact(c as usize);
+            }
+        }
+        for (j, (l, &st)) in lists.iter().zip(&starts).enumerate() {
+            for &i in l[st..].iter().take_while(|&&i| i < r1) {
+                chunk[(i - r0) as usize].push(Syn { to: base + j as u32, w: 1.0 });
+            }
+        }
+    };
+    if total < 1 << 16 {
+        rows.chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| work(c, ch));
+    } else {
+        rows.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| work(c, ch));
+    }
+}
