@@ -15,18 +15,35 @@ pub fn better(va: f32, ia: u32, vb: f32, ib: u32) -> Ordering {
     vb.total_cmp(&va).then(ia.cmp(&ib))
 }
 
+/// Maps an f32 to a u32 whose unsigned order is the float's total order.
+#[inline(always)]
+pub fn order_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
 /// Indices of the `k` largest `values` (ties: lowest index), sorted by index.
 /// `k` larger than `values.len()` returns every index.
+///
+/// Works on packed u64 keys `(!order_key(v) << 32) | index`, whose ascending
+/// order is exactly "larger value first, then lower index", so the selection
+/// compares plain integers.
 pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
     assert!(values.len() <= u32::MAX as usize, "top_k over more than 2^32 values");
-    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
-    if k < idx.len() {
-        if k == 0 {
-            return Vec::new();
-        }
-        idx.select_nth_unstable_by(k - 1, |&a, &b| better(values[a as usize], a, values[b as usize], b));
-        idx.truncate(k);
+    if k >= values.len() {
+        return (0..values.len() as u32).collect();
     }
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut keys: Vec<u64> =
+        values.iter().enumerate().map(|(i, &v)| ((!order_key(v) as u64) << 32) | i as u64).collect();
+    keys.select_nth_unstable(k - 1);
+    let mut idx: Vec<u32> = keys[..k].iter().map(|&key| key as u32).collect();
     idx.sort_unstable();
     idx
 }

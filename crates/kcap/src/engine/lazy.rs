@@ -66,14 +66,44 @@ pub struct Selection {
     pub new_inputs: Vec<u64>,
 }
 
-/// Everything a new neuron brings: its incoming synapses and outgoing rows.
-struct Newborn {
+/// The synapses of a run of consecutive new neurons of one target, in flat
+/// buffers (one allocation per buffer, not per neuron): for neuron `r` of the
+/// batch, area `a`'s incoming ids are `inc[a][inc_off[a][r]..inc_off[a][r+1]]`.
+struct Batch {
+    count: usize,
+    /// `count × n_stims` synapse counts from each stimulus.
     stim_counts: Vec<u32>,
-    /// Incoming source ids per area (sorted).
-    incoming: Vec<Vec<u32>>,
-    /// Outgoing rows per area (targets among old neurons, sorted).
-    outgoing: Vec<Vec<Syn>>,
+    inc_off: Vec<Vec<u32>>,
+    /// Incoming source ids per area (sorted per neuron).
+    inc: Vec<Vec<u32>>,
+    out_off: Vec<Vec<u32>>,
+    /// Outgoing synapses per area (targets among old neurons, sorted).
+    out: Vec<Vec<Syn>>,
 }
+
+impl Batch {
+    fn new(n_areas: usize) -> Batch {
+        Batch {
+            count: 0,
+            stim_counts: Vec::new(),
+            inc_off: vec![vec![0]; n_areas],
+            inc: vec![Vec::new(); n_areas],
+            out_off: vec![vec![0]; n_areas],
+            out: vec![Vec::new(); n_areas],
+        }
+    }
+
+    fn incoming(&self, a: usize, r: usize) -> &[u32] {
+        &self.inc[a][self.inc_off[a][r] as usize..self.inc_off[a][r + 1] as usize]
+    }
+
+    fn outgoing(&self, u: usize, r: usize) -> &[Syn] {
+        &self.out[u][self.out_off[u][r] as usize..self.out_off[u][r + 1] as usize]
+    }
+}
+
+/// Newborns per batch: the unit of parallel work in phase 2.
+const BATCH: usize = 256;
 
 /// A target that grows in this step, with the plan that fed it.
 pub struct Growth<'a> {
@@ -196,8 +226,8 @@ impl LazyState {
         for g in growth {
             w_new[g.target] += g.new_inputs.len() as u64;
         }
-        // Phase 2: draw every newborn's synapses, in parallel.
-        let born: Vec<Vec<Newborn>> = growth
+        // Phase 2: draw every newborn's synapses, in parallel batches.
+        let born: Vec<Vec<Batch>> = growth
             .iter()
             .map(|g| {
                 let firing_bits: Vec<Option<Vec<u64>>> = (0..n_areas)
@@ -212,34 +242,49 @@ impl LazyState {
                     })
                     .collect();
                 let ctx = NewbornCtx { v, g, w_old, w_new: &w_new, firing_bits: &firing_bits };
-                (0..g.new_inputs.len())
-                    .into_par_iter()
-                    .with_min_len(64)
-                    .map_init(Vec::new, |scratch, r| ctx.draw(r, scratch))
-                    .collect()
+                let count = g.new_inputs.len();
+                let batches = count.div_ceil(BATCH);
+                let run = |b: usize| {
+                    let mut batch = Batch::new(n_areas);
+                    let mut scratch = Scratch::default();
+                    for r in b * BATCH..((b + 1) * BATCH).min(count) {
+                        ctx.draw(r, &mut batch, &mut scratch);
+                    }
+                    batch
+                };
+                if batches > 1 {
+                    (0..batches).into_par_iter().map(run).collect()
+                } else {
+                    (0..batches).map(run).collect()
+                }
             })
             .collect();
 
         // Phase 3a: rows of new source neurons (their outgoing synapses to old neurons).
-        for (g, babies) in growth.iter().zip(&born) {
+        for (g, batches) in growth.iter().zip(&born) {
             let s = g.target;
             for u in 0..n_areas {
                 let rows = &mut self.fibers[s][u].rows;
-                rows.reserve_exact(babies.len());
-                rows.extend(babies.iter().map(|b| b.outgoing[u].clone()));
+                rows.reserve_exact(g.new_inputs.len());
+                for b in batches {
+                    rows.extend((0..b.count).map(|r| b.outgoing(u, r).to_vec()));
+                }
             }
         }
         // Phase 3b: incoming synapses of new target neurons, appended to rows.
-        for (g, babies) in growth.iter().zip(&born) {
+        for (g, batches) in growth.iter().zip(&born) {
             let t = g.target;
             let base = w_old[t] as u32;
             for s in 0..n_areas {
-                let lists: Vec<&[u32]> = babies.iter().map(|b| b.incoming[s].as_slice()).collect();
+                let lists: Vec<&[u32]> = batches.iter().flat_map(|b| (0..b.count).map(move |r| b.incoming(s, r))).collect();
                 append_transposed(&mut self.fibers[s][t].rows, &lists, base);
             }
+            let n_stims = self.stim.len();
             for (si, fibers) in self.stim.iter_mut().enumerate() {
                 let f = &mut fibers[t];
-                f.count.extend(babies.iter().map(|b| b.stim_counts[si]));
+                for b in batches {
+                    f.count.extend(b.stim_counts.chunks(n_stims).map(|c| c[si]));
+                }
                 f.weight.resize(f.count.len(), 1.0);
             }
         }
@@ -273,22 +318,32 @@ impl LazyState {
                 continue;
             }
             let m = (1.0 + beta) as f32;
-            let mut fire = vec![false; self.fibers[a][t].rows.len()];
-            for &i in &firing[a] {
-                fire[i as usize] = true;
-            }
+            let rows = &mut self.fibers[a][t].rows;
             let bits = &is_winner;
-            self.fibers[a][t].rows.par_iter_mut().with_min_len(256).zip(fire.par_iter()).for_each(|(row, &f)| {
-                if !f {
-                    return;
-                }
+            let update = |row: &mut Vec<Syn>| {
                 for s in row.iter_mut() {
                     let j = s.to as usize;
                     if j >> 6 < bits.len() && bits[j >> 6] >> (j & 63) & 1 == 1 {
                         s.w = (s.w * m).min(cap);
                     }
                 }
-            });
+            };
+            let work: usize = firing[a].iter().map(|&i| rows[i as usize].len()).sum();
+            if work < 1 << 17 {
+                for &i in &firing[a] {
+                    update(&mut rows[i as usize]);
+                }
+            } else {
+                let mut fire = vec![false; rows.len()];
+                for &i in &firing[a] {
+                    fire[i as usize] = true;
+                }
+                rows.par_iter_mut().with_min_len(256).zip(fire.par_iter()).for_each(|(row, &f)| {
+                    if f {
+                        update(row)
+                    }
+                });
+            }
         }
     }
 }
@@ -302,73 +357,95 @@ struct NewbornCtx<'a> {
 }
 
 impl NewbornCtx<'_> {
-    /// Draws all synapses of the r-th new neuron of the growing target.
-    fn draw(&self, r: usize, scratch: &mut Vec<u64>) -> Newborn {
+    /// Draws all synapses of the r-th new neuron of the growing target and
+    /// appends them to `batch`.
+    fn draw(&self, r: usize, batch: &mut Batch, sc: &mut Scratch) {
         let v = self.v;
         let g = self.g;
         let t = g.target;
         let model = v.model;
         let mut rng = Stream::keyed(v.seed, &[g.purpose, v.step, t as u64, r as u64]);
         let n_areas = self.w_old.len();
+        let n_stims = model.stimuli.len();
         // Split the input x over the firing inputs: x distinct of T positions,
         // stimuli first, then areas, in plan order.
-        let sizes: Vec<u64> = g
-            .plan
-            .stims
-            .iter()
-            .map(|&s| model.stimuli[s].size)
-            .chain(g.plan.areas.iter().map(|&a| v.winners[a].len() as u64))
-            .collect();
-        let t_total: u64 = sizes.iter().sum();
+        let n_plan = g.plan.stims.len() + g.plan.areas.len();
+        let size = |i: usize| -> u64 {
+            if i < g.plan.stims.len() {
+                model.stimuli[g.plan.stims[i]].size
+            } else {
+                v.winners[g.plan.areas[i - g.plan.stims.len()]].len() as u64
+            }
+        };
+        let t_total: u64 = (0..n_plan).map(size).sum();
         let x = g.new_inputs[r].min(t_total);
-        let positions = sample_distinct(t_total, x, &mut rng, scratch);
-        let mut stim_counts = vec![0u32; model.stimuli.len()];
-        let mut incoming: Vec<Vec<u32>> = vec![Vec::new(); n_areas];
-        let mut src = 0usize;
-        let mut offset = 0u64;
+        let positions = sample_distinct(t_total, x, &mut rng, &mut sc.bits);
+        let counts_at = batch.stim_counts.len();
+        batch.stim_counts.resize(counts_at + n_stims, 0);
+        let counts = &mut batch.stim_counts[counts_at..];
+        for c in sc.chosen.iter_mut() {
+            c.clear();
+        }
+        sc.chosen.resize_with(n_areas, Vec::new);
+        let (mut src, mut offset, mut cur) = (0usize, 0u64, if n_plan > 0 { size(0) } else { 0 });
         for pos in positions {
-            while pos >= offset + sizes[src] {
-                offset += sizes[src];
+            while pos >= offset + cur {
+                offset += cur;
                 src += 1;
+                cur = size(src);
             }
             let local = pos - offset;
             if src < g.plan.stims.len() {
-                stim_counts[g.plan.stims[src]] += 1;
+                counts[g.plan.stims[src]] += 1;
             } else {
                 let a = g.plan.areas[src - g.plan.stims.len()];
-                incoming[a].push(v.winners[a][local as usize]);
+                sc.chosen[a].push(v.winners[a][local as usize]);
             }
         }
-        for (s, count) in stim_counts.iter_mut().enumerate() {
+        for (s, count) in counts.iter_mut().enumerate() {
             if !g.plan.stims.contains(&s) {
                 *count = binomial(model.stimuli[s].size, model.p(Source::Stim(s), t), &mut rng) as u32;
             }
         }
-        for (a, inc) in incoming.iter_mut().enumerate() {
+        for a in 0..n_areas {
             let p = model.p(Source::Area(a), t);
-            let chosen = inc.len();
+            let inc = &mut batch.inc[a];
+            let chosen = &sc.chosen[a];
             match &self.firing_bits[a] {
-                Some(bits) => bernoulli_positions(self.w_new[a], p, &mut rng, |i| {
-                    if bits[i as usize >> 6] >> (i & 63) & 1 == 0 {
-                        inc.push(i as u32);
-                    }
-                }),
+                Some(bits) => {
+                    // Merge the chosen firing inputs (sorted) with Bernoulli
+                    // draws over the non-firing neurons (sorted).
+                    let mut ci = 0;
+                    bernoulli_positions(self.w_new[a], p, &mut rng, |i| {
+                        if bits[i as usize >> 6] >> (i & 63) & 1 == 0 {
+                            while ci < chosen.len() && (chosen[ci] as u64) < i {
+                                inc.push(chosen[ci]);
+                                ci += 1;
+                            }
+                            inc.push(i as u32);
+                        }
+                    });
+                    inc.extend_from_slice(&chosen[ci..]);
+                }
                 None => bernoulli_positions(self.w_new[a], p, &mut rng, |i| inc.push(i as u32)),
             }
-            if chosen > 0 {
-                inc.sort_unstable();
-            }
+            batch.inc_off[a].push(inc.len() as u32);
         }
-        let outgoing = (0..n_areas)
-            .map(|u| {
-                let p = model.p(Source::Area(t), u);
-                let mut row = Vec::new();
-                bernoulli_positions(self.w_old[u], p, &mut rng, |j| row.push(Syn { to: j as u32, w: 1.0 }));
-                row
-            })
-            .collect();
-        Newborn { stim_counts, incoming, outgoing }
+        for u in 0..n_areas {
+            let p = model.p(Source::Area(t), u);
+            let out = &mut batch.out[u];
+            bernoulli_positions(self.w_old[u], p, &mut rng, |j| out.push(Syn { to: j as u32, w: 1.0 }));
+            batch.out_off[u].push(out.len() as u32);
+        }
+        batch.count += 1;
     }
+}
+
+/// Per-thread reusable buffers of phase 2.
+#[derive(Default)]
+struct Scratch {
+    bits: Vec<u64>,
+    chosen: Vec<Vec<u32>>,
 }
 
 /// Appends `Syn { to: base + j, w: 1 }` to `rows[i]` for each `i` in
@@ -390,7 +467,11 @@ fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
             }
         }
         for (row, &c) in chunk.iter_mut().zip(&counts) {
-            if c > 0 {
+            // Short rows grow geometrically (few reallocations); long rows
+            // exactly (no slack in the memory that dominates big runs).
+            if row.len() + (c as usize) < 256 {
+                row.reserve(c as usize);
+            } else {
                 row.reserve_exact(c as usize);
             }
         }
