@@ -4,7 +4,7 @@ fn main() {
     let n: u64 = args.get(1).map_or(1_000_000, |s| s.parse().unwrap());
     let k: usize = args.get(2).map_or(1000, |s| s.parse().unwrap());
     let p: f64 = args.get(3).map_or(0.001, |s| s.parse().unwrap());
-    for seed in 0..3 {
+    for seed in 0..args.get(4).map_or(3, |s| s.parse().unwrap()) {
         let t = std::time::Instant::now();
         let mut b = Brain::new(p, seed).unwrap();
         b.add_stimulus("s", k as u64).unwrap();
