@@ -333,6 +333,8 @@ impl Brain {
         let support: Vec<u64> = self.areas.iter().map(|s| s.support).collect();
         let winners: Vec<Vec<u32>> = self.areas.iter().map(|s| s.winners.clone()).collect();
         let view = View { model: &self.model, seed: self.opts.seed, step: self.step, tail: self.opts.tail, support: &support, winners: &winners };
+        let trace = std::env::var_os("KCAP_TRACE").is_some();
+        let t0 = std::time::Instant::now();
         // Phase 1: selection for every non-fixed target (parallel over targets).
         let backend = self.backend.clone();
         let lazy = &self.lazy;
@@ -350,6 +352,7 @@ impl Brain {
                 return Err(e);
             }
         };
+        let t1 = std::time::Instant::now();
         // Phases 2–3: growth of every target, together.
         let growth: Vec<Growth> = selections
             .iter()
@@ -364,6 +367,7 @@ impl Brain {
         if !growth.is_empty() {
             self.lazy.grow(&view, &growth);
         }
+        let t2 = std::time::Instant::now();
         // Phase 4: plasticity, then the synchronous update.
         let mut new_winners: Vec<Option<(Vec<u32>, u64)>> = vec![None; self.areas.len()];
         for s in selections {
@@ -376,6 +380,15 @@ impl Brain {
                 None => self.areas[t].winners.as_slice(),
             };
             self.lazy.hebbian(&self.model, plan, &winners, w);
+        }
+        if trace {
+            eprintln!(
+                "[kcap] step {}: select {:?}, grow {:?}, hebbian {:?}",
+                self.step,
+                t1 - t0,
+                t2 - t1,
+                t2.elapsed()
+            );
         }
         for plan in &plans {
             let t = plan.target;
