@@ -1,0 +1,323 @@
+//! `kcap bench`: the BENCH.md scenarios, timed.
+//!
+//! Design decision: each scenario runs in a *fresh child process* (this
+//! same executable, hidden subcommand `__bench-child`), which runs all the
+//! scenario's repetitions and reports its timings and its own peak resident
+//! memory (`VmHWM` from `/proc/self/status`) as JSON on stdout. So each
+//! scenario's peak memory is its own, not the maximum of everything run
+//! before it, and no allocator state leaks from one scenario into the next.
+//! The scenario files are the ones in `examples/`, embedded with
+//! `include_str!`, so a scenario is defined exactly once and `kcap run
+//! examples/NAME.toml` reproduces it.
+
+use crate::config::{SourceFile, UsageError};
+use crate::plan::Experiment;
+use crate::report::{self, bytes, duration, table, thousands};
+use crate::runner::{self, AreaSummary, Memory};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A built-in benchmark scenario.
+pub struct Scenario {
+    /// Name, as in BENCH.md.
+    pub name: &'static str,
+    /// Where the file lives in the repository.
+    pub file: &'static str,
+    /// The experiment file's text.
+    pub text: &'static str,
+    /// Repetitions when `--repeat` is not given.
+    pub default_repeat: usize,
+    /// The reference C++ implementation's whole-scenario time recorded in
+    /// BENCH.md (seconds), on the project's 2-core development machine.
+    pub reference_seconds: f64,
+}
+
+/// The scenarios, in the order they run by default.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "project-1e6",
+        file: "examples/project-1e6.toml",
+        text: include_str!("../../../examples/project-1e6.toml"),
+        default_repeat: 5,
+        reference_seconds: 0.023,
+    },
+    Scenario {
+        name: "completion-1e5",
+        file: "examples/completion-1e5.toml",
+        text: include_str!("../../../examples/completion-1e5.toml"),
+        default_repeat: 5,
+        reference_seconds: 0.010,
+    },
+    Scenario {
+        name: "merge-1e5",
+        file: "examples/merge-1e5.toml",
+        text: include_str!("../../../examples/merge-1e5.toml"),
+        default_repeat: 5,
+        reference_seconds: 0.104,
+    },
+    Scenario {
+        name: "lazy-1e9",
+        file: "examples/lazy-1e9.toml",
+        text: include_str!("../../../examples/lazy-1e9.toml"),
+        default_repeat: 3,
+        reference_seconds: 27.2,
+    },
+];
+
+pub const LONG: &str = "\
+Time the built-in benchmark scenarios of BENCH.md: project-1e6,
+completion-1e5, merge-1e5 and lazy-1e9 (the files in examples/, built into
+the binary). Each scenario runs in its own child process, repeated (default
+5 times, lazy-1e9 3 times); the table shows the median wall time of the whole
+scenario (brain setup and all steps), per step, steps/s, the final support
+and last-two-step winner overlap of the scenario's output area (its last
+declared area), the child process's peak resident memory, and the reference
+C++ implementation's time recorded in BENCH.md with the speed-up against it.
+Build with --release: a debug build is 10-50 times slower.";
+
+pub const EXAMPLES: &str = "\
+Examples:
+  kcap bench                                  all scenarios
+  kcap bench project-1e6 merge-1e5 --repeat 9
+  kcap bench --repeat 3 --json bench.json     also write the results as JSON
+  kcap bench --list                           list the scenarios";
+
+/// Arguments of `kcap bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Scenarios to run [default: all]
+    #[arg(value_name = "SCENARIO")]
+    scenarios: Vec<String>,
+    /// Repetitions per scenario [default: 5; lazy-1e9: 3]
+    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: Option<u32>,
+    /// Also write the results as JSON to FILE
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Worker threads [default: one per core]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// List the scenarios and exit
+    #[arg(long)]
+    list: bool,
+}
+
+/// Arguments of the hidden `__bench-child` subcommand.
+#[derive(Args, Debug)]
+pub struct ChildArgs {
+    scenario: String,
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    #[arg(long)]
+    threads: Option<u16>,
+}
+
+/// What a child process reports for one scenario.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildReport {
+    pub scenario: String,
+    pub steps: usize,
+    pub threads: usize,
+    /// Whole-scenario wall time of each repetition (setup + steps).
+    pub total_seconds: Vec<f64>,
+    /// Sum of the step times of each repetition.
+    pub step_seconds: Vec<f64>,
+    /// Per-area summary of the last repetition.
+    pub areas: Vec<AreaSummary>,
+    pub memory: Memory,
+    /// VmHWM of the child process, if /proc is available.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Looks a scenario up by name.
+pub fn scenario(name: &str) -> Result<&'static Scenario, UsageError> {
+    SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
+        let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        UsageError(format!("unknown scenario {name:?}; known scenarios: {}", known.join(", ")))
+    })
+}
+
+/// Parses and validates a built-in scenario's file.
+pub fn experiment(s: &Scenario) -> Result<Experiment> {
+    let src = SourceFile { display: format!("{} (built in)", s.file), text: s.text.to_string() };
+    Ok(Experiment::from_source(src, s.name)?)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `kcap __bench-child`: runs one scenario `repeat` times, prints JSON.
+pub fn cmd_child(args: ChildArgs) -> Result<()> {
+    let sc = scenario(&args.scenario)?;
+    crate::set_threads(args.threads)?;
+    let exp = experiment(sc)?;
+    let mut report = ChildReport {
+        scenario: sc.name.into(),
+        steps: 0,
+        threads: rayon::current_num_threads(),
+        total_seconds: vec![],
+        step_seconds: vec![],
+        areas: vec![],
+        memory: Memory { area_synapses: 0, stimulus_entries: 0, bytes: 0 },
+        peak_rss_bytes: None,
+    };
+    for _ in 0..args.repeat {
+        let out = runner::run(&exp, None)?;
+        report.steps = out.steps.len();
+        report.total_seconds.push(out.total_seconds);
+        report.step_seconds.push(out.step_seconds);
+        report.areas = out.summary;
+        report.memory = out.memory;
+    }
+    report.peak_rss_bytes = peak_rss();
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn run_child(sc: &Scenario, repeat: u32, threads: Option<u16>) -> Result<ChildReport> {
+    let exe = std::env::current_exe().context("finding the kcap executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__bench-child").arg(sc.name).arg("--repeat").arg(repeat.to_string());
+    if let Some(t) = threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting the child process for {}", sc.name))?;
+    if !out.status.success() {
+        bail!("scenario {} failed in its child process ({})", sc.name, out.status);
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| anyhow!("scenario {}: unreadable report from the child process: {e}", sc.name))
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// `kcap bench`.
+pub fn cmd_bench(args: BenchArgs) -> Result<()> {
+    if args.list {
+        for s in SCENARIOS {
+            println!("{:<16} {}  (default {} repetitions)", s.name, s.file, s.default_repeat);
+        }
+        return Ok(());
+    }
+    let chosen: Vec<&Scenario> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().collect()
+    } else {
+        args.scenarios.iter().map(|n| scenario(n)).collect::<Result<_, _>>()?
+    };
+    if let Some(json) = &args.json {
+        let dir = json.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        report::prepare_out_dir(dir)?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let machine = format!("{}, {cores} cores", cpu_name());
+    let mut rows = vec![[
+        "scenario", "steps", "reps", "median", "per step", "steps/s", "support", "overlap", "peak RSS", "C++ ref", "speed-up",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let mut results = Vec::new();
+    for sc in chosen {
+        let repeat = args.repeat.unwrap_or(sc.default_repeat as u32);
+        eprintln!("running {} ({repeat} repetitions)...", sc.name);
+        let rep = run_child(sc, repeat, args.threads)?;
+        let med = median(&rep.total_seconds);
+        let steps = rep.steps.max(1) as f64;
+        let main = rep.areas.last().cloned();
+        rows.push(vec![
+            sc.name.to_string(),
+            rep.steps.to_string(),
+            repeat.to_string(),
+            duration(med),
+            duration(med / steps),
+            format!("{:.1}", steps / med),
+            main.as_ref().map_or("—".into(), |a| format!("{} {}", a.name, thousands(a.support))),
+            main.as_ref().map_or("—".into(), report::overlap_cell),
+            rep.peak_rss_bytes.map_or("—".into(), bytes),
+            duration(sc.reference_seconds),
+            format!("{:.2}x", sc.reference_seconds / med),
+        ]);
+        results.push(json!({
+            "scenario": sc.name,
+            "file": sc.file,
+            "steps": rep.steps,
+            "repetitions": repeat,
+            "threads": rep.threads,
+            "total_seconds": rep.total_seconds,
+            "step_seconds": rep.step_seconds,
+            "median_seconds": med,
+            "median_seconds_per_step": med / steps,
+            "steps_per_second": steps / med,
+            "output_area": main.as_ref().map(|a| a.name.clone()),
+            "support": main.as_ref().map(|a| a.support),
+            "last_overlap": main.as_ref().and_then(|a| a.last_overlap),
+            "k": main.as_ref().map(|a| a.k),
+            "areas": rep.areas,
+            "memory": rep.memory,
+            "peak_rss_bytes": rep.peak_rss_bytes,
+            "reference_seconds": sc.reference_seconds,
+            "speedup_vs_reference": sc.reference_seconds / med,
+        }));
+    }
+    let threads = results.first().and_then(|r| r["threads"].as_u64()).unwrap_or(0);
+    println!("machine: {machine}; {threads} worker threads; kcap {}", env!("CARGO_PKG_VERSION"));
+    print!("{}", table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+    println!("median: whole scenario (setup + all steps); per step = median / steps; support and overlap: last declared area.");
+    println!("C++ ref: the reference implementation's time recorded in BENCH.md on the 2-core dev machine, not measured in this run.");
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "kcap_version": env!("CARGO_PKG_VERSION"),
+            "machine": { "cpu": cpu_name(), "cores": cores, "threads": threads },
+            "scenarios": results,
+        });
+        report::write_json(path, &doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_file_is_valid() {
+        for s in SCENARIOS {
+            let e = experiment(s).unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
+            runner::build_brain(&e).unwrap();
+            assert_eq!(e.name, s.name);
+        }
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

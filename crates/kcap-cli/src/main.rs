@@ -1,0 +1,234 @@
+//! `kcap` — the command-line front of the kcap assembly-calculus simulator.
+//!
+//! Design decision: a strict pipeline `arguments → parsed file → validated
+//! experiment → built brain → output folder checked → run → atomic writes`,
+//! in which everything that can be wrong with the *input* is found before
+//! the first step and exits with code 2 (config or usage error), while
+//! failures during the simulation exit with code 1. Errors are typed
+//! ([`config::ConfigError`], [`config::UsageError`]) only to pick the exit
+//! code; everything else travels as `anyhow` errors with context.
+
+mod bench;
+mod config;
+mod plan;
+mod plot;
+mod report;
+mod runner;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use config::{ConfigError, SourceFile, UsageError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plan::Experiment;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+const ABOUT: &str = "Simulate the assembly calculus (NEMO): brain areas whose k most excited neurons fire, with Hebbian plasticity";
+
+const LONG_ABOUT: &str = "\
+kcap simulates the assembly calculus (NEMO): brain areas of randomly connected
+neurons in which, at every step, only the k neurons with the largest input fire
+(the k-cap), and synapses from firing neurons to the next winners are
+strengthened. Experiments are TOML files that declare the brain (areas,
+stimuli, connection probabilities) and a schedule of projection steps; see
+docs/experiment-format.md for the format and examples/ for ready files.
+
+Exit codes: 0 success, 2 invalid experiment file or usage, 1 failure while
+running.";
+
+const EXAMPLES: &str = "\
+Examples:
+  kcap run examples/project-1e6.toml              run, plot, write out/project-1e6/
+  kcap run my.toml --out results/my --threads 1   choose the folder and thread count
+  kcap check examples/*.toml                      validate files without running
+  kcap bench                                      time the built-in scenarios
+  kcap bench project-1e6 --repeat 10 --json b.json";
+
+#[derive(Parser, Debug)]
+#[command(name = "kcap", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an experiment file: progress bar, summary table, results.json and support.png
+    #[command(after_help = RUN_EXAMPLES, long_about = RUN_LONG)]
+    Run(RunArgs),
+    /// Parse and validate experiment files without running them
+    #[command(after_help = CHECK_EXAMPLES, long_about = CHECK_LONG)]
+    Check(CheckArgs),
+    /// Time the built-in benchmark scenarios (median of repeated runs, peak memory)
+    #[command(after_help = bench::EXAMPLES, long_about = bench::LONG)]
+    Bench(bench::BenchArgs),
+    /// Internal: run one scenario in a fresh process and report timings and peak memory as JSON
+    #[command(name = "__bench-child", hide = true)]
+    BenchChild(bench::ChildArgs),
+}
+
+const RUN_LONG: &str = "\
+Run an experiment file.
+
+The file is parsed and fully validated first (unknown keys, unknown names,
+k >= n, p outside (0, 1], negative beta, firing from an area that has no
+winners yet, ...): any problem is reported with file and line, and nothing
+runs. Then the output folder is created and checked for writability, the
+schedule runs (with a progress bar when standard output is a terminal), a
+summary table is printed, and two files are written into the output folder:
+
+  results.json   the experiment, per step and area: support, first-time
+                 winners (and winners where save_winners is on), a per-area
+                 summary and timings
+  support.png    support per step, one line per area
+
+Files are written to a temporary name and renamed, so a result file is never
+half-written.";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  kcap run examples/project-1e6.toml
+  kcap run examples/completion-1e5.toml --out /tmp/completion --quiet
+  kcap run examples/lazy-1e9.toml --threads 2";
+
+const CHECK_LONG: &str = "\
+Parse and validate experiment files without running them: every check that
+`kcap run` makes before the first step, including building the (empty)
+brain. Prints one line per valid file; exits with code 2 and the errors, with
+file and line, if any file is invalid.";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  kcap check examples/association.toml
+  kcap check examples/*.toml";
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The experiment file (TOML; format in docs/experiment-format.md)
+    experiment: PathBuf,
+    /// Output folder [default: out/<experiment name>]
+    #[arg(long, short, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Worker threads [default: one per core]; results do not depend on it
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// No progress bar and no summary table (errors are still printed)
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Experiment files to validate
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+/// Reads an experiment file; failure to read is a usage error.
+fn load(path: &Path) -> Result<Experiment> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read experiment file {}: {e}", path.display())))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("experiment").to_string();
+    Ok(Experiment::from_source(SourceFile { display: path.display().to_string(), text }, &stem)?)
+}
+
+/// Sets the size of the global thread pool (once, before any work).
+pub fn set_threads(threads: Option<u16>) -> Result<()> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global().context("setting up the thread pool")?;
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}",
+    )
+    .expect("valid progress template")
+    .progress_chars("=> ");
+    pb.set_style(style);
+    pb
+}
+
+fn cmd_run(args: RunArgs) -> Result<()> {
+    let exp = load(&args.experiment)?;
+    set_threads(args.threads)?;
+    let start = Instant::now();
+    let brain = runner::build_brain(&exp)?;
+    let out_dir = args.out.clone().unwrap_or_else(|| report::default_out_dir(&exp));
+    report::prepare_out_dir(&out_dir)?;
+    let show = !args.quiet && std::io::stdout().is_terminal();
+    let pb = show.then(|| progress_bar(exp.total_steps));
+    let outcome = runner::run_brain(&exp, brain, start, pb.as_ref());
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let outcome = outcome?;
+    let results = out_dir.join("results.json");
+    report::write_json(&results, &report::results_json(&exp, &outcome))?;
+    let png = out_dir.join("support.png");
+    report::write_atomic(&png, |tmp| plot::draw_support(tmp, &exp, &outcome))?;
+    if !args.quiet {
+        print!("{}", report::summary_text(&exp, &outcome));
+        println!("wrote {} and {}", results.display(), png.display());
+    }
+    Ok(())
+}
+
+fn cmd_check(args: CheckArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for f in &args.files {
+        match load(f).and_then(|e| runner::build_brain(&e).map(|_| e).map_err(Into::into)) {
+            Ok(e) => println!(
+                "{}: ok — experiment {:?}: {} areas, {} stimuli, {} schedule entries, {} steps",
+                f.display(),
+                e.name,
+                e.areas.len(),
+                e.raw.stimulus.len(),
+                e.schedule.len(),
+                e.total_steps
+            ),
+            Err(e) => errors.push(e),
+        }
+    }
+    let n = errors.len();
+    match errors.pop() {
+        None => Ok(()),
+        Some(last) if n == 1 => Err(last),
+        Some(last) => {
+            for e in errors.iter().chain(std::iter::once(&last)) {
+                eprintln!("error: {e:#}");
+            }
+            Err(UsageError(format!("{n} of {} files are invalid", args.files.len())).into())
+        }
+    }
+}
+
+/// Exit code of an error: 2 for config and usage errors, 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Check(a) => cmd_check(a),
+        Command::Bench(a) => bench::cmd_bench(a),
+        Command::BenchChild(a) => bench::cmd_child(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

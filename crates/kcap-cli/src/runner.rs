@@ -1,0 +1,282 @@
+//! Runs a validated [`Experiment`] on a [`kcap::Brain`] and collects what
+//! happened, step by step.
+//!
+//! Design decision: the runner keeps its own per-step records (support and
+//! first-time winners from the brain's history entry of that step, the
+//! winner list only where the file asks for it) and, for every area, a copy
+//! of the winners of its last two target steps — an O(k) copy per target per
+//! step, negligible next to the step itself — so the last-two-step overlap
+//! is always available without switching the library's winner recording on
+//! and off. Errors while building the brain are config errors (exit 2) that
+//! point at the line of the item; errors while stepping are runtime errors
+//! (exit 1) that name the step.
+
+use crate::config::ConfigError;
+use crate::plan::{Action, Experiment, ScheduleEntry};
+use anyhow::{anyhow, Result};
+use indicatif::ProgressBar;
+use kcap::{Brain, BrainOptions};
+use std::ops::Range;
+use std::time::Instant;
+
+/// What one area did in one step in which it was a target.
+#[derive(Debug, Clone)]
+pub struct AreaRecord {
+    /// Index into [`Experiment::areas`].
+    pub area: usize,
+    /// Neurons that ever fired, after the step.
+    pub support: u64,
+    /// Winners of this step that never fired before.
+    pub first_winners: u64,
+    /// The winners (sorted ids), when the area's `save_winners` is on.
+    pub winners: Option<Vec<u32>>,
+}
+
+/// One projection step.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// Global step number, 1-based.
+    pub step: u64,
+    /// Index of the schedule entry it belongs to.
+    pub entry: usize,
+    /// 1-based repetition within that entry.
+    pub repetition: u64,
+    /// Wall time of the projection step.
+    pub seconds: f64,
+    /// The step's target areas.
+    pub areas: Vec<AreaRecord>,
+}
+
+/// Summary of one area over the whole run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AreaSummary {
+    pub name: String,
+    pub n: u64,
+    pub k: u64,
+    /// Final support (neurons that ever fired).
+    pub support: u64,
+    /// Size of the final winner set.
+    pub winners: usize,
+    /// Steps in which the area was a target.
+    pub target_steps: u64,
+    /// The last step with first-time winners when the area had none after
+    /// it (0: never had any); `None` when the last step still had some
+    /// (not converged) or the area was never a target.
+    pub converged_after: Option<u64>,
+    /// Winners shared by the area's last two target steps.
+    pub last_overlap: Option<u64>,
+    /// Wall time of the steps in which the area was a target.
+    pub seconds: f64,
+}
+
+/// Connectivity stored by the brain at the end of the run.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Memory {
+    pub area_synapses: usize,
+    pub stimulus_entries: usize,
+    pub bytes: usize,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub steps: Vec<StepRecord>,
+    pub summary: Vec<AreaSummary>,
+    /// Building the brain.
+    pub setup_seconds: f64,
+    /// Sum of the projection steps' wall times.
+    pub step_seconds: f64,
+    /// From the start of `build_brain` to the end of the last step.
+    pub total_seconds: f64,
+    pub threads: usize,
+    pub memory: Memory,
+}
+
+fn at(exp: &Experiment, span: Range<usize>, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError(vec![exp.source.error_at(span, e.to_string())])
+}
+
+/// Builds the brain the file declares. A library error becomes a config
+/// error at the line of the item that caused it.
+pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
+    let raw = &exp.raw;
+    let b = raw.brain.get_ref();
+    let opts = BrainOptions {
+        seed: b.seed,
+        tail: b.tail.unwrap_or_default(),
+        save_winners: false,
+        w_max: b.w_max.as_ref().map(|w| *w.get_ref()),
+    };
+    let mut brain = Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
+    brain.set_plasticity(b.plasticity.unwrap_or(true));
+    for a in &raw.area {
+        let ar = a.get_ref();
+        let engine = ar.engine.as_ref().map(|e| *e.get_ref()).unwrap_or_default();
+        let span = ar.engine.as_ref().map_or(ar.name.span(), |e| e.span());
+        brain
+            .add_area_with(ar.name.get_ref(), *ar.n.get_ref(), *ar.k.get_ref() as usize, *ar.beta.get_ref(), engine)
+            .map_err(|e| at(exp, span, e))?;
+    }
+    for s in &raw.stimulus {
+        let sr = s.get_ref();
+        brain.add_stimulus(sr.name.get_ref(), *sr.size.get_ref()).map_err(|e| at(exp, sr.name.span(), e))?;
+    }
+    for f in &raw.fiber {
+        let fr = f.get_ref();
+        if let Some(p) = &fr.p {
+            brain.set_fiber_p(fr.from.get_ref(), fr.to.get_ref(), *p.get_ref()).map_err(|e| at(exp, p.span(), e))?;
+        }
+        if let Some(beta) = &fr.beta {
+            brain.set_beta(fr.from.get_ref(), fr.to.get_ref(), *beta.get_ref()).map_err(|e| at(exp, beta.span(), e))?;
+        }
+    }
+    Ok(brain)
+}
+
+/// Whether area `i` saves its winners into the results.
+pub fn saves_winners(exp: &Experiment, i: usize) -> bool {
+    let a = exp.raw.area[i].get_ref();
+    a.save_winners.or(exp.raw.brain.get_ref().save_winners).unwrap_or(false)
+}
+
+fn apply(brain: &mut Brain, action: &Action) -> kcap::Result<()> {
+    match action {
+        Action::Plasticity(on) => {
+            brain.set_plasticity(*on);
+            Ok(())
+        }
+        Action::SetBeta { from, to, beta } => brain.set_beta(from, to, *beta),
+        Action::Unfix(a) => brain.unfix(a),
+        Action::Fix(a) => brain.fix(a),
+        Action::Activate { area, index } => brain.activate(area, *index),
+        Action::Subsample { area, fraction } => {
+            let have = brain.winners(area)?.len();
+            let keep = ((have as f64 * fraction).round() as usize).clamp(1, have.max(1));
+            brain.subsample_winners(area, keep)
+        }
+    }
+}
+
+fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
+    format!("step {global} ({}, repetition {rep} of {})", entry.describe(), entry.repeat)
+}
+
+/// Runs the experiment. `progress`, when given, is advanced once per
+/// projection step. Errors: [`ConfigError`] while building the brain;
+/// otherwise a runtime error naming the step.
+pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
+    let start = Instant::now();
+    let brain = build_brain(exp)?;
+    run_brain(exp, brain, start, progress)
+}
+
+/// Runs the schedule on a brain built by [`build_brain`] at `start` (the
+/// instant timing starts from; setup time is measured up to now).
+pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
+    let setup_seconds = start.elapsed().as_secs_f64();
+    let n_areas = exp.areas.len();
+    let save: Vec<bool> = (0..n_areas).map(|i| saves_winners(exp, i)).collect();
+    // Winners of each area's last two target steps: (previous, current).
+    let mut last_two: Vec<(Option<Vec<u32>>, Option<Vec<u32>>)> = vec![(None, None); n_areas];
+    let mut steps = Vec::with_capacity(exp.total_steps as usize);
+    let mut step_seconds = 0.0;
+    for entry in &exp.schedule {
+        for action in &entry.actions {
+            apply(&mut brain, action).map_err(|e| {
+                anyhow!("{}: {}: before step {}: {e}", exp.source.display, entry.describe(), brain.steps() + 1)
+            })?;
+        }
+        let Some(proj) = &entry.fire else { continue };
+        if let Some(pb) = progress {
+            pb.set_message(entry.label.clone().unwrap_or_else(|| format!("entry {}", entry.index + 1)));
+        }
+        for rep in 1..=entry.repeat {
+            let global = brain.steps() + 1;
+            let t0 = Instant::now();
+            brain
+                .project(proj)
+                .map_err(|e| anyhow!("{}: {}: {e}", exp.source.display, step_context(entry, global, rep)))?;
+            let seconds = t0.elapsed().as_secs_f64();
+            step_seconds += seconds;
+            let mut areas = Vec::with_capacity(entry.targets.len());
+            for &a in &entry.targets {
+                let name = &exp.areas[a];
+                let st = brain.area(name)?;
+                let h = st.history.last().filter(|h| h.step == global).ok_or_else(|| {
+                    anyhow!("internal error: no history entry for area {name:?} at step {global}")
+                })?;
+                let slot = &mut last_two[a];
+                slot.0 = slot.1.take();
+                slot.1 = Some(st.winners.clone());
+                areas.push(AreaRecord {
+                    area: a,
+                    support: h.support,
+                    first_winners: h.first_winners,
+                    winners: save[a].then(|| st.winners.clone()),
+                });
+            }
+            steps.push(StepRecord { step: global, entry: entry.index, repetition: rep, seconds, areas });
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+        }
+    }
+    let total_seconds = start.elapsed().as_secs_f64();
+    let summary = summarize(exp, &brain, &steps, &last_two)?;
+    let (area_synapses, stimulus_entries, bytes) = brain.memory();
+    Ok(RunOutcome {
+        steps,
+        summary,
+        setup_seconds,
+        step_seconds,
+        total_seconds,
+        threads: rayon::current_num_threads(),
+        memory: Memory { area_synapses, stimulus_entries, bytes },
+    })
+}
+
+type LastTwo = (Option<Vec<u32>>, Option<Vec<u32>>);
+
+fn summarize(exp: &Experiment, brain: &Brain, steps: &[StepRecord], last_two: &[LastTwo]) -> Result<Vec<AreaSummary>> {
+    let mut out = Vec::with_capacity(exp.areas.len());
+    for (i, name) in exp.areas.iter().enumerate() {
+        let spec = brain.area_spec(name)?;
+        let state = brain.area(name)?;
+        let mut target_steps = 0;
+        let mut seconds = 0.0;
+        let mut last_new: Option<u64> = None;
+        let mut last_step: Option<u64> = None;
+        for s in steps {
+            if let Some(r) = s.areas.iter().find(|r| r.area == i) {
+                target_steps += 1;
+                seconds += s.seconds;
+                last_step = Some(s.step);
+                if r.first_winners > 0 {
+                    last_new = Some(s.step);
+                }
+            }
+        }
+        let converged_after = match (last_step, last_new) {
+            (None, _) => None,
+            (Some(_), None) => Some(0),
+            (Some(l), Some(n)) if n < l => Some(n),
+            _ => None,
+        };
+        let last_overlap = match &last_two[i] {
+            (Some(a), Some(b)) => Some(kcap::ops::overlap(a, b) as u64),
+            _ => None,
+        };
+        out.push(AreaSummary {
+            name: name.clone(),
+            n: spec.n,
+            k: spec.k as u64,
+            support: state.support,
+            winners: state.winners.len(),
+            target_steps,
+            converged_after,
+            last_overlap,
+            seconds,
+        });
+    }
+    Ok(out)
+}
