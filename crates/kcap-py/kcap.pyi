@@ -1,0 +1,258 @@
+"""kcap — a fast simulator of the assembly calculus (NEMO).
+
+``import kcap as brain`` runs scripts written for the reference ``brain.py``
+(``Brain``, ``add_stimulus``, ``add_area``, ``project``, ``area_by_name``);
+kcap's own API adds the operations as single calls, overlap measures, NumPy
+results and ``run(experiment_file)``. See docs/python.md.
+"""
+
+import os
+from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, SupportsIndex, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+#: Values of ``Brain(device=...)``: ``"cpu"`` now, ``"cuda"`` with the GPU backend.
+DEVICES: list[str]
+#: Values of ``add_area(engine=...)``: ``"lazy"`` now, the others as they land.
+ENGINES: list[str]
+
+Names = Union[str, Iterable[str]]
+NeuronIds = Union[Iterable[SupportsIndex], npt.NDArray[np.integer[Any]]]
+WinnersArray = npt.NDArray[np.uint32]
+
+# ----- exceptions -------------------------------------------------------------
+
+class KcapError(Exception):
+    """Base class of every error raised by kcap."""
+
+class UnknownNameError(KcapError, KeyError, IndexError):
+    """An area or stimulus name the brain does not know (also KeyError and IndexError)."""
+
+class NoAssemblyError(KcapError, ValueError):
+    """Projecting from (or fixing) an area that has no winners yet."""
+
+class AreaTooSmallError(KcapError, RuntimeError):
+    """A lazy area has too few never-fired neurons left to sample k new winners."""
+
+class InvalidParameterError(KcapError, ValueError):
+    """A parameter outside its range, an unknown engine/device/format name, a duplicate name."""
+
+class NotAvailableError(KcapError, NotImplementedError):
+    """A feature that exists in the API but not yet in this build (explicit engine, CUDA, formats)."""
+
+# ----- brain ------------------------------------------------------------------
+
+class Brain:
+    """A simulated brain: areas of n neurons of which k fire per step, stimuli,
+    random connectivity of probability p and Hebbian plasticity.
+
+    Drop-in for the reference ``brain.Brain``. Subclass it freely; a
+    subclass's ``__init__`` must call ``Brain.__init__(self, p, ...)``.
+    """
+
+    def __init__(
+        self,
+        p: float,
+        save_size: bool = True,
+        save_winners: bool = False,
+        seed: Optional[int] = 0,
+        device: Literal["cpu", "cuda"] = "cpu",
+        *,
+        w_max: Optional[float] = None,
+        tail: Literal["normal", "exact"] = "normal",
+    ) -> None:
+        """``p``: connection probability in (0, 1]. ``save_size`` /
+        ``save_winners``: record each target area's support / winners after
+        every step. ``seed``: the run is a function of it (``None``: from the
+        clock). ``device="cuda"`` raises NotAvailableError until the GPU
+        backend lands. ``w_max``: cap on every weight. ``tail``: how the
+        top-k inputs of never-fired neurons are sampled."""
+
+    # reference attributes
+    @property
+    def p(self) -> float: ...
+    save_size: bool
+    save_winners: bool
+    disable_plasticity: bool
+    @property
+    def area_by_name(self) -> AreaMap:
+        """Live mapping ``{name: Area}``."""
+    @property
+    def areas(self) -> AreaMap:
+        """Older name of ``area_by_name``."""
+    @property
+    def stimulus_size_by_name(self) -> dict[str, int]:
+        """``{stimulus name: size}`` (a new dict on each access)."""
+
+    # reference methods
+    def add_stimulus(self, stimulus_name: str, size: int) -> None:
+        """A stimulus of ``size`` neurons that all fire when it is projected."""
+    def add_area(
+        self,
+        area_name: str,
+        n: Union[int, float],
+        k: int,
+        beta: float,
+        *,
+        engine: Literal["lazy", "explicit", "procedural"] = "lazy",
+        weights: Optional[Literal["f32", "f16", "bf16", "log-u8", "bit", "auto"]] = None,
+        indices: Optional[Literal["u32", "u16", "auto"]] = None,
+        rounding: Optional[Literal["nearest", "stochastic"]] = None,
+    ) -> None:
+        """An area of ``n`` neurons, ``k`` winners per step, default
+        plasticity ``beta``. Unknown engine/format values raise
+        InvalidParameterError (ValueError) listing the accepted ones; known
+        ones not in this build raise NotAvailableError."""
+    def add_explicit_area(
+        self,
+        area_name: str,
+        n: Union[int, float],
+        k: int,
+        beta: float,
+        custom_inner_p: Optional[float] = None,
+        custom_out_p: Optional[float] = None,
+        custom_in_p: Optional[float] = None,
+    ) -> None:
+        """An explicit (stored-connectivity) area; raises NotAvailableError
+        until the explicit engine lands."""
+    def update_plasticity(self, from_area: str, to_area: str, new_beta: float) -> None:
+        """Plasticity of the synapses from ``from_area`` into ``to_area``."""
+    def update_plasticities(
+        self,
+        area_update_map: Optional[Mapping[str, Iterable[Tuple[str, float]]]] = None,
+        stim_update_map: Optional[Mapping[str, Iterable[Tuple[str, float]]]] = None,
+    ) -> None:
+        """``area_update_map = {to_area: [(from_area, beta), ...]}``,
+        ``stim_update_map = {to_area: [(stimulus, beta), ...]}``."""
+    def activate(self, area_name: str, index: int) -> None:
+        """Winners become neurons ``[index*k, (index+1)*k)``; the area is fixed."""
+    def project(
+        self,
+        areas_by_stim: Mapping[str, Names],
+        dst_areas_by_src_area: Mapping[str, Names],
+        verbose: int = 0,
+    ) -> None:
+        """One synchronous step, e.g. ``project({"stim": ["A"]}, {"A": ["A", "B"]})``."""
+
+    # kcap's own API
+    def winners(self, area: str) -> WinnersArray:
+        """Current winners (sorted ids) as a NumPy uint32 array."""
+    def set_winners(self, area: str, winners: NeuronIds) -> None:
+        """Replaces the winners by at most k neurons that have fired before."""
+    def support(self, area: str) -> int:
+        """How many neurons of the area have ever fired."""
+    def history(self, area: str) -> dict[str, npt.NDArray[np.uint64]]:
+        """``{"step", "support", "first_winners"}``, one entry per step into the area."""
+    def winner_history(self, area: str) -> list[WinnersArray]:
+        """Recorded winner sets (one array per recorded step)."""
+    def record_winners(self, area: str, on: bool = True) -> None: ...
+    def fix(self, area: str) -> None: ...
+    def unfix(self, area: str) -> None: ...
+    def subsample_winners(self, area: str, count: int) -> None:
+        """Keeps a seeded-random subset of ``count`` current winners."""
+    def set_fiber_p(self, source: str, area: str, p: float) -> None:
+        """Connection probability of one fiber (before the first step only)."""
+    def set_beta(self, source: str, area: str, beta: float) -> None: ...
+    def set_area_beta(self, area: str, beta: float) -> None: ...
+    plasticity: bool
+    w_max: Optional[float]
+    @property
+    def seed(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    def area_names(self) -> list[str]: ...
+    def stimulus_names(self) -> list[str]: ...
+    def memory(self) -> dict[str, int]:
+        """``{"area_synapses", "stimulus_entries", "bytes"}`` of stored connectivity."""
+    def area(self, name: str) -> Area:
+        """Same as ``area_by_name[name]``."""
+
+class AreaMap(Mapping[str, "Area"]):
+    """Read-only live mapping ``{area name: Area}`` of a brain."""
+
+    def __getitem__(self, name: str) -> Area: ...
+    def __contains__(self, name: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+
+class Area:
+    """Live view of one area (the reference ``Area``'s attributes).
+
+    Reads go to the simulation; assigning ``winners``, ``fixed_assembly`` or
+    ``beta`` changes it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def k(self) -> int: ...
+    beta: float
+    @property
+    def w(self) -> int:
+        """Support: neurons of the area that ever fired."""
+    @property
+    def winners(self) -> list[int]:
+        """Current winners; assign any iterable of ids of neurons that fired before."""
+    @winners.setter
+    def winners(self, value: NeuronIds) -> None: ...
+    @property
+    def saved_w(self) -> list[int]: ...
+    @property
+    def saved_winners(self) -> list[list[int]]: ...
+    @property
+    def num_first_winners(self) -> int: ...
+    fixed_assembly: bool
+    @property
+    def explicit(self) -> bool: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def beta_by_stimulus(self) -> dict[str, float]: ...
+    @property
+    def beta_by_area(self) -> dict[str, float]: ...
+    def fix_assembly(self) -> None:
+        """Freezes the current winners; NoAssemblyError (ValueError) if there are none."""
+    def unfix_assembly(self) -> None: ...
+    def update_area_beta(self, name: str, new_beta: float) -> None: ...
+    def update_beta_by_stimulus(self, name: str, new_beta: float) -> None: ...
+    def get_num_ever_fired(self) -> int: ...
+    def winners_array(self) -> WinnersArray: ...
+
+# ----- operations (one Rust call each) ---------------------------------------
+
+def project_rounds(brain: Brain, stim: str, area: str, rounds: int = 25) -> WinnersArray:
+    """One step ``stim → area``, then ``rounds - 1`` steps ``stim → area, area → area``."""
+
+def reciprocal_project(brain: Brain, stim: str, a: str, b: str, rounds: int = 25) -> WinnersArray:
+    """``stim → a``, ``a → {a, b}``, ``b → {a, b}`` for ``rounds`` steps; winners of ``b``."""
+
+def associate(brain: Brain, first: Tuple[str, str], second: Tuple[str, str], c: str, rounds: int = 10) -> None:
+    """Both (stimulus, area) pairs fire together into ``c`` for ``rounds`` steps."""
+
+def merge(brain: Brain, first: Tuple[str, str], second: Tuple[str, str], c: str, rounds: int = 49) -> WinnersArray:
+    """The reference merge schedule (2 + rounds steps); winners of ``c``."""
+
+def pattern_completion(brain: Brain, area: str, fraction: float = 0.5, rounds: int = 5) -> int:
+    """Fires a seeded-random ``fraction`` of the assembly into the area; returns how many of it are recovered."""
+
+def overlap(a: NeuronIds, b: NeuronIds) -> int:
+    """Number of neurons two winner sets share."""
+
+def best_match(winners: NeuronIds, assemblies: Iterable[NeuronIds]) -> Optional[Tuple[int, int]]:
+    """``(index, overlap)`` of the best-matching assembly; ``None`` for none."""
+
+def run(
+    experiment_file: Union[str, os.PathLike[str]],
+    out: Optional[Union[str, os.PathLike[str]]] = None,
+    threads: Optional[int] = None,
+    kcap_bin: Optional[Union[str, os.PathLike[str]]] = None,
+) -> dict[str, Any]:
+    """Runs ``kcap run FILE`` (the command-line tool) and returns its results.json."""

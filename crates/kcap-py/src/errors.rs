@@ -1,0 +1,184 @@
+//! Exceptions of the `kcap` module and the mapping from the library's typed
+//! errors to them.
+//!
+//! Design decision: every kcap exception **is also the builtin exception the
+//! reference `brain.py` raises for the same mistake** (multiple inheritance),
+//! so `except IndexError:` in an existing script keeps working while new code
+//! can catch the precise `kcap.UnknownNameError` or the common base
+//! `kcap.KcapError`. Unknown names are both `KeyError` (what a lookup in the
+//! reference's `area_by_name` dict raises) and `IndexError` (what its
+//! `project` raises). The classes are declared in a few lines of Python
+//! (multiple inheritance from builtins is not expressible with PyO3's
+//! `create_exception!`), compiled once at module initialisation.
+
+use kcap::KcapError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyModule, PyType};
+
+/// Python source of the exception hierarchy (declarations only, no logic).
+const ERRORS_PY: &std::ffi::CStr = c"
+class KcapError(Exception):
+    '''Base class of every error raised by kcap.'''
+    __module__ = 'kcap'
+    __str__ = BaseException.__str__
+
+class UnknownNameError(KcapError, KeyError, IndexError):
+    '''An area or stimulus name that the brain does not know.
+
+    Also a KeyError (dict-style lookups such as ``brain.area_by_name[name]``)
+    and an IndexError (what the reference ``Brain.project`` raises).'''
+    __module__ = 'kcap'
+
+class NoAssemblyError(KcapError, ValueError):
+    '''Projecting from (or fixing) an area that has no winners yet.'''
+    __module__ = 'kcap'
+
+class AreaTooSmallError(KcapError, RuntimeError):
+    '''A lazy area has too few never-fired neurons left to sample k new winners.'''
+    __module__ = 'kcap'
+
+class InvalidParameterError(KcapError, ValueError):
+    '''A parameter outside its range: p, beta, k, n, a winner list, an engine
+    or device name, a duplicate name.'''
+    __module__ = 'kcap'
+
+class NotAvailableError(KcapError, NotImplementedError):
+    '''A feature that exists in the API but not (yet) in this build: another
+    engine, the CUDA device, a storage format.'''
+    __module__ = 'kcap'
+";
+
+/// The exception classes, created once per process.
+pub struct Errors {
+    pub base: Py<PyType>,
+    pub unknown_name: Py<PyType>,
+    pub no_assembly: Py<PyType>,
+    pub area_too_small: Py<PyType>,
+    pub invalid: Py<PyType>,
+    pub not_available: Py<PyType>,
+}
+
+static ERRORS: PyOnceLock<Errors> = PyOnceLock::new();
+
+fn create(py: Python<'_>) -> PyResult<Errors> {
+    let m = PyModule::from_code(py, ERRORS_PY, c"kcap/errors.py", c"kcap._errors")?;
+    let get = |name: &str| -> PyResult<Py<PyType>> { Ok(m.getattr(name)?.cast_into::<PyType>()?.unbind()) };
+    Ok(Errors {
+        base: get("KcapError")?,
+        unknown_name: get("UnknownNameError")?,
+        no_assembly: get("NoAssemblyError")?,
+        area_too_small: get("AreaTooSmallError")?,
+        invalid: get("InvalidParameterError")?,
+        not_available: get("NotAvailableError")?,
+    })
+}
+
+/// The exception classes (created on first use).
+pub fn errors(py: Python<'_>) -> PyResult<&'static Errors> {
+    ERRORS.get_or_try_init(py, || create(py))
+}
+
+/// Adds the exception classes to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let e = errors(py)?;
+    for (name, ty) in [
+        ("KcapError", &e.base),
+        ("UnknownNameError", &e.unknown_name),
+        ("NoAssemblyError", &e.no_assembly),
+        ("AreaTooSmallError", &e.area_too_small),
+        ("InvalidParameterError", &e.invalid),
+        ("NotAvailableError", &e.not_available),
+    ] {
+        m.add(name, ty.clone_ref(py))?;
+    }
+    Ok(())
+}
+
+/// Which kcap exception a library error becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    UnknownName,
+    NoAssembly,
+    AreaTooSmall,
+    Invalid,
+    NotAvailable,
+}
+
+/// Builds a kcap exception of `kind` with `msg`.
+pub fn new_err(kind: Kind, msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| match errors(py) {
+        Ok(e) => {
+            let ty = match kind {
+                Kind::UnknownName => &e.unknown_name,
+                Kind::NoAssembly => &e.no_assembly,
+                Kind::AreaTooSmall => &e.area_too_small,
+                Kind::Invalid => &e.invalid,
+                Kind::NotAvailable => &e.not_available,
+            };
+            PyErr::from_type(ty.bind(py).clone(), msg)
+        }
+        // Only if the interpreter cannot compile six class statements.
+        Err(err) => err,
+    })
+}
+
+/// The exception kind of a library error.
+pub fn kind_of(e: &KcapError) -> Kind {
+    match e {
+        KcapError::UnknownArea(_) | KcapError::UnknownStimulus(_) | KcapError::UnknownName(_) => Kind::UnknownName,
+        KcapError::NoWinners(_) => Kind::NoAssembly,
+        KcapError::AreaTooSmall { .. } => Kind::AreaTooSmall,
+        KcapError::Unsupported(_) => Kind::NotAvailable,
+        _ => Kind::Invalid,
+    }
+}
+
+/// Converts a library error into the matching Python exception.
+pub fn to_py(e: KcapError) -> PyErr {
+    new_err(kind_of(&e), e.to_string())
+}
+
+/// `Result` adapter: `brain.project(..).py_err()?` converts library errors.
+pub trait PyResultExt<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> PyResultExt<T> for Result<T, KcapError> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(to_py)
+    }
+}
+
+/// Shorthands for the errors the bindings raise themselves.
+pub fn unknown(what: &str, name: &str) -> PyErr {
+    new_err(Kind::UnknownName, format!("unknown {what} {name:?}"))
+}
+
+pub fn invalid(msg: impl Into<String>) -> PyErr {
+    new_err(Kind::Invalid, msg)
+}
+
+pub fn not_available(msg: impl Into<String>) -> PyErr {
+    new_err(Kind::NotAvailable, msg)
+}
+
+/// Checks `value` against a keyword's accepted values: unknown values are an
+/// `InvalidParameterError` (a `ValueError`) listing them all; known values
+/// that this build does not implement are a `NotAvailableError`.
+pub fn check_choice(keyword: &str, value: &str, available: &[&str], planned: &[&str]) -> PyResult<()> {
+    if available.contains(&value) {
+        return Ok(());
+    }
+    let list = |v: &[&str]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let accepted: Vec<&str> = available.iter().chain(planned).copied().collect();
+    if planned.contains(&value) {
+        return Err(not_available(format!(
+            "{keyword}={value:?} is not available in this build yet; available now: {}",
+            list(available)
+        )));
+    }
+    Err(invalid(format!("unknown {keyword} {value:?}: accepted values are {}", list(&accepted))))
+}
