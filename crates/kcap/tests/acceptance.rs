@@ -8,11 +8,19 @@ use kcap::{ops, Brain, Projection};
 /// Projection converges: n=1e5, k=317, p=0.01, beta=0.05, within 50 steps.
 /// Convergence = no first-time winners in the last 10 of 50 steps and the
 /// last two winner sets share >= 95% (301 of 317).
+///
+/// Support after 25 steps: SPEC §7 quotes 3.5k–3.9k, but the reference
+/// implementations themselves, run on this machine for seeds 1–5 with this
+/// exact schedule, end at 1.20k–1.30k (Python `brain.py`, mean 1250) and
+/// 1.23k–1.34k (C++ `brain.cc`, mean 1279); see BENCHMARKS.md. We accept
+/// 1.1k–1.45k per seed.
 #[test]
 fn projection_converges_1e5() {
     for seed in 0..5 {
         let mut b = one_area(100_000, 317, 0.01, 0.05, seed);
         ops::project_rounds(&mut b, "s", "A", 25).unwrap();
+        let w25 = b.area("A").unwrap().support;
+        assert!((1100..=1450).contains(&w25), "seed {seed}: support after 25 steps {w25}");
         for _ in 25..50 {
             b.project(&recurrent("s", "A")).unwrap();
         }
@@ -23,8 +31,9 @@ fn projection_converges_1e5() {
 }
 
 /// SPEC §7: n=1e6, k=1000, p=0.001, beta=0.05, 25 steps: support ≈ 5.75k–6.05k
-/// in the reference, growth stopping near step 20, last two sets sharing
-/// >= 999. Per seed we accept 5.3k–6.5k and a 5-seed mean in 5.5k–6.2k.
+/// in the reference (measured here: Python 5.68k–6.06k, C++ 5.83k–6.33k over
+/// five seeds), growth stopping near step 20, last two sets sharing >= 999.
+/// Per seed we accept 5.3k–6.5k and a 5-seed mean in 5.5k–6.3k.
 #[test]
 fn projection_1e6_matches_reference_range() {
     let mut total = 0;
@@ -38,7 +47,7 @@ fn projection_1e6_matches_reference_range() {
         total += w;
     }
     let mean = total / 5;
-    assert!((5500..=6200).contains(&mean), "mean support {mean}");
+    assert!((5500..=6300).contains(&mean), "mean support {mean}");
 }
 
 /// Pattern completion (SPEC §7): p=0.05, train 25 steps, fire a random half
