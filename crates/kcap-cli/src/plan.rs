@@ -196,23 +196,22 @@ impl<'a> Checker<'a> {
             }
         }
         // Names first, so that references can be resolved in any order.
+        // Declared in file order, so a duplicate is reported at its second use.
+        let mut decls: Vec<(&Spanned<String>, Option<usize>)> = raw.area.iter().enumerate().map(|(i, a)| (&a.get_ref().name, Some(i))).collect();
+        decls.extend(raw.stimulus.iter().map(|s| (&s.get_ref().name, None)));
+        decls.sort_by_key(|(n, _)| n.span().start);
         let mut seen = HashMap::new();
-        let mut areas = Vec::new();
-        for a in &raw.area {
-            let a = a.get_ref();
-            if self.declare(&a.name, &mut seen) {
-                self.areas.insert(a.name.get_ref().clone(), areas.len());
-            }
-            areas.push(a.name.get_ref().clone());
-            self.area_n.push(*a.n.get_ref());
-            self.area_k.push(*a.k.get_ref());
-        }
-        for s in &raw.stimulus {
-            let s = s.get_ref();
-            if self.declare(&s.name, &mut seen) {
-                self.stimuli.insert(s.name.get_ref().clone());
+        for (name, area) in decls {
+            if self.declare(name, &mut seen) {
+                match area {
+                    Some(i) => self.areas.insert(name.get_ref().clone(), i),
+                    None => self.stimuli.insert(name.get_ref().clone()).then_some(0),
+                };
             }
         }
+        let areas: Vec<String> = raw.area.iter().map(|a| a.get_ref().name.get_ref().clone()).collect();
+        self.area_n = raw.area.iter().map(|a| *a.get_ref().n.get_ref()).collect();
+        self.area_k = raw.area.iter().map(|a| *a.get_ref().k.get_ref()).collect();
         for a in &raw.area {
             let a = a.get_ref();
             let (nm, n, k) = (a.name.get_ref(), *a.n.get_ref(), *a.k.get_ref());
