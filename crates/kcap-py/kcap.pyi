@@ -218,6 +218,12 @@ class Area:
     def beta_by_stimulus(self) -> dict[str, float]: ...
     @property
     def beta_by_area(self) -> dict[str, float]: ...
+    @property
+    def stimulus_beta(self) -> dict[str, float]:
+        """Older name of ``beta_by_stimulus``."""
+    @property
+    def area_beta(self) -> dict[str, float]:
+        """Older name of ``beta_by_area``."""
     def fix_assembly(self) -> None:
         """Freezes the current winners; NoAssemblyError (ValueError) if there are none."""
     def unfix_assembly(self) -> None: ...

@@ -296,6 +296,18 @@ impl PyArea {
         self.betas(py, false)
     }
 
+    /// Older name of :attr:`beta_by_stimulus`.
+    #[getter]
+    fn stimulus_beta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.betas(py, true)
+    }
+
+    /// Older name of :attr:`beta_by_area`.
+    #[getter]
+    fn area_beta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.betas(py, false)
+    }
+
     /// Plasticity of the synapses from area ``name`` into this area.
     fn update_area_beta(&self, py: Python<'_>, name: &str, new_beta: f64) -> PyResult<()> {
         let mut b = self.brain.bind(py).borrow_mut();

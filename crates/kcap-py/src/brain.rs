@@ -129,7 +129,10 @@ impl PyBrain {
     /// Allocates an empty brain; `__init__` builds it. Any arguments are
     /// accepted so that subclasses may have their own signatures.
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(
+        signature = (*_args, **_kwargs),
+        text_signature = "(p, save_size=True, save_winners=False, seed=0, device='cpu', *, w_max=None, tail='normal')"
+    )]
     fn __new__(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         PyBrain { inner: None, p: 0.0, save_size: true, save_winners: false, device: "cpu".into(), unsized_steps: Vec::new() }
     }

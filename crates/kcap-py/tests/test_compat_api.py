@@ -260,6 +260,8 @@ def test_area_level_beta_updates():
     a.update_area_beta("A", 0.4)
     a.update_beta_by_stimulus("s", 0.6)
     assert a.beta_by_area == {"A": 0.4} and a.beta_by_stimulus == {"s": 0.6}
+    # the older reference's names of the same dicts
+    assert a.area_beta == {"A": 0.4} and a.stimulus_beta == {"s": 0.6}
 
 
 def test_get_num_ever_fired_is_the_support(trained):
