@@ -125,8 +125,11 @@ pub struct RawStep {
     #[serde(default)]
     pub subsample: OneOrMany<RawSubsample>,
     /// `source = [targets]`: who fires into whom in each projection step.
-    pub fire: Option<Spanned<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>>,
+    pub fire: Option<Spanned<FireMap>>,
 }
+
+/// `fire = { source = [targets], ... }`, with the position of every name.
+pub type FireMap = BTreeMap<Spanned<String>, Vec<Spanned<String>>>;
 
 /// `set_beta = { from, to, beta }`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

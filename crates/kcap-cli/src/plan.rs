@@ -191,7 +191,7 @@ impl<'a> Checker<'a> {
         self.p("p", &brain.p);
         if let Some(w) = &brain.w_max {
             let v = *w.get_ref();
-            if !(v >= 1.0) {
+            if v.is_nan() || v < 1.0 {
                 self.err(w.span(), format!("w_max = {v} is invalid: the weight cap must be >= 1 (synapses start at weight 1)"));
             }
         }

@@ -177,7 +177,7 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
     let n_areas = exp.areas.len();
     let save: Vec<bool> = (0..n_areas).map(|i| saves_winners(exp, i)).collect();
     // Winners of each area's last two target steps: (previous, current).
-    let mut last_two: Vec<(Option<Vec<u32>>, Option<Vec<u32>>)> = vec![(None, None); n_areas];
+    let mut last_two: Vec<LastTwo> = vec![(None, None); n_areas];
     let mut steps = Vec::with_capacity(exp.total_steps as usize);
     let mut step_seconds = 0.0;
     for entry in &exp.schedule {
