@@ -283,3 +283,13 @@ def test_area_by_name_is_a_mapping(brain):
     assert m.get("Z") is None and m.get("Z", 5) == 5
     assert m.get("A").name == "A"
     assert {name: area.k for name, area in brain.area_by_name.items()} == {"A": K, "B": K}
+
+
+def test_copying_a_brain_is_a_clear_type_error(brain):
+    import copy
+    import pickle
+
+    with pytest.raises(TypeError, match="cannot pickle"):
+        copy.deepcopy(brain)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(brain)
