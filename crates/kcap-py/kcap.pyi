@@ -16,8 +16,10 @@ __version__: str
 
 #: Values of ``Brain(device=...)``: ``"cpu"`` now, ``"cuda"`` with the GPU backend.
 DEVICES: list[str]
-#: Values of ``add_area(engine=...)``: ``"lazy"`` now, the others as they land.
+#: Values of ``add_area(engine=...)``: ``"lazy"``, ``"explicit"``, ``"procedural"``.
 ENGINES: list[str]
+#: The engines this build implements (the others raise NotAvailableError).
+AVAILABLE_ENGINES: list[str]
 
 Names = Union[str, Iterable[str]]
 NeuronIds = Union[Iterable[SupportsIndex], npt.NDArray[np.integer[Any]]]

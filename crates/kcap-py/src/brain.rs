@@ -26,6 +26,19 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 /// Devices accepted by `device=`; only the first exists in this build.
 pub const DEVICES: &[&str] = &["cpu"];
 pub const PLANNED_DEVICES: &[&str] = &["cuda"];
+/// Engines this build of the library implements, found by asking it (so
+/// the bindings follow the library as engines land, without a change here).
+pub fn available_engines() -> Vec<&'static str> {
+    [("lazy", EngineKind::Lazy), ("explicit", EngineKind::Explicit), ("procedural", EngineKind::Procedural)]
+        .into_iter()
+        .filter(|(_, kind)| {
+            let Ok(mut b) = Brain::new(0.5, 0) else { return false };
+            !matches!(b.add_area_with("probe", 64, 8, 0.0, *kind), Err(kcap::KcapError::Unsupported(_)))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// Storage formats (the formats issue); only the first of each exists yet.
 const WEIGHTS: (&[&str], &[&str]) = (&["f32"], &["f16", "bf16", "log-u8", "bit", "auto"]);
 const INDICES: (&[&str], &[&str]) = (&["u32"], &["u16", "auto"]);
@@ -159,7 +172,7 @@ impl PyBrain {
         let tail: TailSampler =
             tail.parse().map_err(|_| invalid(format!("unknown tail {tail:?}: accepted values are \"normal\", \"exact\"")))?;
         let seed = seed.unwrap_or_else(random_seed);
-        let opts = BrainOptions { seed, tail, save_winners, w_max };
+        let opts = BrainOptions { seed, tail, save_winners, w_max, ..Default::default() };
         self.inner = Some(Brain::with_options(p, opts).py_err()?);
         self.p = p;
         self.save_size = save_size;

@@ -118,12 +118,21 @@ def test_unknown_engine_lists_the_accepted_ones():
         b.add_area("A", 1000, 10, 0.1, engine="dense")
 
 
-@pytest.mark.parametrize("engine", ["explicit", "procedural"])
+@pytest.mark.parametrize("engine", ["lazy", "explicit", "procedural"])
 def test_engines_not_yet_built_say_so(engine):
     b = kcap.Brain(0.1)
-    with pytest.raises(NotImplementedError, match="not available yet"):
+    if engine in kcap.AVAILABLE_ENGINES:
         b.add_area("A", 1000, 10, 0.1, engine=engine)
-    assert len(b.area_by_name) == 0
+        assert b.area_by_name["A"].engine == engine
+    else:
+        with pytest.raises(NotImplementedError, match="not available yet"):
+            b.add_area("A", 1000, 10, 0.1, engine=engine)
+        assert len(b.area_by_name) == 0
+
+
+def test_available_engines_are_a_subset_of_the_accepted_ones():
+    assert "lazy" in kcap.AVAILABLE_ENGINES
+    assert set(kcap.AVAILABLE_ENGINES) <= set(kcap.ENGINES) == {"lazy", "explicit", "procedural"}
 
 
 def test_cuda_device_is_not_available_yet():
@@ -142,6 +151,7 @@ def test_unknown_tail_sampler_is_a_value_error():
         kcap.Brain(0.1, tail="uniform")
 
 
+@pytest.mark.skipif("explicit" in kcap.AVAILABLE_ENGINES, reason="this build has the explicit engine")
 def test_explicit_areas_arrive_with_the_explicit_engine():
     b = kcap.Brain(0.1)
     with pytest.raises(NotImplementedError, match="explicit areas arrive with the explicit engine"):
@@ -149,6 +159,16 @@ def test_explicit_areas_arrive_with_the_explicit_engine():
     with pytest.raises(NotImplementedError, match="explicit areas arrive with the explicit engine"):
         b.add_explicit_area("E", 1000, 10, 0.1)
     assert "E" not in b.area_by_name
+
+
+@pytest.mark.skipif("explicit" not in kcap.AVAILABLE_ENGINES, reason="the explicit engine is not in this build yet")
+def test_add_explicit_area_builds_an_explicit_area():
+    b = kcap.Brain(0.1)
+    b.add_stimulus("s", 10)
+    b.add_explicit_area("E", 1000, 10, 0.1, custom_inner_p=0.2)
+    assert b.area_by_name["E"].explicit is True
+    b.project({"s": ["E"]}, {})
+    assert len(b.area_by_name["E"].winners) == 10
 
 
 @pytest.mark.parametrize(
