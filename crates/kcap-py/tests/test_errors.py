@@ -102,6 +102,9 @@ def test_duplicate_names_are_value_errors(brain):
         brain.add_area("A", N, K, BETA)
     with pytest.raises(ValueError, match='"s" is already used'):
         brain.add_stimulus("s", 10)
+    # one namespace for areas and stimuli (the reference has two)
+    with pytest.raises(ValueError, match='"A" is already used'):
+        brain.add_stimulus("A", 10)
 
 
 def test_non_integer_sizes_are_value_errors():
