@@ -235,6 +235,9 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         let dir = json.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         report::prepare_out_dir(dir)?;
     }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; timings are not representative (build with --release)");
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine = format!("{}, {cores} cores", cpu_name());
     let mut rows = vec![[

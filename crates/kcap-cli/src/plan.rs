@@ -261,7 +261,7 @@ impl<'a> Checker<'a> {
             self.errors.sort_by_key(|d| (d.line, d.col));
             return Err(ConfigError(self.errors));
         }
-        let total_steps = schedule.iter().map(|e| e.repeat).sum();
+        let total_steps = schedule.iter().fold(0u64, |t, e| t.saturating_add(e.repeat));
         Ok(Experiment { name, source, raw, areas, schedule, total_steps })
     }
 

@@ -106,6 +106,9 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
         tail: b.tail.unwrap_or_default(),
         save_winners: false,
         w_max: b.w_max.as_ref().map(|w| *w.get_ref()),
+        planned_steps: Some(exp.total_steps),
+        // Options the file does not set keep the library's defaults.
+        ..BrainOptions::default()
     };
     let mut brain = Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
     brain.set_plasticity(b.plasticity.unwrap_or(true));
@@ -178,7 +181,7 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
     let save: Vec<bool> = (0..n_areas).map(|i| saves_winners(exp, i)).collect();
     // Winners of each area's last two target steps: (previous, current).
     let mut last_two: Vec<LastTwo> = vec![(None, None); n_areas];
-    let mut steps = Vec::with_capacity(exp.total_steps as usize);
+    let mut steps = Vec::with_capacity(exp.total_steps.min(1 << 16) as usize);
     let mut step_seconds = 0.0;
     for entry in &exp.schedule {
         for action in &entry.actions {
