@@ -3,13 +3,16 @@
 //! projection steps (SPEC §2).
 
 use crate::backend::{cpu::Cpu, Backend};
+use crate::engine::explicit::connect_explicit_area;
 use crate::engine::lazy::{Growth, LazyState, View};
 use crate::engine::TargetPlan;
 use crate::error::{KcapError, Result};
+use crate::format::plan::{plan as plan_format, FiberShape};
+use crate::format::FiberFormat;
 use crate::model::{AreaSpec, EngineKind, Model, Source, StimSpec};
 use crate::rng::{purpose, Stream};
 use crate::stats::TailSampler;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One projection step's wiring: which sources fire into which areas.
@@ -27,8 +30,13 @@ impl Projection {
     }
 
     /// Adds `source → targets` (source: stimulus or area name).
-    pub fn fire<S: Into<String>>(mut self, source: impl Into<String>, targets: impl IntoIterator<Item = S>) -> Self {
-        self.edges.push((source.into(), targets.into_iter().map(Into::into).collect()));
+    pub fn fire<S: Into<String>>(
+        mut self,
+        source: impl Into<String>,
+        targets: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.edges
+            .push((source.into(), targets.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -58,8 +66,10 @@ pub struct AreaState {
     pub winners: Vec<u32>,
     /// Fixed areas keep their winners when projected into.
     pub fixed: bool,
-    /// Support w.
+    /// Support w: distinct neurons that ever fired.
     pub support: u64,
+    /// Explicit areas: bit set of neurons that ever fired.
+    pub ever: Option<Vec<u64>>,
     /// Record the winner list in the history at every step.
     pub save_winners: bool,
     /// One entry per step in which this area was a projection target.
@@ -74,12 +84,47 @@ pub struct BrainOptions {
     /// Default winner recording for areas added later.
     pub save_winners: bool,
     pub w_max: Option<f64>,
+    /// Default storage format of fibers between explicit areas.
+    pub format: FormatChoice,
+    /// Expected run length (steps), used by the `auto` format planner.
+    pub planned_steps: Option<u64>,
 }
 
 impl Default for BrainOptions {
     fn default() -> Self {
-        BrainOptions { seed: 0, tail: TailSampler::Normal, save_winners: false, w_max: None }
+        BrainOptions {
+            seed: 0,
+            tail: TailSampler::Normal,
+            save_winners: false,
+            w_max: None,
+            format: FormatChoice::Fixed(FiberFormat::REFERENCE),
+            planned_steps: None,
+        }
     }
+}
+
+/// A fiber format, or `Auto` for the planner's choice ([`crate::format::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FormatChoice {
+    Fixed(FiberFormat),
+    Auto,
+}
+
+/// Memory of one stored fiber (see [`Brain::memory_report`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FiberMemory {
+    pub from: String,
+    pub to: String,
+    pub format: String,
+    pub synapses: u64,
+    /// Bytes actually held.
+    pub bytes: u64,
+    /// Bytes predicted by the format's cost model.
+    pub predicted_bytes: u64,
+    /// Bytes the f32 / u32 / CSR reference would hold.
+    pub reference_bytes: u64,
+    /// Why the planner chose this format (empty for fixed formats).
+    pub reasons: Vec<String>,
 }
 
 /// A simulated brain of lazy areas and stimuli.
@@ -90,24 +135,42 @@ pub struct Brain {
     areas: Vec<AreaState>,
     lazy: LazyState,
     backend: Arc<dyn Backend>,
+    fiber_formats: HashMap<(usize, usize), FormatChoice>,
 }
 
 impl std::fmt::Debug for Brain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Brain").field("p", &self.model.p).field("step", &self.step).finish_non_exhaustive()
+        f.debug_struct("Brain")
+            .field("p", &self.model.p)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
 }
 
 impl Brain {
     /// A brain with global connection probability `p` ∈ (0, 1] and `seed`.
     pub fn new(p: f64, seed: u64) -> Result<Brain> {
-        Brain::with_options(p, BrainOptions { seed, ..Default::default() })
+        Brain::with_options(
+            p,
+            BrainOptions {
+                seed,
+                ..Default::default()
+            },
+        )
     }
 
     pub fn with_options(p: f64, opts: BrainOptions) -> Result<Brain> {
         let mut model = Model::new(p)?;
         model.set_w_max(opts.w_max)?;
-        Ok(Brain { model, opts, step: 0, areas: Vec::new(), lazy: LazyState::default(), backend: Arc::new(Cpu) })
+        Ok(Brain {
+            model,
+            opts,
+            step: 0,
+            areas: Vec::new(),
+            lazy: LazyState::default(),
+            backend: Arc::new(Cpu),
+            fiber_formats: HashMap::new(),
+        })
     }
 
     /// Replaces the backend (results do not depend on it).
@@ -137,30 +200,238 @@ impl Brain {
         self.add_area_with(name, n, k, beta, EngineKind::Lazy)
     }
 
-    /// Adds an area with the given engine (only `Lazy` exists so far).
-    pub fn add_area_with(&mut self, name: &str, n: u64, k: usize, beta: f64, engine: EngineKind) -> Result<usize> {
-        if engine != EngineKind::Lazy {
+    /// Adds an area with the given engine. Explicit areas generate all their
+    /// fibers now (memory is estimated first; a run that would not fit is
+    /// refused with the estimate); procedural areas are not available yet.
+    pub fn add_area_with(
+        &mut self,
+        name: &str,
+        n: u64,
+        k: usize,
+        beta: f64,
+        engine: EngineKind,
+    ) -> Result<usize> {
+        if engine == EngineKind::Procedural {
             return Err(KcapError::Unsupported(format!(
-                "area {name:?}: the {engine:?} engine is not available yet; use engine = \"lazy\""
+                "area {name:?}: the procedural engine is not available yet; use engine = \"lazy\" or \"explicit\""
             )));
         }
-        let id = self.model.add_area(AreaSpec { name: name.into(), n, k, beta, engine })?;
+        let mut model = self.model.clone();
+        let id = model.add_area(AreaSpec {
+            name: name.into(),
+            n,
+            k,
+            beta,
+            engine,
+        })?;
+        if engine == EngineKind::Explicit {
+            if n > u32::MAX as u64 {
+                return Err(crate::error::invalid(
+                    format!("n of explicit area {name:?}"),
+                    n,
+                    "explicit areas hold at most 2^32 neurons",
+                ));
+            }
+            let need = self.explicit_memory_estimate(&model, id);
+            let avail = crate::memory::available_bytes();
+            if let Some(avail) = avail {
+                if need > avail {
+                    return Err(KcapError::OutOfMemory {
+                        what: format!(
+                            "explicit area {name:?} (n = {n}, its fibers at p = {})",
+                            model.p
+                        ),
+                        need,
+                        avail,
+                    });
+                }
+            }
+        }
+        self.model = model;
         self.lazy.add_area();
+        // Every existing neuron of every other area gets one (empty) row in
+        // its fiber into the new area, which has no neurons yet.
+        let exist = self.exist_with(id);
+        for (s, &m) in exist.iter().enumerate().take(id) {
+            self.lazy.fibers[s][id].rows = vec![Vec::new(); m as usize];
+        }
         self.areas.push(AreaState {
             winners: Vec::new(),
             fixed: false,
             support: 0,
+            ever: (engine == EngineKind::Explicit).then(|| vec![0u64; (n as usize).div_ceil(64)]),
             save_winners: self.opts.save_winners,
             history: Vec::new(),
         });
+        if engine == EngineKind::Explicit {
+            let exist = self.exist();
+            let formats = self.fiber_formats.clone();
+            let (opts, model) = (&self.opts, &self.model);
+            let format_of = |a: usize, b: usize| resolve_format(model, opts, &formats, a, b).0;
+            if let Err(e) =
+                connect_explicit_area(&mut self.lazy, model, opts.seed, id, &exist, &format_of)
+            {
+                // Leave no half-added area behind.
+                self.model.remove_last_area();
+                self.lazy.remove_last_area();
+                self.areas.pop();
+                return Err(e);
+            }
+        }
         Ok(id)
+    }
+
+    /// Bytes the fibers of a new explicit area `e` will take.
+    fn explicit_memory_estimate(&self, model: &Model, e: usize) -> u64 {
+        let n = model.areas[e].n as f64;
+        let mut bytes = 0.0;
+        for (s, area) in model.areas.iter().enumerate() {
+            let m = if area.engine == EngineKind::Explicit {
+                area.n as f64
+            } else {
+                self.areas.get(s).map_or(0, |a| a.support) as f64
+            };
+            let pairs = if s == e {
+                vec![(s, e)]
+            } else {
+                vec![(s, e), (e, s)]
+            };
+            for (a, b) in pairs {
+                let p = model.p(Source::Area(a), b);
+                let both = model.areas[a].engine == EngineKind::Explicit
+                    && model.areas[b].engine == EngineKind::Explicit;
+                let (rows, cols) = if a == e {
+                    (n, if b == e { n } else { m })
+                } else {
+                    (m, n)
+                };
+                let per = if both {
+                    resolve_format(model, &self.opts, &self.fiber_formats, a, b)
+                        .0
+                        .bytes_per_synapse(cols as u64, p)
+                } else {
+                    8.0
+                };
+                bytes += rows * cols * p * per + rows * 24.0;
+            }
+        }
+        bytes += n * 8.0 * model.stimuli.len() as f64;
+        bytes as u64
+    }
+
+    /// `exist()` while area `id` is being added (its state not pushed yet).
+    fn exist_with(&self, id: usize) -> Vec<u64> {
+        (0..id)
+            .map(|a| {
+                if self.model.areas[a].engine == EngineKind::Explicit {
+                    self.model.areas[a].n
+                } else {
+                    self.areas[a].support
+                }
+            })
+            .collect()
+    }
+
+    /// Existing (materialised) neurons per area.
+    fn exist(&self) -> Vec<u64> {
+        self.model
+            .areas
+            .iter()
+            .zip(&self.areas)
+            .map(|(spec, st)| {
+                if spec.engine == EngineKind::Explicit {
+                    spec.n
+                } else {
+                    st.support
+                }
+            })
+            .collect()
+    }
+
+    /// Sets the default storage format of fibers between explicit areas
+    /// created from now on.
+    pub fn set_default_format(&mut self, f: FormatChoice) {
+        self.opts.format = f;
+    }
+
+    /// Tells the `auto` planner how many steps the run will take.
+    pub fn set_planned_steps(&mut self, steps: Option<u64>) {
+        self.opts.planned_steps = steps;
+    }
+
+    /// Sets the format of the fiber `from → to` between explicit areas. If
+    /// the fiber exists already (both areas added), it is regenerated in the
+    /// new format — the same graph, since the graph does not depend on the
+    /// format; allowed only before the first step.
+    pub fn set_fiber_format(&mut self, from: &str, to: &str, f: FormatChoice) -> Result<()> {
+        let (a, b) = (self.model.area_id(from)?, self.model.area_id(to)?);
+        if let FormatChoice::Fixed(ff) = f {
+            ff.validate(self.model.areas[b].n)?;
+        }
+        if self.lazy.fibers[a][b].packed.is_some() {
+            if self.step > 0 {
+                return Err(KcapError::Unsupported(format!(
+                    "cannot change the format of fiber {from} -> {to} after the first step"
+                )));
+            }
+            self.fiber_formats.insert((a, b), f);
+            let (format, _) = resolve_format(&self.model, &self.opts, &self.fiber_formats, a, b);
+            let spec = (&self.model.areas[a], &self.model.areas[b]);
+            let p = self.model.p(Source::Area(a), b);
+            let beta = self.model.beta(Source::Area(a), b);
+            let fib = crate::engine::explicit::PackedFiber::generate(
+                self.opts.seed,
+                crate::engine::explicit::fiber_id(a, b),
+                spec.0.n,
+                spec.1.n,
+                p,
+                format,
+                beta,
+                self.model.w_max,
+            )?;
+            self.lazy.fibers[a][b].packed = Some(fib);
+            return Ok(());
+        }
+        self.fiber_formats.insert((a, b), f);
+        Ok(())
+    }
+
+    /// Per stored (explicit ↔ explicit) fiber: format, synapses, bytes held,
+    /// predicted and reference bytes, and the planner's reasons.
+    pub fn memory_report(&self) -> Vec<FiberMemory> {
+        let mut out = Vec::new();
+        for (a, row) in self.lazy.fibers.iter().enumerate() {
+            for (b, f) in row.iter().enumerate() {
+                if let Some(pf) = &f.packed {
+                    let (_, reasons) =
+                        resolve_format(&self.model, &self.opts, &self.fiber_formats, a, b);
+                    let syn = pf.synapses();
+                    out.push(FiberMemory {
+                        from: self.model.areas[a].name.clone(),
+                        to: self.model.areas[b].name.clone(),
+                        format: pf.format.label(),
+                        synapses: syn,
+                        bytes: pf.bytes() as u64,
+                        predicted_bytes: (syn as f64 * pf.format.bytes_per_synapse(pf.n_tgt, pf.p))
+                            as u64,
+                        reference_bytes: syn * 8,
+                        reasons,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Adds a stimulus of `size` neurons (1 ≤ size < 2³²).
     pub fn add_stimulus(&mut self, name: &str, size: u64) -> Result<usize> {
-        let id = self.model.add_stimulus(StimSpec { name: name.into(), size })?;
+        let id = self.model.add_stimulus(StimSpec {
+            name: name.into(),
+            size,
+        })?;
         let support: Vec<u64> = self.areas.iter().map(|a| a.support).collect();
-        self.lazy.add_stimulus(&self.model, self.opts.seed, id, &support);
+        self.lazy
+            .add_stimulus(&self.model, self.opts.seed, id, &support);
         Ok(id)
     }
 
@@ -168,12 +439,38 @@ impl Brain {
     /// synapses drawn with the old p would otherwise disagree with the new.
     pub fn set_fiber_p(&mut self, from: &str, to: &str, p: f64) -> Result<()> {
         let (s, t) = (self.model.source(from)?, self.model.area_id(to)?);
-        if self.areas.iter().any(|a| a.support > 0) {
+        if self.step > 0 || self.areas.iter().any(|a| a.support > 0) {
             return Err(KcapError::Unsupported(format!(
                 "cannot change p of fiber {from} -> {to} after neurons have fired; set it before the first step"
             )));
         }
-        self.model.set_p(s, t, p)
+        self.model.set_p(s, t, p)?;
+        // Stored connectivity into an explicit area is redrawn with the new p.
+        if self.model.areas[t].engine == EngineKind::Explicit {
+            match s {
+                Source::Area(a) if self.lazy.fibers[a][t].packed.is_some() => {
+                    let choice = self
+                        .fiber_formats
+                        .get(&(a, t))
+                        .copied()
+                        .unwrap_or(self.opts.format);
+                    self.set_fiber_format(from, to, choice)?;
+                }
+                Source::Stim(i) => {
+                    let mut rng = Stream::keyed(
+                        self.opts.seed,
+                        &[purpose::GRAPH, u64::MAX, i as u64, t as u64],
+                    );
+                    let size = self.model.stimuli[i].size;
+                    let f = &mut self.lazy.stim[i][t];
+                    for c in f.count.iter_mut() {
+                        *c = crate::stats::binomial(size, p, &mut rng) as u32;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Sets beta of the fiber `from → to` (any time).
@@ -232,22 +529,36 @@ impl Brain {
     /// exist (ids < support), e.g. a random half for pattern completion.
     pub fn set_winners(&mut self, area: &str, winners: Vec<u32>) -> Result<()> {
         let a = self.model.area_id(area)?;
-        let (w, k) = (self.areas[a].support, self.model.areas[a].k);
+        let (w, k) = (self.exist()[a], self.model.areas[a].k);
         let mut sorted = winners;
         sorted.sort_unstable();
-        let bad = |why: String| KcapError::BadWinners { area: area.into(), why };
+        let bad = |why: String| KcapError::BadWinners {
+            area: area.into(),
+            why,
+        };
         if sorted.windows(2).any(|p| p[0] == p[1]) {
             return Err(bad("the list repeats a neuron".into()));
         }
         if let Some(&m) = sorted.last() {
             if m as u64 >= w {
-                return Err(bad(format!("neuron {m} has never fired (support is {w}); lazy areas can only fire known neurons")));
+                return Err(bad(if self.areas[a].ever.is_some() {
+                    format!("neuron {m} does not exist (n = {w})")
+                } else {
+                    format!("neuron {m} has never fired (support is {w}); lazy areas can only fire known neurons")
+                }));
             }
         }
         if sorted.len() > k {
-            return Err(bad(format!("{} winners given, at most k = {k}", sorted.len())));
+            return Err(bad(format!(
+                "{} winners given, at most k = {k}",
+                sorted.len()
+            )));
         }
-        self.areas[a].winners = sorted;
+        let st = &mut self.areas[a];
+        if let Some(ever) = st.ever.as_mut() {
+            st.support += mark_ever(ever, &sorted);
+        }
+        st.winners = sorted;
         Ok(())
     }
 
@@ -275,25 +586,61 @@ impl Brain {
         let a = self.model.area_id(area)?;
         let spec = &self.model.areas[a];
         let (n, k) = (spec.n, spec.k as u64);
-        let end = (index + 1).checked_mul(k).filter(|&e| e <= n).ok_or_else(|| {
-            crate::error::invalid(format!("activate index for area {area:?}"), index, format!("(index+1)*k must be <= n = {n}"))
-        })?;
+        let end = (index + 1)
+            .checked_mul(k)
+            .filter(|&e| e <= n)
+            .ok_or_else(|| {
+                crate::error::invalid(
+                    format!("activate index for area {area:?}"),
+                    index,
+                    format!("(index+1)*k must be <= n = {n}"),
+                )
+            })?;
         if end > u32::MAX as u64 {
-            return Err(crate::error::invalid("activate index", index, "lazy areas number at most 2^32 neurons"));
+            return Err(crate::error::invalid(
+                "activate index",
+                index,
+                "lazy areas number at most 2^32 neurons",
+            ));
         }
+        let explicit = self.model.areas[a].engine == EngineKind::Explicit;
         let w = self.areas[a].support;
-        if end > w {
-            let plan = TargetPlan { target: a, stims: vec![], areas: vec![] };
+        if !explicit && end > w {
+            let plan = TargetPlan {
+                target: a,
+                stims: vec![],
+                areas: vec![],
+            };
             let zeros = vec![0u64; (end - w) as usize];
-            let support: Vec<u64> = self.areas.iter().map(|s| s.support).collect();
+            let support = self.exist();
             let winners: Vec<Vec<u32>> = self.areas.iter().map(|s| s.winners.clone()).collect();
-            let view = View { model: &self.model, seed: self.opts.seed, step: self.step, tail: self.opts.tail, support: &support, winners: &winners };
-            let g = Growth { target: a, plan: &plan, new_inputs: &zeros, purpose: purpose::ACTIVATE };
+            let view = View {
+                model: &self.model,
+                seed: self.opts.seed,
+                step: self.step,
+                tail: self.opts.tail,
+                support: &support,
+                winners: &winners,
+            };
+            let g = Growth {
+                target: a,
+                plan: &plan,
+                new_inputs: &zeros,
+                purpose: purpose::ACTIVATE,
+            };
             self.lazy.grow(&view, std::slice::from_ref(&g));
             self.areas[a].support = end;
         }
         self.areas[a].winners = (index * k..end).map(|i| i as u32).collect();
         self.areas[a].fixed = true;
+        if explicit {
+            let st = &mut self.areas[a];
+            let ever = st
+                .ever
+                .as_mut()
+                .expect("explicit area has an ever-fired set");
+            st.support += mark_ever(ever, &st.winners);
+        }
         Ok(())
     }
 
@@ -309,7 +656,10 @@ impl Brain {
             }
             for t in targets {
                 let ti = self.model.area_id(t)?;
-                let plan = by_target.entry(ti).or_insert_with(|| TargetPlan { target: ti, ..Default::default() });
+                let plan = by_target.entry(ti).or_insert_with(|| TargetPlan {
+                    target: ti,
+                    ..Default::default()
+                });
                 match s {
                     Source::Stim(i) => plan.stims.push(i),
                     Source::Area(i) => plan.areas.push(i),
@@ -317,6 +667,22 @@ impl Brain {
             }
         }
         let mut plans: Vec<TargetPlan> = by_target.into_values().collect();
+        for p in &plans {
+            for &a in &p.areas {
+                if let Some(pf) = &self.lazy.fibers[a][p.target].packed {
+                    let beta = self.model.beta(Source::Area(a), p.target);
+                    if let Some(b0) = pf.log_beta() {
+                        if beta != 0.0 && beta != b0 {
+                            return Err(KcapError::Unsupported(format!(
+                                "fiber {} -> {} stores log-u8 weights for beta = {b0} but its beta is now {beta}; \
+                                 use weights = \"f32\", \"f16\" or \"bf16\" for fibers whose beta changes",
+                                self.model.areas[a].name, self.model.areas[p.target].name
+                            )));
+                        }
+                    }
+                }
+            }
+        }
         for p in &mut plans {
             p.stims.sort_unstable();
             p.stims.dedup();
@@ -330,20 +696,36 @@ impl Brain {
     pub fn project(&mut self, proj: &Projection) -> Result<()> {
         let plans = self.plan(proj)?;
         self.step += 1;
-        let support: Vec<u64> = self.areas.iter().map(|s| s.support).collect();
+        let support = self.exist();
         let winners: Vec<Vec<u32>> = self.areas.iter().map(|s| s.winners.clone()).collect();
-        let view = View { model: &self.model, seed: self.opts.seed, step: self.step, tail: self.opts.tail, support: &support, winners: &winners };
+        let view = View {
+            model: &self.model,
+            seed: self.opts.seed,
+            step: self.step,
+            tail: self.opts.tail,
+            support: &support,
+            winners: &winners,
+        };
         let trace = std::env::var_os("KCAP_TRACE").is_some();
         let t0 = std::time::Instant::now();
         // Phase 1: selection for every non-fixed target (parallel over targets).
         let backend = self.backend.clone();
         let lazy = &self.lazy;
-        let active: Vec<&TargetPlan> = plans.iter().filter(|p| !self.areas[p.target].fixed).collect();
+        let active: Vec<&TargetPlan> = plans
+            .iter()
+            .filter(|p| !self.areas[p.target].fixed)
+            .collect();
         let selections: Result<Vec<_>> = if active.len() > 1 {
             use rayon::prelude::*;
-            active.par_iter().map(|p| lazy.select(&view, p, backend.as_ref())).collect()
+            active
+                .par_iter()
+                .map(|p| lazy.select(&view, p, backend.as_ref()))
+                .collect()
         } else {
-            active.iter().map(|p| lazy.select(&view, p, backend.as_ref())).collect()
+            active
+                .iter()
+                .map(|p| lazy.select(&view, p, backend.as_ref()))
+                .collect()
         };
         let selections = match selections {
             Ok(s) => s,
@@ -359,7 +741,10 @@ impl Brain {
             .filter(|s| !s.new_inputs.is_empty())
             .map(|s| Growth {
                 target: s.target,
-                plan: active.iter().find(|p| p.target == s.target).expect("plan of selection"),
+                plan: active
+                    .iter()
+                    .find(|p| p.target == s.target)
+                    .expect("plan of selection"),
                 new_inputs: &s.new_inputs,
                 purpose: purpose::WIRING,
             })
@@ -379,7 +764,8 @@ impl Brain {
                 Some((w, _)) => w.as_slice(),
                 None => self.areas[t].winners.as_slice(),
             };
-            self.lazy.hebbian(&self.model, plan, &winners, w);
+            self.lazy
+                .hebbian(&self.model, plan, &winners, w, self.step)?;
         }
         if trace {
             eprintln!(
@@ -395,6 +781,10 @@ impl Brain {
             let st = &mut self.areas[t];
             let first = match new_winners[t].take() {
                 Some((w, new)) => {
+                    let new = match st.ever.as_mut() {
+                        Some(ever) => mark_ever(ever, &w),
+                        None => new,
+                    };
                     st.winners = w;
                     st.support += new;
                     new
@@ -417,10 +807,18 @@ impl Brain {
         let a = self.model.area_id(area)?;
         let cur = &self.areas[a].winners;
         if count > cur.len() {
-            return Err(KcapError::BadWinners { area: area.into(), why: format!("cannot keep {count} of {} winners", cur.len()) });
+            return Err(KcapError::BadWinners {
+                area: area.into(),
+                why: format!("cannot keep {count} of {} winners", cur.len()),
+            });
         }
         let mut rng = Stream::keyed(self.opts.seed, &[purpose::SUBSAMPLE, self.step, a as u64]);
-        let pick = crate::stats::sample_distinct(cur.len() as u64, count as u64, &mut rng, &mut Vec::new());
+        let pick = crate::stats::sample_distinct(
+            cur.len() as u64,
+            count as u64,
+            &mut rng,
+            &mut Vec::new(),
+        );
         let chosen = pick.into_iter().map(|i| cur[i as usize]).collect();
         self.areas[a].winners = chosen;
         Ok(())
@@ -435,5 +833,44 @@ impl Brain {
     /// Internal connectivity, for tests and reports.
     pub fn lazy_state(&self) -> &LazyState {
         &self.lazy
+    }
+}
+
+/// Marks `ids` in the ever-fired bit set; returns how many were new.
+fn mark_ever(ever: &mut [u64], ids: &[u32]) -> u64 {
+    let mut new = 0;
+    for &i in ids {
+        let (w, b) = (i as usize >> 6, i & 63);
+        if ever[w] >> b & 1 == 0 {
+            ever[w] |= 1 << b;
+            new += 1;
+        }
+    }
+    new
+}
+
+/// The format of the explicit fiber `a → b` and, for `auto`, the planner's reasons.
+fn resolve_format(
+    model: &Model,
+    opts: &BrainOptions,
+    overrides: &HashMap<(usize, usize), FormatChoice>,
+    a: usize,
+    b: usize,
+) -> (FiberFormat, Vec<String>) {
+    match overrides.get(&(a, b)).copied().unwrap_or(opts.format) {
+        FormatChoice::Fixed(f) => (f, Vec::new()),
+        FormatChoice::Auto => {
+            let shape = FiberShape {
+                n_src: model.areas[a].n,
+                n_tgt: model.areas[b].n,
+                p: model.p(Source::Area(a), b),
+                beta: model.beta(Source::Area(a), b),
+                w_max: model.w_max,
+                k: model.areas[b].k as u64,
+                steps: opts.planned_steps,
+            };
+            let pl = plan_format(&shape);
+            (pl.format, pl.reasons)
+        }
     }
 }

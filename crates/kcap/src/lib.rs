@@ -25,12 +25,15 @@ pub mod brain;
 pub mod cap;
 pub mod engine;
 pub mod error;
+pub mod format;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod stats;
 
-pub use brain::{AreaState, AreaStep, Brain, BrainOptions, Projection};
+pub use brain::{AreaState, AreaStep, Brain, BrainOptions, FiberMemory, FormatChoice, Projection};
 pub use error::{KcapError, Result};
+pub use format::FiberFormat;
 pub use model::{EngineKind, Source};
 pub use stats::TailSampler;

@@ -24,7 +24,11 @@ impl std::str::FromStr for EngineKind {
             "lazy" => Ok(Self::Lazy),
             "explicit" => Ok(Self::Explicit),
             "procedural" => Ok(Self::Procedural),
-            _ => Err(invalid("engine", format!("{s:?}"), "expected one of \"lazy\", \"explicit\", \"procedural\"")),
+            _ => Err(invalid(
+                "engine",
+                format!("{s:?}"),
+                "expected one of \"lazy\", \"explicit\", \"procedural\"",
+            )),
         }
     }
 }
@@ -77,14 +81,22 @@ pub struct Model {
 
 pub(crate) fn check_p(what: &str, p: f64) -> Result<()> {
     if !(p > 0.0 && p <= 1.0) {
-        return Err(invalid(what, p, "a connection probability must lie in (0, 1]"));
+        return Err(invalid(
+            what,
+            p,
+            "a connection probability must lie in (0, 1]",
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn check_beta(what: &str, beta: f64) -> Result<()> {
     if !(beta >= 0.0 && beta.is_finite()) {
-        return Err(invalid(what, beta, "plasticity beta must be finite and >= 0"));
+        return Err(invalid(
+            what,
+            beta,
+            "plasticity beta must be finite and >= 0",
+        ));
     }
     Ok(())
 }
@@ -117,13 +129,25 @@ impl Model {
 
     pub fn add_area(&mut self, spec: AreaSpec) -> Result<usize> {
         if spec.k == 0 || spec.k as u64 >= spec.n {
-            return Err(KcapError::BadK { area: spec.name.clone(), n: spec.n, k: spec.k as u64 });
+            return Err(KcapError::BadK {
+                area: spec.name.clone(),
+                n: spec.n,
+                k: spec.k as u64,
+            });
         }
         if spec.n > MAX_N {
-            return Err(invalid(format!("n of area {:?}", spec.name), spec.n, format!("at most {MAX_N} neurons per area")));
+            return Err(invalid(
+                format!("n of area {:?}", spec.name),
+                spec.n,
+                format!("at most {MAX_N} neurons per area"),
+            ));
         }
         if spec.k > u32::MAX as usize / 4 {
-            return Err(invalid(format!("k of area {:?}", spec.name), spec.k, "k must be below 2^30"));
+            return Err(invalid(
+                format!("k of area {:?}", spec.name),
+                spec.k,
+                "k must be below 2^30",
+            ));
         }
         check_beta(&format!("beta of area {:?}", spec.name), spec.beta)?;
         let id = self.areas.len();
@@ -132,9 +156,20 @@ impl Model {
         Ok(id)
     }
 
+    /// Undoes the last `add_area` (used when wiring a new area fails).
+    pub fn remove_last_area(&mut self) {
+        if let Some(a) = self.areas.pop() {
+            self.names.remove(&a.name);
+        }
+    }
+
     pub fn add_stimulus(&mut self, spec: StimSpec) -> Result<usize> {
         if spec.size == 0 || spec.size > u32::MAX as u64 {
-            return Err(invalid(format!("size of stimulus {:?}", spec.name), spec.size, "must be between 1 and 2^32 - 1"));
+            return Err(invalid(
+                format!("size of stimulus {:?}", spec.name),
+                spec.size,
+                "must be between 1 and 2^32 - 1",
+            ));
         }
         let id = self.stimuli.len();
         self.claim(&spec.name, Source::Stim(id))?;
@@ -144,7 +179,10 @@ impl Model {
 
     /// Resolves a name to an area or a stimulus.
     pub fn source(&self, name: &str) -> Result<Source> {
-        self.names.get(name).copied().ok_or_else(|| KcapError::UnknownName(name.into()))
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| KcapError::UnknownName(name.into()))
     }
 
     pub fn area_id(&self, name: &str) -> Result<usize> {
@@ -170,7 +208,10 @@ impl Model {
 
     /// Connection probability of the fiber `src → target`.
     pub fn p(&self, src: Source, target: usize) -> f64 {
-        self.p_override.get(&(src, target)).copied().unwrap_or(self.p)
+        self.p_override
+            .get(&(src, target))
+            .copied()
+            .unwrap_or(self.p)
     }
 
     /// Plasticity of the fiber `src → target` (0 when plasticity is off).
@@ -178,17 +219,34 @@ impl Model {
         if !self.plasticity {
             return 0.0;
         }
-        self.beta_override.get(&(src, target)).copied().unwrap_or(self.areas[target].beta)
+        self.beta_override
+            .get(&(src, target))
+            .copied()
+            .unwrap_or(self.areas[target].beta)
     }
 
     pub fn set_p(&mut self, src: Source, target: usize, p: f64) -> Result<()> {
-        check_p(&format!("p of fiber {} -> {}", self.source_name(src), self.areas[target].name), p)?;
+        check_p(
+            &format!(
+                "p of fiber {} -> {}",
+                self.source_name(src),
+                self.areas[target].name
+            ),
+            p,
+        )?;
         self.p_override.insert((src, target), p);
         Ok(())
     }
 
     pub fn set_beta(&mut self, src: Source, target: usize, beta: f64) -> Result<()> {
-        check_beta(&format!("beta of fiber {} -> {}", self.source_name(src), self.areas[target].name), beta)?;
+        check_beta(
+            &format!(
+                "beta of fiber {} -> {}",
+                self.source_name(src),
+                self.areas[target].name
+            ),
+            beta,
+        )?;
         self.beta_override.insert((src, target), beta);
         Ok(())
     }
@@ -203,7 +261,11 @@ impl Model {
     pub fn set_w_max(&mut self, w_max: Option<f64>) -> Result<()> {
         if let Some(w) = w_max {
             if !(w >= 1.0) {
-                return Err(invalid("w_max", w, "the weight cap must be >= 1 (synapses start at weight 1)"));
+                return Err(invalid(
+                    "w_max",
+                    w,
+                    "the weight cap must be >= 1 (synapses start at weight 1)",
+                ));
             }
         }
         self.w_max = w_max;

@@ -80,6 +80,12 @@ impl Stream {
         ((self.next_u64() as u128 * bound as u128) >> 64) as u64
     }
 
+    /// The next 64 random bits (same as `RngCore::next_u64`, without the import).
+    #[inline(always)]
+    pub fn next_u64_pub(&mut self) -> u64 {
+        RngCore::next_u64(self)
+    }
+
     /// Standard normal by the Box–Muller transform (one value per call).
     #[inline]
     pub fn normal(&mut self) -> f64 {
@@ -120,6 +126,7 @@ pub mod purpose {
     pub const ACTIVATE: u64 = 4;
     pub const SUBSAMPLE: u64 = 5;
     pub const STOCHASTIC_ROUNDING: u64 = 6;
+    pub const GRAPH: u64 = 7;
 }
 
 #[cfg(test)]

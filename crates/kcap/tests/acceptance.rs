@@ -20,12 +20,18 @@ fn projection_converges_1e5() {
         let mut b = one_area(100_000, 317, 0.01, 0.05, seed);
         ops::project_rounds(&mut b, "s", "A", 25).unwrap();
         let w25 = b.area("A").unwrap().support;
-        assert!((1100..=1450).contains(&w25), "seed {seed}: support after 25 steps {w25}");
+        assert!(
+            (1100..=1450).contains(&w25),
+            "seed {seed}: support after 25 steps {w25}"
+        );
         for _ in 25..50 {
             b.project(&recurrent("s", "A")).unwrap();
         }
         let (w, ov, settled) = convergence(&b, "A");
-        assert!(settled <= 40, "seed {seed}: still growing at step {settled} (support {w})");
+        assert!(
+            settled <= 40,
+            "seed {seed}: still growing at step {settled} (support {w})"
+        );
         assert!(ov >= 301, "seed {seed}: last-two overlap {ov}/317");
     }
 }
@@ -108,7 +114,10 @@ fn association_increases_overlap() {
         let y2 = b.winners("C").unwrap().to_vec();
         let after = ops::overlap(&x2, &y2);
         assert!(before <= k / 10, "seed {seed}: overlap before {before}");
-        assert!(after >= k / 5, "seed {seed}: overlap after {after} (before {before})");
+        assert!(
+            after >= k / 5,
+            "seed {seed}: overlap after {after} (before {before})"
+        );
     }
 }
 
@@ -132,9 +141,17 @@ fn merge_forms_a_stable_linked_assembly() {
         assert!(ov >= 285, "seed {seed}: C not stable, overlap {ov}");
         for (stim, parent) in [("sa", "A"), ("sb", "B")] {
             b.set_plasticity(false);
-            b.project(&Projection::new().fire(stim, [parent]).fire(parent, [parent, "C"])).unwrap();
+            b.project(
+                &Projection::new()
+                    .fire(stim, [parent])
+                    .fire(parent, [parent, "C"]),
+            )
+            .unwrap();
             let recall = ops::overlap(&c, b.winners("C").unwrap());
-            assert!(recall >= k / 2, "seed {seed}: {parent} alone recalls {recall} of C");
+            assert!(
+                recall >= k / 2,
+                "seed {seed}: {parent} alone recalls {recall} of C"
+            );
         }
     }
 }

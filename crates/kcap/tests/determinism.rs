@@ -8,7 +8,10 @@ use common::*;
 use kcap::{ops, Brain, Projection};
 
 fn run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     pool.install(|| {
         let mut b = Brain::new(0.05, seed).unwrap();
         b.add_stimulus("s", 2000).unwrap();
@@ -17,8 +20,12 @@ fn run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
         b.add_area("B", 200_000, 500, 0.1).unwrap();
         b.record_winners("A", true).unwrap();
         b.record_winners("B", true).unwrap();
-        b.project(&Projection::new().fire("s", ["A"]).fire("t", ["B"])).unwrap();
-        let p = Projection::new().fire("s", ["A"]).fire("A", ["A", "B"]).fire("B", ["A", "B"]);
+        b.project(&Projection::new().fire("s", ["A"]).fire("t", ["B"]))
+            .unwrap();
+        let p = Projection::new()
+            .fire("s", ["A"])
+            .fire("A", ["A", "B"])
+            .fire("B", ["A", "B"]);
         for _ in 0..5 {
             b.project(&p).unwrap();
         }
@@ -30,7 +37,11 @@ fn run(threads: usize, seed: u64) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
 fn same_winners_on_any_thread_count() {
     let one = run(1, 3);
     for threads in [2, 3, 8] {
-        assert_eq!(run(threads, 3), one, "{threads} threads differ from 1 thread");
+        assert_eq!(
+            run(threads, 3),
+            one,
+            "{threads} threads differ from 1 thread"
+        );
     }
 }
 

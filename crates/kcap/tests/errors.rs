@@ -27,7 +27,9 @@ fn unknown_target_area() {
 #[test]
 fn unknown_source() {
     let mut b = brain();
-    let e = b.project(&Projection::new().fire("nope", ["A"])).unwrap_err();
+    let e = b
+        .project(&Projection::new().fire("nope", ["A"]))
+        .unwrap_err();
     assert!(msg(e).contains("unknown area or stimulus \"nope\""));
 }
 
@@ -45,10 +47,16 @@ fn stimulus_as_target_is_unknown_area() {
 #[test]
 fn projecting_from_area_without_winners() {
     let mut b = brain();
-    let e = b.project(&Projection::new().fire("s", ["A"]).fire("B", ["A"])).unwrap_err();
+    let e = b
+        .project(&Projection::new().fire("s", ["A"]).fire("B", ["A"]))
+        .unwrap_err();
     assert!(msg(e).contains("cannot project from area \"B\": it has no winners"));
     assert_eq!(b.steps(), 0);
-    assert_eq!(b.area("A").unwrap().support, 0, "a failed step must change nothing");
+    assert_eq!(
+        b.area("A").unwrap().support,
+        0,
+        "a failed step must change nothing"
+    );
 }
 
 #[test]
@@ -63,7 +71,10 @@ fn k_not_below_n() {
 fn p_out_of_range() {
     for p in [0.0, -0.1, 1.5, f64::NAN] {
         let e = Brain::new(p, 0).unwrap_err();
-        assert!(msg(e).contains("connection probability must lie in (0, 1]"), "p = {p}");
+        assert!(
+            msg(e).contains("connection probability must lie in (0, 1]"),
+            "p = {p}"
+        );
     }
     assert!(Brain::new(1.0, 0).is_ok());
     let mut b = brain();
@@ -84,8 +95,14 @@ fn negative_beta() {
 #[test]
 fn duplicate_names() {
     let mut b = brain();
-    assert_eq!(b.add_area("s", 100, 10, 0.1).unwrap_err(), KcapError::DuplicateName("s".into()));
-    assert_eq!(b.add_stimulus("A", 10).unwrap_err(), KcapError::DuplicateName("A".into()));
+    assert_eq!(
+        b.add_area("s", 100, 10, 0.1).unwrap_err(),
+        KcapError::DuplicateName("s".into())
+    );
+    assert_eq!(
+        b.add_stimulus("A", 10).unwrap_err(),
+        KcapError::DuplicateName("A".into())
+    );
 }
 
 #[test]
@@ -104,7 +121,10 @@ fn area_too_small_for_new_winners() {
     let e = err.expect("the area must run out of never-fired neurons");
     let text = msg(e.clone());
     assert!(matches!(e, KcapError::AreaTooSmall { .. }));
-    assert!(text.contains("area \"A\" is too small to sample 100 new winners"), "{text}");
+    assert!(
+        text.contains("area \"A\" is too small to sample 100 new winners"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -122,9 +142,14 @@ fn bad_winner_lists() {
 #[test]
 fn unsupported_engines_are_refused_clearly() {
     let mut b = Brain::new(0.1, 0).unwrap();
-    let e = b.add_area_with("E", 1000, 10, 0.1, kcap::EngineKind::Explicit).unwrap_err();
+    let e = b
+        .add_area_with("E", 1000, 10, 0.1, kcap::EngineKind::Procedural)
+        .unwrap_err();
     assert!(msg(e).contains("not available yet"));
-    assert!(b.area("E").is_err(), "a refused area must not be half-added");
+    assert!(
+        b.area("E").is_err(),
+        "a refused area must not be half-added"
+    );
 }
 
 #[test]
@@ -133,4 +158,20 @@ fn bad_activate_index_and_w_max() {
     let e = b.activate("A", 100).unwrap_err();
     assert!(msg(e).contains("activate index for area \"A\""));
     assert!(msg(b.set_w_max(Some(0.5)).unwrap_err()).contains("w_max"));
+}
+
+#[test]
+fn explicit_area_too_big_for_memory_is_refused_before_allocating() {
+    let mut b = Brain::new(0.5, 0).unwrap();
+    // 2·10^5 neurons at p = 0.5: 2·10^10 synapses, ~160 GB in f32/u32.
+    let e = b
+        .add_area_with("E", 200_000, 100, 0.1, kcap::EngineKind::Explicit)
+        .unwrap_err();
+    let text = msg(e.clone());
+    assert!(matches!(e, KcapError::OutOfMemory { .. }), "{text}");
+    assert!(
+        text.contains("explicit area \"E\"") && text.contains("GB"),
+        "{text}"
+    );
+    assert!(b.area("E").is_err(), "no half-added area");
 }

@@ -17,16 +17,23 @@ fn areas_growing_together_are_connected() {
         b.add_stimulus("t", 1000).unwrap();
         b.add_area("A", 1_000_000, 1000, 0.05).unwrap();
         b.add_area("B", 1_000_000, 1000, 0.05).unwrap();
-        b.project(&Projection::new().fire("s", ["A"]).fire("t", ["B"])).unwrap();
+        b.project(&Projection::new().fire("s", ["A"]).fire("t", ["B"]))
+            .unwrap();
         let st = b.lazy_state();
         for (from, to) in [(0, 1), (1, 0), (0, 0), (1, 1)] {
             let syn = st.fibers[from][to].synapses() as f64;
-            assert!((syn - 10_000.0).abs() < 5.0 * 99.5, "seed {seed}: fiber {from}->{to} has {syn} synapses");
+            assert!(
+                (syn - 10_000.0).abs() < 5.0 * 99.5,
+                "seed {seed}: fiber {from}->{to} has {syn} synapses"
+            );
         }
         // Each new neuron got Binomial(1000, 0.01) synapses from the stimulus
         // that did not fire into it: total over 1000 neurons ≈ 10 000.
         let cross: u64 = st.stim[1][0].count.iter().map(|&c| c as u64).sum();
-        assert!((cross as f64 - 10_000.0).abs() < 5.0 * 99.5, "seed {seed}: t->A stimulus synapses {cross}");
+        assert!(
+            (cross as f64 - 10_000.0).abs() < 5.0 * 99.5,
+            "seed {seed}: t->A stimulus synapses {cross}"
+        );
     }
 }
 
@@ -60,7 +67,12 @@ fn plasticity_switch_and_weight_cap() {
     b.set_w_max(Some(2.0)).unwrap();
     ops::project_rounds(&mut b, "s", "A", 10).unwrap();
     let st = b.lazy_state();
-    let max = st.fibers[0][0].rows.iter().flatten().map(|s| s.w).fold(0f32, f32::max);
+    let max = st.fibers[0][0]
+        .rows
+        .iter()
+        .flatten()
+        .map(|s| s.w)
+        .fold(0f32, f32::max);
     assert_eq!(max, 2.0);
     assert!(st.stim[0][0].weight.iter().all(|&w| w <= 2.0));
 }
@@ -75,19 +87,28 @@ fn fixed_assemblies_and_activate() {
     b.fix("A").unwrap();
     b.project(&recurrent("s", "A")).unwrap();
     assert_eq!(b.winners("A").unwrap(), before.as_slice());
-    assert_eq!(b.area("A").unwrap().history.last().unwrap().first_winners, 0);
+    assert_eq!(
+        b.area("A").unwrap().history.last().unwrap().first_winners,
+        0
+    );
     b.unfix("A").unwrap();
 
     let mut c = Brain::new(0.01, 0).unwrap();
     c.add_area("X", 100_000, 100, 0.05).unwrap();
     c.add_area("Y", 100_000, 100, 0.05).unwrap();
     c.activate("X", 2).unwrap();
-    assert_eq!(c.winners("X").unwrap(), (200..300).collect::<Vec<u32>>().as_slice());
+    assert_eq!(
+        c.winners("X").unwrap(),
+        (200..300).collect::<Vec<u32>>().as_slice()
+    );
     assert_eq!(c.area("X").unwrap().support, 300);
     assert!(c.area("X").unwrap().fixed);
     // X → Y works from the activated assembly, and X keeps its winners.
     c.project(&Projection::new().fire("X", ["X", "Y"])).unwrap();
-    assert_eq!(c.winners("X").unwrap(), (200..300).collect::<Vec<u32>>().as_slice());
+    assert_eq!(
+        c.winners("X").unwrap(),
+        (200..300).collect::<Vec<u32>>().as_slice()
+    );
     assert_eq!(c.winners("Y").unwrap().len(), 100);
 }
 
@@ -107,7 +128,10 @@ fn per_fiber_p_override() {
     let mean = f.count.iter().map(|&c| c as f64).sum::<f64>() / f.count.len() as f64;
     // sd of one draw 6.9; of the mean over >= 1000 draws < 0.22: allow 1.5.
     assert!((mean - 50.0).abs() < 1.5, "mean {mean}");
-    assert!(b.set_fiber_p("s", "A", 0.03).is_err(), "p cannot change after neurons exist");
+    assert!(
+        b.set_fiber_p("s", "A", 0.03).is_err(),
+        "p cannot change after neurons exist"
+    );
 }
 
 /// Winner-set bookkeeping: support counts distinct neurons that fired.
@@ -123,4 +147,26 @@ fn support_counts_distinct_winners() {
         assert_eq!(h.support as usize, seen.len());
         assert_eq!(h.first_winners as usize, seen.len() - before);
     }
+}
+
+/// Regression: an area added after neurons have fired must get rows for the
+/// existing neurons of older areas (it used to panic when projected into).
+#[test]
+fn area_added_after_steps_can_be_projected_into() {
+    let mut b = one_area(100_000, 317, 0.01, 0.05, 1);
+    ops::project_rounds(&mut b, "s", "A", 25).unwrap();
+    b.add_area("B", 100_000, 317, 0.05).unwrap();
+    b.record_winners("B", true).unwrap();
+    b.project(&Projection::new().fire("A", ["B"])).unwrap();
+    for _ in 0..10 {
+        b.project(
+            &Projection::new()
+                .fire("s", ["A"])
+                .fire("A", ["A", "B"])
+                .fire("B", ["B"]),
+        )
+        .unwrap();
+    }
+    let (_, ov, _) = convergence(&b, "B");
+    assert!(ov >= 290, "B did not settle: {ov}");
 }

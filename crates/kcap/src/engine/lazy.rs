@@ -19,23 +19,41 @@
 //! 3. install the new synapses (transposing incoming lists into rows);
 //! 4. Hebbian update of synapses from firing sources into the new winners.
 
+use super::explicit::PackedFiber;
 use super::TargetPlan;
 use crate::backend::{Backend, Syn};
 use crate::error::{KcapError, Result};
-use crate::model::{Model, Source};
+use crate::model::{EngineKind, Model, Source};
 use crate::rng::{purpose, Stream};
 use crate::stats::{bernoulli_positions, binomial, sample_distinct, sample_tail, Pmf, TailSampler};
 use rayon::prelude::*;
 
-/// Out-synapses of every existing source neuron into one target area.
+/// Out-synapses of every existing source neuron into one target area:
+/// growable f32 rows, or — between two explicit areas, where neither side
+/// ever grows — a [`PackedFiber`] in its storage format.
 #[derive(Clone, Debug, Default)]
 pub struct Fiber {
     pub rows: Vec<Vec<Syn>>,
+    pub packed: Option<PackedFiber>,
 }
 
 impl Fiber {
     pub fn synapses(&self) -> usize {
-        self.rows.iter().map(Vec::len).sum()
+        match &self.packed {
+            Some(p) => p.synapses() as usize,
+            None => self.rows.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// Bytes held by this fiber's storage.
+    pub fn bytes(&self) -> usize {
+        match &self.packed {
+            Some(p) => p.bytes(),
+            None => {
+                self.rows.capacity() * 24
+                    + self.rows.iter().map(|r| r.capacity() * 8).sum::<usize>()
+            }
+        }
     }
 }
 
@@ -121,7 +139,8 @@ pub struct View<'a> {
     pub seed: u64,
     pub step: u64,
     pub tail: TailSampler,
-    /// Current support per area.
+    /// Existing (materialised) neurons per area: the support of a lazy
+    /// area, n for an explicit one.
     pub support: &'a [u64],
     /// Current winners per area.
     pub winners: &'a [Vec<u32>],
@@ -140,6 +159,17 @@ impl LazyState {
         }
     }
 
+    /// Undoes the last `add_area`.
+    pub fn remove_last_area(&mut self) {
+        self.fibers.pop();
+        for row in &mut self.fibers {
+            row.pop();
+        }
+        for s in &mut self.stim {
+            s.pop();
+        }
+    }
+
     /// Registers a new stimulus; neurons that already exist get
     /// Binomial(size, p) synapses from it.
     pub fn add_stimulus(&mut self, model: &Model, seed: u64, stim: usize, support: &[u64]) {
@@ -147,9 +177,15 @@ impl LazyState {
         let fibers = (0..support.len())
             .map(|t| {
                 let p = model.p(Source::Stim(stim), t);
-                let mut rng = Stream::keyed(seed, &[purpose::WIRING, u64::MAX, stim as u64, t as u64]);
-                let count: Vec<u32> = (0..support[t]).map(|_| binomial(size, p, &mut rng) as u32).collect();
-                StimFiber { weight: vec![1.0; count.len()], count }
+                let mut rng =
+                    Stream::keyed(seed, &[purpose::WIRING, u64::MAX, stim as u64, t as u64]);
+                let count: Vec<u32> = (0..support[t])
+                    .map(|_| binomial(size, p, &mut rng) as u32)
+                    .collect();
+                StimFiber {
+                    weight: vec![1.0; count.len()],
+                    count,
+                }
             })
             .collect();
         self.stim.push(fibers);
@@ -164,13 +200,13 @@ impl LazyState {
 
     /// Bytes held by stored connectivity (capacity, not length).
     pub fn bytes(&self) -> usize {
-        let rows: usize = self
-            .fibers
+        let rows: usize = self.fibers.iter().flatten().map(Fiber::bytes).sum();
+        let stim: usize = self
+            .stim
             .iter()
             .flatten()
-            .map(|f| f.rows.capacity() * 24 + f.rows.iter().map(|r| r.capacity() * 8).sum::<usize>())
+            .map(|f| f.count.capacity() * 8)
             .sum();
-        let stim: usize = self.stim.iter().flatten().map(|f| f.count.capacity() * 8).sum();
         rows + stim
     }
 
@@ -180,10 +216,17 @@ impl LazyState {
         let area = &v.model.areas[t];
         let w = v.support[t];
         let k = area.k;
-        if area.n - w <= k as u64 {
-            return Err(KcapError::AreaTooSmall { area: area.name.clone(), n: area.n, w, k: k as u64 });
+        let explicit = area.engine == EngineKind::Explicit;
+        if !explicit && area.n - w <= k as u64 {
+            return Err(KcapError::AreaTooSmall {
+                area: area.name.clone(),
+                n: area.n,
+                w,
+                k: k as u64,
+            });
         }
-        let mut inputs = vec![0f32; w as usize + k];
+        let n_cand = if explicit { 0 } else { k };
+        let mut inputs = vec![0f32; w as usize + n_cand];
         let known = &mut inputs[..w as usize];
         let mut parts: Vec<(u64, f64)> = Vec::new();
         for &s in &plan.stims {
@@ -194,8 +237,19 @@ impl LazyState {
             parts.push((v.model.stimuli[s].size, v.model.p(Source::Stim(s), t)));
         }
         for &a in &plan.areas {
-            backend.accumulate_rows(&self.fibers[a][t].rows, &v.winners[a], known);
+            match &self.fibers[a][t].packed {
+                Some(pf) => pf.accumulate(&v.winners[a], known),
+                None => backend.accumulate_rows(&self.fibers[a][t].rows, &v.winners[a], known),
+            }
             parts.push((v.winners[a].len() as u64, v.model.p(Source::Area(a), t)));
+        }
+        if explicit {
+            let winners = backend.top_k(&inputs, k);
+            return Ok(Selection {
+                target: t,
+                winners,
+                new_inputs: Vec::new(),
+            });
         }
         let t_total: u64 = parts.iter().map(|p| p.0).sum();
         let dist = Pmf::sum_of_binomials(&parts);
@@ -214,7 +268,11 @@ impl LazyState {
                 new_inputs.push(cands[i as usize - w as usize] as u64);
             }
         }
-        Ok(Selection { target: t, winners, new_inputs })
+        Ok(Selection {
+            target: t,
+            winners,
+            new_inputs,
+        })
     }
 
     /// Phases 2 and 3: creates the new neurons of every growing target with
@@ -241,7 +299,13 @@ impl LazyState {
                         })
                     })
                     .collect();
-                let ctx = NewbornCtx { v, g, w_old, w_new: &w_new, firing_bits: &firing_bits };
+                let ctx = NewbornCtx {
+                    v,
+                    g,
+                    w_old,
+                    w_new: &w_new,
+                    firing_bits: &firing_bits,
+                };
                 let count = g.new_inputs.len();
                 let batches = count.div_ceil(BATCH);
                 let run = |b: usize| {
@@ -276,7 +340,10 @@ impl LazyState {
             let t = g.target;
             let base = w_old[t] as u32;
             for s in 0..n_areas {
-                let lists: Vec<&[u32]> = batches.iter().flat_map(|b| (0..b.count).map(move |r| b.incoming(s, r))).collect();
+                let lists: Vec<&[u32]> = batches
+                    .iter()
+                    .flat_map(|b| (0..b.count).map(move |r| b.incoming(s, r)))
+                    .collect();
                 append_transposed(&mut self.fibers[s][t].rows, &lists, base);
             }
             let n_stims = self.stim.len();
@@ -292,7 +359,14 @@ impl LazyState {
 
     /// Phase 4: `w ← min(w·(1+β), w_max)` for every synapse from a firing
     /// source of `plan` into a neuron of `winners`.
-    pub fn hebbian(&mut self, model: &Model, plan: &TargetPlan, firing: &[Vec<u32>], winners: &[u32]) {
+    pub fn hebbian(
+        &mut self,
+        model: &Model,
+        plan: &TargetPlan,
+        firing: &[Vec<u32>],
+        winners: &[u32],
+        step: u64,
+    ) -> Result<()> {
         let t = plan.target;
         let cap = model.w_max.map_or(f32::INFINITY, |w| w as f32);
         for &s in &plan.stims {
@@ -307,7 +381,16 @@ impl LazyState {
                 *w = (*w * m).min(cap);
             }
         }
-        let len = self.stim.first().map_or(0, |s| s[t].count.len()).max(winners.last().map_or(0, |&j| j as usize + 1));
+        let packed_len = self
+            .fibers
+            .iter()
+            .filter_map(|row| row[t].packed.as_ref())
+            .map(|p| p.n_tgt as usize)
+            .max();
+        let len = winners
+            .last()
+            .map_or(0, |&j| j as usize + 1)
+            .max(packed_len.unwrap_or(0));
         let mut is_winner = vec![0u64; len.div_ceil(64).max(1)];
         for &j in winners {
             is_winner[j as usize >> 6] |= 1 << (j & 63);
@@ -318,6 +401,10 @@ impl LazyState {
                 continue;
             }
             let m = (1.0 + beta) as f32;
+            if let Some(pf) = &mut self.fibers[a][t].packed {
+                pf.hebbian(&firing[a], &is_winner, beta, model.w_max, step)?;
+                continue;
+            }
             let rows = &mut self.fibers[a][t].rows;
             let bits = &is_winner;
             let update = |row: &mut Vec<Syn>| {
@@ -338,13 +425,17 @@ impl LazyState {
                 for &i in &firing[a] {
                     fire[i as usize] = true;
                 }
-                rows.par_iter_mut().with_min_len(256).zip(fire.par_iter()).for_each(|(row, &f)| {
-                    if f {
-                        update(row)
-                    }
-                });
+                rows.par_iter_mut()
+                    .with_min_len(256)
+                    .zip(fire.par_iter())
+                    .for_each(|(row, &f)| {
+                        if f {
+                            update(row)
+                        }
+                    });
             }
         }
+        Ok(())
     }
 }
 
@@ -404,7 +495,8 @@ impl NewbornCtx<'_> {
         }
         for (s, count) in counts.iter_mut().enumerate() {
             if !g.plan.stims.contains(&s) {
-                *count = binomial(model.stimuli[s].size, model.p(Source::Stim(s), t), &mut rng) as u32;
+                *count =
+                    binomial(model.stimuli[s].size, model.p(Source::Stim(s), t), &mut rng) as u32;
             }
         }
         for a in 0..n_areas {
@@ -434,7 +526,12 @@ impl NewbornCtx<'_> {
         for u in 0..n_areas {
             let p = model.p(Source::Area(t), u);
             let out = &mut batch.out[u];
-            bernoulli_positions(self.w_old[u], p, &mut rng, |j| out.push(Syn { to: j as u32, w: 1.0 }));
+            bernoulli_positions(self.w_old[u], p, &mut rng, |j| {
+                out.push(Syn {
+                    to: j as u32,
+                    w: 1.0,
+                })
+            });
             batch.out_off[u].push(out.len() as u32);
         }
         batch.count += 1;
@@ -460,7 +557,10 @@ fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
         let r0 = (c * CHUNK) as u32;
         let r1 = r0 + chunk.len() as u32;
         let mut counts = vec![0u32; chunk.len()];
-        let starts: Vec<usize> = lists.iter().map(|l| l.partition_point(|&i| i < r0)).collect();
+        let starts: Vec<usize> = lists
+            .iter()
+            .map(|l| l.partition_point(|&i| i < r0))
+            .collect();
         for (l, &st) in lists.iter().zip(&starts) {
             for &i in l[st..].iter().take_while(|&&i| i < r1) {
                 counts[(i - r0) as usize] += 1;
@@ -477,13 +577,20 @@ fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
         }
         for (j, (l, &st)) in lists.iter().zip(&starts).enumerate() {
             for &i in l[st..].iter().take_while(|&&i| i < r1) {
-                chunk[(i - r0) as usize].push(Syn { to: base + j as u32, w: 1.0 });
+                chunk[(i - r0) as usize].push(Syn {
+                    to: base + j as u32,
+                    w: 1.0,
+                });
             }
         }
     };
     if total < 1 << 16 {
-        rows.chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| work(c, ch));
+        rows.chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, ch)| work(c, ch));
     } else {
-        rows.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| work(c, ch));
+        rows.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, ch)| work(c, ch));
     }
 }

@@ -4,6 +4,7 @@
 //! Only the lazy engine (SPEC §3.1) exists so far; explicit and procedural
 //! areas are refused with a clear error until their engines land.
 
+pub mod explicit;
 pub mod lazy;
 
 /// What one target area receives in a step: the firing stimuli and areas,

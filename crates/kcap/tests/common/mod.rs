@@ -14,7 +14,12 @@ pub fn one_area(n: u64, k: usize, p: f64, beta: f64, seed: u64) -> Brain {
 
 /// Winners of `area` at every recorded step.
 pub fn winner_trace(b: &Brain, area: &str) -> Vec<Vec<u32>> {
-    b.area(area).unwrap().history.iter().map(|s| s.winners.clone().unwrap()).collect()
+    b.area(area)
+        .unwrap()
+        .history
+        .iter()
+        .map(|s| s.winners.clone().unwrap())
+        .collect()
 }
 
 /// (final support, overlap of the last two winner sets, last step with a first-time winner).
@@ -23,7 +28,12 @@ pub fn convergence(b: &Brain, area: &str) -> (u64, usize, u64) {
     let n = h.len();
     let last = h[n - 1].winners.as_ref().unwrap();
     let prev = h[n - 2].winners.as_ref().unwrap();
-    let settled = h.iter().filter(|s| s.first_winners > 0).map(|s| s.step).max().unwrap_or(0);
+    let settled = h
+        .iter()
+        .filter(|s| s.first_winners > 0)
+        .map(|s| s.step)
+        .max()
+        .unwrap_or(0);
     (h[n - 1].support, ops::overlap(last, prev), settled)
 }
 
