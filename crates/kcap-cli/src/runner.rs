@@ -106,7 +106,6 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
         tail: b.tail.unwrap_or_default(),
         save_winners: false,
         w_max: b.w_max.as_ref().map(|w| *w.get_ref()),
-        planned_steps: Some(exp.total_steps),
         // Options the file does not set keep the library's defaults.
         ..BrainOptions::default()
     };
