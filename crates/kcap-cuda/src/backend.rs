@@ -1,0 +1,135 @@
+//! [`Cuda`]: the [`kcap::backend::Backend`] of the GPU.
+//!
+//! **For now every call uploads its inputs and downloads its result**: the
+//! lazy engine keeps its synapses on the host, so `accumulate_rows` packs the
+//! firing rows into a CSR, uploads it with the inputs, sums on the device and
+//! copies the inputs back; `top_k` uploads the values and copies k ids back.
+//! The transfers dominate on small steps, so this backend is a correctness
+//! and plumbing step; engines that keep their state on the device follow.
+//!
+//! Agreement with the CPU backend: `top_k` returns exactly the same ids (the
+//! same tie rule: lowest index). `accumulate_rows` sums in fixed point (see
+//! [`crate::ops::accumulate`] for the tolerance against the CPU's f32 sums);
+//! a call whose weights are not finite or whose sums could exceed the
+//! fixed-point range is summed by the CPU backend instead.
+//!
+//! The trait's methods cannot return errors: a device failure in the middle
+//! of a run (lost device, out of memory) panics with the driver's message.
+//! Creating the backend ([`Cuda::new`]) is where a missing driver or device is
+//! reported, as an error.
+
+use crate::device::CudaDevice;
+use crate::error::{DriverResultExt, Result};
+use crate::ops::accumulate::{self, DeviceCsr};
+use crate::ops::topk::{self, TopkWorkspace};
+use kcap::backend::{Backend, Syn};
+use std::sync::{Arc, Mutex};
+
+/// The CUDA backend on one device.
+pub struct Cuda {
+    dev: Arc<CudaDevice>,
+    topk_ws: Mutex<Option<TopkWorkspace>>,
+}
+
+impl Cuda {
+    /// The backend on device `ordinal`; compiles its kernels now, so that a
+    /// missing NVRTC or a kernel that does not compile is reported here.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        let dev = CudaDevice::new(ordinal)?;
+        Cuda::on(dev)
+    }
+
+    /// The backend on an already opened device.
+    pub fn on(dev: Arc<CudaDevice>) -> Result<Cuda> {
+        dev.module(&crate::kernels::TOPK_F32)?;
+        dev.module(&crate::kernels::ACCUMULATE_ROWS_F32)?;
+        Ok(Cuda { dev, topk_ws: Mutex::new(None) })
+    }
+
+    pub fn device(&self) -> &Arc<CudaDevice> {
+        &self.dev
+    }
+
+    /// `accumulate_rows` with errors returned instead of panicking.
+    pub fn try_accumulate_rows(&self, rows: &[Vec<Syn>], firing: &[u32], inputs: &mut [f32]) -> Result<()> {
+        if firing.is_empty() || inputs.is_empty() {
+            return Ok(());
+        }
+        // Pack the firing rows into a CSR of firing.len() rows.
+        let total: usize = firing.iter().map(|&i| rows[i as usize].len()).sum();
+        let mut row_ptr = Vec::with_capacity(firing.len() + 1);
+        let mut to = Vec::with_capacity(total.max(1));
+        let mut w = Vec::with_capacity(total.max(1));
+        let mut bound = 0f64;
+        row_ptr.push(0u64);
+        for &i in firing {
+            for s in &rows[i as usize] {
+                assert!((s.to as usize) < inputs.len(), "synapse target {} out of range {}", s.to, inputs.len());
+                to.push(s.to);
+                w.push(s.w);
+                bound += (s.w as f64).abs();
+            }
+            row_ptr.push(to.len() as u64);
+        }
+        let scale = match accumulate::scale_bits(bound) {
+            Some(s) if total > 0 && inputs.len() <= u32::MAX as usize => s,
+            _ => {
+                kcap::backend::cpu::Cpu.accumulate_rows(rows, firing, inputs);
+                return Ok(());
+            }
+        };
+        let s = self.dev.stream();
+        let csr = DeviceCsr {
+            row_ptr: s.clone_htod(&row_ptr).what("upload row_ptr")?,
+            to: s.clone_htod(&to).what("upload targets")?,
+            w: s.clone_htod(&w).what("upload weights")?,
+        };
+        let rows_idx: Vec<u32> = (0..firing.len() as u32).collect();
+        let firing_d = s.clone_htod(&rows_idx).what("upload firing")?;
+        let mut inputs_d = s.clone_htod(inputs).what("upload inputs")?;
+        let mut acc = s.alloc_zeros::<u64>(inputs.len()).what("alloc accumulator")?;
+        accumulate::accumulate_rows_f32(&self.dev, &csr, &firing_d, scale, &mut acc, &mut inputs_d)?;
+        s.memcpy_dtoh(&inputs_d, inputs).what("download inputs")?;
+        s.synchronize().what("synchronize")?;
+        Ok(())
+    }
+
+    /// `top_k` with errors returned instead of panicking.
+    pub fn try_top_k(&self, values: &[f32], k: usize) -> Result<Vec<u32>> {
+        let n = values.len();
+        if k >= n {
+            return Ok((0..n as u32).collect());
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let s = self.dev.stream();
+        let v = s.clone_htod(values).what("upload values")?;
+        let mut guard = self.topk_ws.lock().expect("top-k workspace poisoned");
+        if guard.is_none() {
+            *guard = Some(TopkWorkspace::new(&self.dev)?);
+        }
+        let ws = guard.as_mut().expect("just set");
+        topk::topk(&self.dev, ws, &v, k)?;
+        Ok(ws.fetch_sorted(&self.dev)?.ids)
+    }
+}
+
+impl Backend for Cuda {
+    fn name(&self) -> String {
+        format!("cuda:{}", self.dev.ordinal())
+    }
+
+    fn accumulate_rows(&self, rows: &[Vec<Syn>], firing: &[u32], inputs: &mut [f32]) {
+        if let Err(e) = self.try_accumulate_rows(rows, firing, inputs) {
+            panic!("CUDA backend: accumulate_rows failed: {e}");
+        }
+    }
+
+    fn top_k(&self, values: &[f32], k: usize) -> Vec<u32> {
+        match self.try_top_k(values, k) {
+            Ok(ids) => ids,
+            Err(e) => panic!("CUDA backend: top_k failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! CI check: every kernel module compiles with NVRTC for sm_90 (Hopper) and
+//! sm_80, on a machine without a GPU. NVRTC comes from the PyPI wheels that
+//! `scripts/nvrtc-setup.sh` installs (`scripts/test-cuda.sh` sets the paths).
+//! Skipped, visibly, only when libnvrtc cannot be loaded.
+
+use kcap_cuda::kernels::{self, MODULES};
+
+/// Prints a skip notice straight to the process's stderr, which the test
+/// harness does not capture, so a skipped check is visible in every run.
+fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+}
+
+fn nvrtc_or_skip(test: &str) -> bool {
+    if kernels::nvrtc_available() {
+        return true;
+    }
+    skip(test, "libnvrtc.so.13 not found on LD_LIBRARY_PATH (run scripts/test-cuda.sh, or eval \"$(scripts/nvrtc-setup.sh)\")");
+    false
+}
+
+#[test]
+fn every_kernel_compiles_for_sm_90() {
+    if !nvrtc_or_skip("every_kernel_compiles_for_sm_90") {
+        return;
+    }
+    println!("include dirs: {:?}", kernels::include_dirs());
+    let mut failures = Vec::new();
+    for m in MODULES {
+        match kernels::compile(m, "sm_90") {
+            Ok(c) => {
+                println!("{}: {} bytes of sm_90 CUBIN", m.name, c.cubin.len());
+                // ptxas' resource report: registers, shared memory, spills.
+                for line in c.log.lines().filter(|l| !l.trim().is_empty()) {
+                    println!("  {line}");
+                }
+                assert!(
+                    !c.log.contains("bytes spill stores") || c.log.contains(" 0 bytes spill stores"),
+                    "{}: register spills\n{}",
+                    m.name,
+                    c.log
+                );
+            }
+            Err(e) => failures.push(format!("{}: {e}", m.name)),
+        }
+    }
+    assert!(failures.is_empty(), "kernels that do not compile:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_kernel_compiles_for_sm_80() {
+    if !nvrtc_or_skip("every_kernel_compiles_for_sm_80") {
+        return;
+    }
+    for m in MODULES {
+        if let Err(e) = kernels::compile(m, "sm_80") {
+            panic!("{}: {e}", m.name);
+        }
+    }
+}
+
+#[test]
+fn a_broken_kernel_is_reported_with_the_log() {
+    if !nvrtc_or_skip("a_broken_kernel_is_reported_with_the_log") {
+        return;
+    }
+    let bad = kernels::Module { name: "broken", src: "extern \"C\" __global__ void f() { undefined_thing(); }" };
+    let e = kernels::compile(&bad, "sm_90").unwrap_err().to_string();
+    assert!(e.contains("broken") && e.contains("undefined_thing"), "{e}");
+}
+
+#[test]
+fn includes_are_expanded_once() {
+    let src = kernels::expanded_source(&kernels::TOPK_F16);
+    assert_eq!(src.matches("// ---- begin common.cuh ----").count(), 1);
+    assert_eq!(src.matches("// ---- begin topk.cuh ----").count(), 1);
+    assert!(src.contains("#include <cuda_fp16.h>"));
+    assert!(!src.contains("#include \"common.cuh\""));
+}
