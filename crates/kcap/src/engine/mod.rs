@@ -6,6 +6,7 @@
 
 pub mod explicit;
 pub mod lazy;
+pub mod procedural;
 
 /// What one target area receives in a step: the firing stimuli and areas,
 /// in increasing id order (so every random draw has a fixed meaning).

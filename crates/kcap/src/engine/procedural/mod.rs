@@ -1,0 +1,740 @@
+//! The procedural engine (SPEC §3.3): areas of up to 10¹² neurons whose
+//! connectivity is never stored but regenerated, every time it is needed,
+//! from the counter-based generator.
+//!
+//! **Key decision: everything is organised by target block** (2¹⁶ ids, see
+//! [`rows`]). The synapses of (source row, target block) come from their own
+//! random stream, so a step walks the target blocks — in parallel, one
+//! block per task — and in each generates the events of all firing rows,
+//! accumulates integer counts in a block-sized buffer, adds the learned
+//! corrections of that block and keeps a running top-k ([`aggregate`]).
+//! Work per step is proportional to the synaptic events (firing rows × n·p,
+//! plus one stream start per (row, block)); memory is one block buffer and
+//! O(k) candidates per thread, whatever n. Only potentiated synapses are
+//! stored ([`learned`]), grouped by target block because that is how a step
+//! reads them.
+//!
+//! Contracts of a step, for the integrator ([`crate::brain`]):
+//! - neuron ids are u64; winners are sorted, distinct, `< n`;
+//! - `firing[a]` is the current winner list of area `a` (read for every `a`
+//!   in `plan.areas`); stimulus `s` fires its rows `0..size`;
+//! - k-cap order: input descending, then **lowest id** (as [`crate::cap`]);
+//!   only neurons with input (count > 0) compete; if fewer than k received
+//!   any, the lowest-id neurons without input fill the cap;
+//! - [`ProceduralState::select`] reads, [`ProceduralState::hebbian_selected`]
+//!   (or [`ProceduralState::hebbian`]) writes: run every target's selection
+//!   first, then the Hebbian updates, then swap winners (SPEC §2);
+//! - results are identical for any rayon thread count.
+
+mod aggregate;
+pub mod learned;
+pub mod rows;
+
+pub use learned::FiberLearned;
+pub use rows::{
+    block_count, block_key, fiber_key, row_key, row_targets, skip_scale, SkipTable, BLOCK,
+    BLOCK_BITS,
+};
+
+use super::TargetPlan;
+use crate::error::{invalid, KcapError, Result};
+use crate::model::{Model, Source, MAX_N};
+use aggregate::{
+    key_value, scan_block, sub_width, with_scratch, FiringFiber, RowsOf, Scratch, TopK,
+};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// What the engine reads of the brain.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub model: &'a Model,
+    pub seed: u64,
+}
+
+/// New winners of one target, as chosen by [`ProceduralState::select`].
+#[derive(Clone, Debug)]
+pub struct Selection {
+    pub target: usize,
+    /// The k winners, sorted by id.
+    pub winners: Vec<u64>,
+    /// `inputs[i]`: the summed input of `winners[i]` (0 for filled-in neurons).
+    pub inputs: Vec<f32>,
+    /// Neurons of the target that received any input.
+    pub received: u64,
+    /// Synaptic events generated (the step's work).
+    pub events: u64,
+    /// `(winner, slot)` for every synapse from a firing row into a winner,
+    /// when the scan could record them; slots number the firing rows in
+    /// plan order (stimuli, then areas; rows in increasing id).
+    synapses: Option<Vec<(u64, u32)>>,
+    slots: u64,
+}
+
+impl Selection {
+    /// True when the synapses onto the winners were recorded, so that
+    /// [`ProceduralState::hebbian_selected`] regenerates nothing.
+    pub fn has_synapses(&self) -> bool {
+        self.synapses.is_some()
+    }
+}
+
+/// Outcome of a Hebbian update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HebbianReport {
+    /// Synapses potentiated (each once).
+    pub potentiated: u64,
+    /// Events regenerated to find them (0 when the selection recorded them).
+    pub regenerated_events: u64,
+}
+
+/// Outcome of [`ProceduralState::scan_blocks`] (benchmarks, extrapolation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub blocks: u64,
+    pub events: u64,
+    pub received: u64,
+}
+
+/// Estimated peak memory of one procedural step, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Buffers of one worker thread (block counters, event list, candidates).
+    pub per_thread: u64,
+    pub threads: u64,
+    /// Row keys, skip tables, selection output.
+    pub shared: u64,
+    /// Learned synapses held now plus what one step can add (with merge copies).
+    pub learned: u64,
+    pub total: u64,
+}
+
+/// Steps whose expected event count per block sub-range exceeds this are
+/// scanned without recording sources (the event list costs 2 bytes per
+/// event); the Hebbian update then regenerates the winners' blocks.
+pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 22;
+
+/// Learned weights of every procedural fiber, and cached skip tables.
+pub struct ProceduralState {
+    learned: HashMap<(Source, usize), FiberLearned>,
+    tables: Mutex<HashMap<u64, Arc<SkipTable>>>,
+    /// Event-list budget per block and thread (see [`DEFAULT_RECORD_LIMIT`]).
+    pub record_limit: u64,
+}
+
+impl Default for ProceduralState {
+    fn default() -> Self {
+        ProceduralState {
+            learned: HashMap::new(),
+            tables: Mutex::new(HashMap::new()),
+            record_limit: DEFAULT_RECORD_LIMIT,
+        }
+    }
+}
+
+impl Clone for ProceduralState {
+    fn clone(&self) -> Self {
+        ProceduralState {
+            learned: self.learned.clone(),
+            tables: Mutex::new(HashMap::new()),
+            record_limit: self.record_limit,
+        }
+    }
+}
+
+impl std::fmt::Debug for ProceduralState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProceduralState")
+            .field("fibers", &self.learned.len())
+            .field("learned_synapses", &self.learned_synapses())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expected synapses per neuron must be at least one: p·n ≥ 1.
+fn check_fiber_p(model: &Model, src: Source, t: usize) -> Result<()> {
+    let (p, n) = (model.p(src, t), model.areas[t].n);
+    if p * (n as f64) < 1.0 {
+        return Err(invalid(
+            format!("p of fiber {} -> {}", model.source_name(src), model.areas[t].name),
+            p,
+            format!("the procedural engine needs p·n >= 1 (at least one expected synapse per neuron); here p·n = {:.3e} with n = {n}", p * n as f64),
+        ));
+    }
+    Ok(())
+}
+
+impl ProceduralState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks that area `t` can be procedural: n ≤ 10¹², 1 ≤ k < n, and the
+    /// brain's p gives p·n ≥ 1. Call when the area is added.
+    pub fn check_area(model: &Model, t: usize) -> Result<()> {
+        let a = model
+            .areas
+            .get(t)
+            .ok_or_else(|| KcapError::UnknownArea(format!("#{t}")))?;
+        if a.k == 0 || a.k as u64 >= a.n {
+            return Err(KcapError::BadK {
+                area: a.name.clone(),
+                n: a.n,
+                k: a.k as u64,
+            });
+        }
+        if a.n > MAX_N {
+            return Err(invalid(
+                format!("n of area {:?}", a.name),
+                a.n,
+                format!("at most {MAX_N} neurons per area"),
+            ));
+        }
+        check_fiber_p(model, Source::Area(t), t)
+    }
+
+    /// Validates one step into `plan.target` (errors name the culprit):
+    /// every fiber has p·n ≥ 1, every source area has winners, sorted,
+    /// distinct and below its n, and the firing rows number < 2³².
+    pub fn validate(model: &Model, plan: &TargetPlan, firing: &[&[u64]]) -> Result<()> {
+        let t = plan.target;
+        Self::check_area(model, t)?;
+        let mut slots = 0u64;
+        for &s in &plan.stims {
+            let st = model
+                .stimuli
+                .get(s)
+                .ok_or_else(|| KcapError::UnknownStimulus(format!("#{s}")))?;
+            check_fiber_p(model, Source::Stim(s), t)?;
+            slots += st.size;
+        }
+        for &a in &plan.areas {
+            let area = model
+                .areas
+                .get(a)
+                .ok_or_else(|| KcapError::UnknownArea(format!("#{a}")))?;
+            check_fiber_p(model, Source::Area(a), t)?;
+            let w = firing.get(a).copied().unwrap_or(&[]);
+            if w.is_empty() {
+                return Err(KcapError::NoWinners(area.name.clone()));
+            }
+            if w.windows(2).any(|p| p[0] >= p[1]) {
+                return Err(KcapError::BadWinners {
+                    area: area.name.clone(),
+                    why: "winner ids must be sorted and distinct".into(),
+                });
+            }
+            if *w.last().unwrap() >= area.n {
+                return Err(KcapError::BadWinners {
+                    area: area.name.clone(),
+                    why: format!("neuron {} is not below n = {}", w.last().unwrap(), area.n),
+                });
+            }
+            slots += w.len() as u64;
+        }
+        if slots >= u32::MAX as u64 {
+            return Err(invalid(
+                format!("firing rows into area {:?}", model.areas[t].name),
+                slots,
+                "at most 2^32 - 1 firing neurons per step",
+            ));
+        }
+        Ok(())
+    }
+
+    fn table(&self, p: f64) -> Arc<SkipTable> {
+        let mut m = self.tables.lock().expect("skip table cache poisoned");
+        m.entry(p.to_bits())
+            .or_insert_with(|| Arc::new(SkipTable::new(p)))
+            .clone()
+    }
+
+    /// The fibers of `plan` with their tables (one per fiber, same order).
+    fn fiber_list(&self, v: &View, plan: &TargetPlan) -> Vec<(Source, Arc<SkipTable>)> {
+        let t = plan.target;
+        let srcs = plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)));
+        srcs.map(|src| (src, self.table(v.model.p(src, t))))
+            .collect()
+    }
+
+    /// Firing fibers of a step, slots assigned in plan order.
+    fn prepare<'a>(
+        &'a self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &'a [&'a [u64]],
+        tables: &'a [(Source, Arc<SkipTable>)],
+        with_learned: bool,
+    ) -> Vec<FiringFiber<'a>> {
+        let t = plan.target;
+        tables
+            .iter()
+            .map(|(src, table)| {
+                let rows = match *src {
+                    Source::Stim(s) => RowsOf::All(v.model.stimuli[s].size),
+                    Source::Area(a) => RowsOf::List(firing[a]),
+                };
+                let fk = fiber_key(v.seed, *src, t);
+                let row_keys: Vec<u64> =
+                    (0..rows.len()).map(|i| row_key(fk, rows.get(i))).collect();
+                let learned = if with_learned {
+                    self.learned.get(&(*src, t)).filter(|l| !l.is_empty())
+                } else {
+                    None
+                };
+                FiringFiber {
+                    rows,
+                    row_keys,
+                    table,
+                    learned,
+                }
+            })
+            .collect()
+    }
+
+    /// Expected events per target block of a step (all fibers), and the
+    /// event-weighted mean p.
+    fn events_per_block(v: &View, plan: &TargetPlan, fibers: &[FiringFiber]) -> (f64, f64) {
+        let n = v.model.areas[plan.target].n;
+        let width = BLOCK.min(n) as f64;
+        let srcs = plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)));
+        let (mut ev, mut rows) = (0.0, 0.0);
+        for (src, f) in srcs.zip(fibers) {
+            ev += f.rows.len() as f64 * v.model.p(src, plan.target) * width;
+            rows += f.rows.len() as f64;
+        }
+        (ev, ev / (rows * width).max(1.0))
+    }
+
+    /// Whether a scan records sources: when a sub-range's event list fits
+    /// the budget.
+    fn record(&self, ev_per_block: f64, mean_p: f64) -> bool {
+        let per_sub = ev_per_block * (sub_width(mean_p) as f64 / BLOCK as f64).min(1.0);
+        per_sub * 1.25 <= self.record_limit as f64
+    }
+
+    fn scan(
+        &self,
+        fibers: &[FiringFiber],
+        n: u64,
+        k: usize,
+        blocks: Range<u64>,
+        record: bool,
+        mean_p: f64,
+    ) -> TopK {
+        let sub = sub_width(mean_p);
+        blocks
+            .into_par_iter()
+            .fold(
+                || TopK::new(k),
+                |mut acc, b| {
+                    with_scratch(|sc| scan_block(fibers, n, b, sub, record, &mut acc, sc));
+                    acc
+                },
+            )
+            .reduce(|| TopK::new(k), TopK::merge)
+    }
+
+    /// The k-cap of one target (SPEC §2 steps 1–2): the inputs of every
+    /// neuron of `plan.target` from the firing stimuli and the winners
+    /// `firing[a]` of the source areas, regenerated block by block. Reads
+    /// only; deterministic for any thread count.
+    pub fn select(&self, v: &View, plan: &TargetPlan, firing: &[&[u64]]) -> Result<Selection> {
+        Self::validate(v.model, plan, firing)?;
+        let t = plan.target;
+        let (n, k) = (v.model.areas[t].n, v.model.areas[t].k);
+        let tables = self.fiber_list(v, plan);
+        let fibers = self.prepare(v, plan, firing, &tables, true);
+        let slots: u64 = fibers.iter().map(|f| f.rows.len() as u64).sum();
+        let (ev, mean_p) = Self::events_per_block(v, plan, &fibers);
+        let mut acc = self.scan(
+            &fibers,
+            n,
+            k,
+            0..block_count(n),
+            self.record(ev, mean_p),
+            mean_p,
+        );
+        acc.prune(k);
+        let mut items = acc.items;
+        items.sort_unstable_by_key(|c| c.key as u64);
+        let mut winners: Vec<u64> = items.iter().map(|c| c.key as u64).collect();
+        let mut inputs: Vec<f32> = items.iter().map(|c| key_value(c.key)).collect();
+        let synapses = acc.recorded.then(|| {
+            let mut s = Vec::with_capacity(acc.srcs.len());
+            for c in &items {
+                let id = c.key as u64;
+                s.extend(
+                    acc.srcs[c.src_start as usize..(c.src_start + c.src_len) as usize]
+                        .iter()
+                        .map(|&slot| (id, slot)),
+                );
+            }
+            s
+        });
+        if winners.len() < k {
+            // Fewer than k neurons received input: every one of them wins,
+            // and the lowest ids without input fill the cap.
+            debug_assert_eq!(winners.len() as u64, acc.touched);
+            let touched: Vec<(u64, f32)> = winners
+                .iter()
+                .copied()
+                .zip(inputs.iter().copied())
+                .collect();
+            let mut fill = Vec::new();
+            let mut ti = 0;
+            let mut id = 0u64;
+            while touched.len() + fill.len() < k {
+                while ti < touched.len() && touched[ti].0 < id {
+                    ti += 1;
+                }
+                if ti >= touched.len() || touched[ti].0 != id {
+                    fill.push(id);
+                }
+                id += 1;
+            }
+            let mut all: Vec<(u64, f32)> = touched;
+            all.extend(fill.into_iter().map(|i| (i, 0.0)));
+            all.sort_unstable_by_key(|x| x.0);
+            winners = all.iter().map(|x| x.0).collect();
+            inputs = all.iter().map(|x| x.1).collect();
+        }
+        Ok(Selection {
+            target: t,
+            winners,
+            inputs,
+            received: acc.touched,
+            events: acc.events,
+            synapses,
+            slots,
+        })
+    }
+
+    /// Scans only `blocks` of the target (no k-cap output): for benchmarks
+    /// and for extrapolating the cost of a huge step from a partial one.
+    pub fn scan_blocks(
+        &self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+        blocks: Range<u64>,
+    ) -> Result<ScanReport> {
+        Self::validate(v.model, plan, firing)?;
+        let t = plan.target;
+        let (n, k) = (v.model.areas[t].n, v.model.areas[t].k);
+        let blocks = blocks.start.min(block_count(n))..blocks.end.min(block_count(n));
+        let tables = self.fiber_list(v, plan);
+        let fibers = self.prepare(v, plan, firing, &tables, true);
+        let (ev, mean_p) = Self::events_per_block(v, plan, &fibers);
+        let acc = self.scan(
+            &fibers,
+            n,
+            k,
+            blocks.clone(),
+            self.record(ev, mean_p),
+            mean_p,
+        );
+        Ok(ScanReport {
+            blocks: blocks.end - blocks.start,
+            events: acc.events,
+            received: acc.touched,
+        })
+    }
+
+    /// Fibers of `plan` that learn: (index in plan order, source, ×(1+β), cap).
+    fn plastic(v: &View, plan: &TargetPlan) -> Vec<(usize, Source, f32, f32)> {
+        let t = plan.target;
+        let cap = v.model.w_max.map_or(f32::INFINITY, |w| w as f32);
+        let srcs = plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)));
+        srcs.enumerate()
+            .filter_map(|(i, src)| {
+                let beta = v.model.beta(src, t);
+                (beta > 0.0).then(|| (i, src, (1.0 + beta) as f32, cap))
+            })
+            .collect()
+    }
+
+    /// Applies `w ← min(w·(1+β), w_max)` to synapses given as
+    /// `(fiber index, block, key)`, sorted.
+    fn apply(
+        &mut self,
+        v: &View,
+        plan: &TargetPlan,
+        plastic: &[(usize, Source, f32, f32)],
+        mut ups: Vec<(usize, u64, u64)>,
+    ) -> u64 {
+        ups.sort_unstable();
+        ups.dedup();
+        let n = ups.len() as u64;
+        let t = plan.target;
+        let _ = v;
+        let mut i = 0;
+        while i < ups.len() {
+            let (fi, b) = (ups[i].0, ups[i].1);
+            let mut j = i;
+            while j < ups.len() && ups[j].0 == fi && ups[j].1 == b {
+                j += 1;
+            }
+            let &(_, src, m, cap) = plastic
+                .iter()
+                .find(|p| p.0 == fi)
+                .expect("update of a plastic fiber");
+            let keys: Vec<u64> = ups[i..j].iter().map(|u| u.2).collect();
+            self.learned
+                .entry((src, t))
+                .or_default()
+                .potentiate(b, &keys, m, cap);
+            i = j;
+        }
+        self.learned.retain(|_, l| !l.is_empty());
+        n
+    }
+
+    /// Hebbian update (SPEC §2 step 3) for `winners` of `plan.target`: every
+    /// synapse from a firing row of a plastic fiber into a winner is
+    /// potentiated once. Finds the synapses by regenerating, for every
+    /// firing row, only the target blocks that contain winners (and only up
+    /// to the last winner in each). Use for fixed areas, or after a
+    /// selection that could not record its synapses.
+    pub fn hebbian(
+        &mut self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+        winners: &[u64],
+    ) -> Result<HebbianReport> {
+        Self::validate(v.model, plan, firing)?;
+        let t = plan.target;
+        let n = v.model.areas[t].n;
+        if winners.windows(2).any(|w| w[0] >= w[1]) || winners.last().is_some_and(|&w| w >= n) {
+            return Err(KcapError::BadWinners {
+                area: v.model.areas[t].name.clone(),
+                why: "winners must be sorted, distinct and below n".into(),
+            });
+        }
+        let plastic = Self::plastic(v, plan);
+        if plastic.is_empty() || winners.is_empty() {
+            return Ok(HebbianReport::default());
+        }
+        let tables = self.fiber_list(v, plan);
+        let fibers = self.prepare(v, plan, firing, &tables, false);
+        let mut groups: Vec<(u64, Vec<u32>)> = Vec::new();
+        for &w in winners {
+            let (b, l) = (w / BLOCK, (w % BLOCK) as u32);
+            match groups.last_mut() {
+                Some((gb, ls)) if *gb == b => ls.push(l),
+                _ => groups.push((b, vec![l])),
+            }
+        }
+        let found: Vec<(Vec<(usize, u64, u64)>, u64)> = groups
+            .par_iter()
+            .map(|(b, locals)| {
+                let mut bits = vec![0u64; BLOCK as usize / 64];
+                for &l in locals {
+                    bits[l as usize >> 6] |= 1 << (l & 63);
+                }
+                // Walking a shorter block yields exactly the prefix of its targets.
+                let upto = locals.last().unwrap() + 1;
+                let mut ups = Vec::new();
+                let mut events = 0u64;
+                for &(fi, ..) in &plastic {
+                    let f = &fibers[fi];
+                    for (r, &rk) in f.row_keys.iter().enumerate() {
+                        let row = f.rows.get(r);
+                        events += f.table.walk(block_key(rk, *b), upto, |l| {
+                            if bits[l as usize >> 6] >> (l & 63) & 1 == 1 {
+                                ups.push((fi, *b, learned::pack(row, l)));
+                            }
+                        }) as u64;
+                    }
+                }
+                (ups, events)
+            })
+            .collect();
+        let events = found.iter().map(|f| f.1).sum();
+        let ups: Vec<(usize, u64, u64)> = found.into_iter().flat_map(|f| f.0).collect();
+        drop(fibers);
+        let potentiated = self.apply(v, plan, &plastic, ups);
+        Ok(HebbianReport {
+            potentiated,
+            regenerated_events: events,
+        })
+    }
+
+    /// Hebbian update for the winners of `sel`, which must come from
+    /// [`Self::select`] with the same `plan` and `firing` in this step. Uses
+    /// the synapses the selection recorded (no regeneration) when it could
+    /// record them, else falls back to [`Self::hebbian`]. Same result either way.
+    pub fn hebbian_selected(
+        &mut self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+        sel: &Selection,
+    ) -> Result<HebbianReport> {
+        let Some(syn) = &sel.synapses else {
+            return self.hebbian(v, plan, firing, &sel.winners);
+        };
+        Self::validate(v.model, plan, firing)?;
+        let plastic = Self::plastic(v, plan);
+        if plastic.is_empty() {
+            return Ok(HebbianReport::default());
+        }
+        // Slot ranges of the fibers, in plan order.
+        let t = plan.target;
+        let mut starts = Vec::new();
+        let mut rows = Vec::new();
+        let mut slot = 0u64;
+        for src in plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)))
+        {
+            let r = match src {
+                Source::Stim(s) => RowsOf::All(v.model.stimuli[s].size),
+                Source::Area(a) => RowsOf::List(firing[a]),
+            };
+            starts.push(slot);
+            slot += r.len() as u64;
+            rows.push(r);
+        }
+        if slot != sel.slots || sel.target != t {
+            return Err(invalid(
+                "hebbian_selected",
+                format!("target {}", sel.target),
+                "the selection was made with another plan or other firing sets",
+            ));
+        }
+        let mut ups = Vec::with_capacity(syn.len());
+        for &(j, s) in syn {
+            let fi = starts.partition_point(|&st| st <= s as u64) - 1;
+            if plastic.iter().any(|p| p.0 == fi) {
+                let row = rows[fi].get((s as u64 - starts[fi]) as usize);
+                ups.push((fi, j / BLOCK, learned::pack(row, (j % BLOCK) as u32)));
+            }
+        }
+        let potentiated = self.apply(v, plan, &plastic, ups);
+        Ok(HebbianReport {
+            potentiated,
+            regenerated_events: 0,
+        })
+    }
+
+    /// Potentiated synapses of fiber `src → tgt`, if any.
+    pub fn learned(&self, src: Source, tgt: usize) -> Option<&FiberLearned> {
+        self.learned.get(&(src, tgt))
+    }
+
+    /// Stored (potentiated) synapses, all fibers.
+    pub fn learned_synapses(&self) -> usize {
+        self.learned.values().map(FiberLearned::len).sum()
+    }
+
+    /// Bytes held by stored synapses and cached tables.
+    pub fn bytes(&self) -> usize {
+        let tables: usize = self
+            .tables
+            .lock()
+            .map(|m| m.values().map(|t| t.bytes()).sum())
+            .unwrap_or(0);
+        self.learned
+            .values()
+            .map(FiberLearned::bytes)
+            .sum::<usize>()
+            + tables
+    }
+
+    /// Estimated peak memory of one step into `plan.target` on `threads`
+    /// worker threads — independent of n. Compare with what the machine
+    /// has ([`check_memory`]) before running.
+    pub fn memory_estimate(
+        &self,
+        model: &Model,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+        threads: usize,
+    ) -> MemoryEstimate {
+        let t = plan.target;
+        let (n, k) = (model.areas[t].n, model.areas[t].k as u64);
+        let width = BLOCK.min(n) as f64;
+        let mut slots = 0u64;
+        let (mut ev, mut syn_per_target) = (0f64, 0f64);
+        let srcs = plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)));
+        for src in srcs {
+            let rows = match src {
+                Source::Stim(s) => model.stimuli[s].size,
+                Source::Area(a) => firing
+                    .get(a)
+                    .map_or(model.areas[a].k as u64, |w| w.len() as u64),
+            };
+            let p = model.p(src, t);
+            slots += rows;
+            ev += rows as f64 * p * width;
+            syn_per_target += rows as f64 * p;
+        }
+        let mean_p = ev / (slots as f64 * width).max(1.0);
+        let per_sub = ev * (aggregate::sub_width(mean_p) as f64 / BLOCK as f64).min(1.0);
+        let ev_cap = if per_sub * 1.25 <= self.record_limit as f64 {
+            (per_sub * 1.25 + 6.0 * per_sub.sqrt() + 64.0) as u64 + BLOCK
+        } else {
+            0
+        };
+        // Winners receive more than average input: budget 3× the mean in-degree.
+        let src_per_cand = (3.0 * syn_per_target + 16.0) as u64;
+        let topk = 2 * k * (32 + 4 * src_per_cand) + BLOCK * 24;
+        let per_thread = Scratch::bytes_for(ev_cap, slots, k) + 2 * topk;
+        let threads = threads.max(1) as u64;
+        let shared = slots * 8 + 2 * 128 * 1024 + k * (8 + 4 + 12 * src_per_cand) + topk;
+        let learned = self.bytes() as u64 + 3 * 12 * k * src_per_cand;
+        let total = per_thread * threads + shared + learned;
+        MemoryEstimate {
+            per_thread,
+            threads,
+            shared,
+            learned,
+            total,
+        }
+    }
+}
+
+/// Memory the kernel reports as available now (`MemAvailable`), if known.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a step whose estimate exceeds the available memory (when the
+/// platform reports it), with both numbers in the message.
+pub fn check_memory(area: &str, est: &MemoryEstimate) -> Result<()> {
+    if let Some(avail) = available_memory() {
+        if est.total > avail {
+            return Err(KcapError::Unsupported(format!(
+                "a procedural step into area {area:?} needs an estimated {:.1} MiB but only {:.1} MiB are available",
+                est.total as f64 / 1048576.0,
+                avail as f64 / 1048576.0
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! The procedural graph itself: which synapses exist, as a pure function of
+//! `(seed, fiber, source row, target block)`.
+//!
+//! **Key decision: targets are cut into fixed blocks of [`BLOCK`] = 2¹⁶ ids,
+//! and each (row, block) pair has its own random stream.** A row is never
+//! walked from its start: any block of any row can be regenerated alone, so
+//! the engine (or a GPU thread block) generates one block of targets for all
+//! firing rows at once and accumulates it in a 2¹⁶-entry on-chip buffer, and
+//! Hebbian plasticity regenerates only the blocks that contain winners.
+//! 2¹⁶ makes block-local ids u16 (SPEC §4) and a block's u16/u32 counters
+//! 128/256 KiB (L2 on a CPU, shared memory on an H100 for u16); it is part
+//! of the graph's definition — changing it changes every procedural run.
+//!
+//! # The recipe (bit for bit; a CUDA kernel must follow it exactly)
+//!
+//! All integer arithmetic wraps mod 2⁶⁴; `mix64`, `derive`, `word`,
+//! `unit_open` are those of [`crate::rng`], `ln_fast` that of
+//! [`crate::stats::ln_fast`]; f64 operations are IEEE round-to-nearest with
+//! **no fused multiply-add** (compile kernels with `--fmad=false`).
+//!
+//! ```text
+//! fiber key   F = derive(seed, [FIBER_TAG, kind, src, tgt])     kind: 0 stimulus, 1 area
+//! row key     R = derive(F, [i])                                 i: source neuron id
+//! block key   K = word(R, b) = mix64(R + b·GOLDEN)               b: target block, ids [b·2¹⁶, …)
+//! c = 1 / log1p(−p)         (f64, computed once on the host with the portable `libm::log1p`
+//!                            and passed to kernels as a value; p = 1 gives c = −0: every target)
+//! len = min(2¹⁶, n − b·2¹⁶); pos = 0; t = 0
+//! loop:
+//!     g = ln_fast(unit_open(word(K, t))) · c;  t += 1        // g ≥ 0: the geometric skip
+//!     if g ≥ (len − pos) as f64: stop
+//!     pos += trunc(g);  emit target b·2¹⁶ + pos;  pos += 1
+//!     if pos ≥ len: stop
+//! ```
+//!
+//! Each target in the block is thus a synapse independently with
+//! probability p (up to ln_fast's 2·10⁻¹³ relative error), in increasing
+//! order. The fast path ([`SkipTable`]) gives the same bits without the
+//! logarithm for ~95 % of draws; it is an optimisation, not part of the
+//! definition.
+
+use crate::model::Source;
+use crate::rng::{derive, mix64, word, GOLDEN};
+use crate::stats::ln_fast;
+
+/// log₂ of the block width.
+pub const BLOCK_BITS: u32 = 16;
+/// Width of a target block: the unit of regeneration (part of the graph).
+pub const BLOCK: u64 = 1 << BLOCK_BITS;
+/// First word of every procedural fiber key ("proc"), so procedural graphs
+/// share no stream with any other draw of the brain.
+pub const FIBER_TAG: u64 = 0x7072_6f63;
+
+/// The key of fiber `src → tgt` of a brain with `seed`.
+pub fn fiber_key(seed: u64, src: Source, tgt: usize) -> u64 {
+    let (kind, idx) = match src {
+        Source::Stim(s) => (0, s as u64),
+        Source::Area(a) => (1, a as u64),
+    };
+    derive(seed, &[FIBER_TAG, kind, idx, tgt as u64])
+}
+
+/// The key of source row `i` in the fiber with key `fiber`.
+#[inline]
+pub fn row_key(fiber: u64, i: u64) -> u64 {
+    derive(fiber, &[i])
+}
+
+/// The key of block `b` of a row.
+#[inline(always)]
+pub fn block_key(row: u64, b: u64) -> u64 {
+    word(row, b)
+}
+
+/// `c = 1 / ln(1 − p)` by the portable `libm::log1p` (−0 for p = 1).
+pub fn skip_scale(p: f64) -> f64 {
+    1.0 / libm::log1p(-p)
+}
+
+/// Number of target blocks of an area of `n` neurons.
+#[inline]
+pub fn block_count(n: u64) -> u64 {
+    n.div_ceil(BLOCK)
+}
+
+/// Width of block `b` of an area of `n` neurons.
+#[inline]
+pub fn block_len(n: u64, b: u64) -> u32 {
+    (n - b * BLOCK).min(BLOCK) as u32
+}
+
+/// `unit_open` with the conversion through i64 (the value is < 2⁵³, so the
+/// result is bitwise that of [`crate::rng::unit_open`], one instruction cheaper).
+#[inline(always)]
+fn unit_open_i(bits: u64) -> f64 {
+    ((bits >> 11) as i64 as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+/// [`ln_fast`] without its data-dependent branch: bitwise the same result
+/// (tested), but no misprediction on every other draw.
+#[inline(always)]
+pub fn ln_fast_branchless(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let frac = bits & 0x000f_ffff_ffff_ffff;
+    // m > √2 exactly when the fraction bits exceed those of √2 (0x3ff6a09e667f3bcd).
+    let big = (frac > 0x0006_a09e_667f_3bcd) as u64;
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023 + big as i64;
+    // Halving m = 1.frac is an exact exponent decrement.
+    let m = f64::from_bits((frac | 0x3ff0_0000_0000_0000) - (big << 52));
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let poly = 1.0
+        + s2 * (1.0 / 3.0
+            + s2 * (1.0 / 5.0
+                + s2 * (1.0 / 7.0
+                    + s2 * (1.0 / 9.0
+                        + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
+    2.0 * s * poly + e as f64 * std::f64::consts::LN_2
+}
+
+/// Calls `f(local)` for every target of block `b` (width `len`) of the row
+/// with key `row`, in increasing order: the reference recipe, written
+/// plainly (see the module header).
+pub fn block_targets_ref(row: u64, b: u64, len: u32, c: f64, mut f: impl FnMut(u32)) {
+    let k = block_key(row, b);
+    let len = len as u64;
+    let mut pos = 0u64;
+    let mut t = 0u64;
+    loop {
+        let g = ln_fast(crate::rng::unit_open(word(k, t))) * c;
+        t += 1;
+        if g >= (len - pos) as f64 {
+            return;
+        }
+        pos += g as u64;
+        f(pos as u32);
+        pos += 1;
+        if pos >= len {
+            return;
+        }
+    }
+}
+
+/// Regenerates the out-synapses of source neuron `i` of fiber `src → tgt`
+/// (connection probability `p`, target area of `n_tgt` neurons) that land in
+/// target block `block`, calling `f(target id)` in increasing order. The
+/// whole row is the concatenation over `block in 0..block_count(n_tgt)`.
+pub fn row_targets(
+    seed: u64,
+    src: Source,
+    tgt: usize,
+    i: u64,
+    n_tgt: u64,
+    p: f64,
+    block: u64,
+    mut f: impl FnMut(u64),
+) {
+    assert!(
+        block < block_count(n_tgt),
+        "block {block} out of range for n = {n_tgt}"
+    );
+    let rk = row_key(fiber_key(seed, src, tgt), i);
+    let base = block * BLOCK;
+    block_targets_ref(rk, block, block_len(n_tgt, block), skip_scale(p), |l| {
+        f(base + l as u64)
+    });
+}
+
+/// Bits of the table index of a [`SkipTable`].
+const MAX_TABLE_BITS: u32 = 16;
+/// Table entry meaning "compute the logarithm".
+const SLOW: u16 = u16::MAX;
+
+/// The geometric skip for most draws without a logarithm.
+///
+/// The skip `floor(ln_fast(u)·c)` is a non-increasing step function of the
+/// draw's top bits. The table has one entry per bin of the top `bits` bits
+/// of the 64-bit word; where the skip is the same at both ends of a bin (so,
+/// by monotonicity, everywhere inside) the entry holds it, else [`SLOW`].
+/// Bins that contain a √2·2⁻ᵉ point — where `ln_fast` switches branches and
+/// could be off monotone by an ulp — are always slow, as are skips ≥ 65535.
+/// Exactness against [`block_targets_ref`] is tested.
+#[derive(Clone, Debug)]
+pub struct SkipTable {
+    bits: u32,
+    table: Vec<u16>,
+    c: f64,
+}
+
+impl SkipTable {
+    /// The table for connection probability `p` ∈ (0, 1].
+    pub fn new(p: f64) -> SkipTable {
+        let c = skip_scale(p);
+        // Bins much narrower than the skip's step (≈ p·u wide near u): 2¹⁵
+        // bins leave ~2 % of draws slow at p = 0.01, 2¹⁶ ~8 % at p = 10⁻³.
+        let bits = if p >= 0.004 { 15 } else { MAX_TABLE_BITS };
+        let n = 1usize << bits;
+        let sh = 64 - bits;
+        let skip = |w: u64| (ln_fast(crate::rng::unit_open(w)) * c).floor();
+        let mut table = vec![SLOW; n];
+        for (j, entry) in table.iter_mut().enumerate().skip(1) {
+            let lo = (j as u64) << sh;
+            let hi = lo | ((1u64 << sh) - 1);
+            let (ulo, uhi) = (crate::rng::unit_open(lo), crate::rng::unit_open(hi));
+            // Is a point √2·2⁻ᵉ (where ln_fast halves its mantissa) inside?
+            // Bins j ≥ 1 span less than a factor 2, so only e near −log2(ulo).
+            let e0 = -ulo.log2().floor() as i32;
+            let switch = (e0 - 1..=e0 + 2).any(|e| {
+                let x = std::f64::consts::SQRT_2 * 0.5f64.powi(e);
+                x >= ulo && x <= uhi
+            });
+            if switch {
+                continue;
+            }
+            let (a, b) = (skip(lo), skip(hi));
+            if a == b && a < SLOW as f64 {
+                *entry = a as u16;
+            }
+        }
+        SkipTable { bits, table, c }
+    }
+
+    /// The scale `c = 1/ln(1−p)` of this table.
+    pub fn scale(&self) -> f64 {
+        self.c
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.table.len() * 2
+    }
+
+    /// Share of table bins resolved without a logarithm.
+    pub fn resolved(&self) -> f64 {
+        self.table.iter().filter(|&&e| e != SLOW).count() as f64 / self.table.len() as f64
+    }
+
+    /// The skip for the draw `w` when `rem` targets remain in the block, or
+    /// `None` when the walk ends (skip ≥ rem).
+    #[inline(always)]
+    fn skip(&self, w: u64, rem: u64) -> Option<u64> {
+        // SAFETY: w >> (64 - bits) < 2^bits = table.len().
+        let e = unsafe { *self.table.get_unchecked((w >> (64 - self.bits)) as usize) };
+        let s = if e != SLOW {
+            e as u64
+        } else {
+            let g = ln_fast_branchless(unit_open_i(w)) * self.c;
+            if g >= rem as i64 as f64 {
+                return None;
+            }
+            g as i64 as u64
+        };
+        (s < rem).then_some(s)
+    }
+
+    /// Starts the walk of a block (key `block_key(row, b)`, width `len`):
+    /// returns the cursor `(counter, next target)`, where next = [`DONE`]
+    /// if the row has no target in the block.
+    #[inline(always)]
+    pub fn start(&self, key: u64, len: u32) -> (u64, u32) {
+        match self.skip(mix64(key), len as u64) {
+            Some(s) => (key.wrapping_add(GOLDEN), s as u32),
+            None => (key, DONE),
+        }
+    }
+
+    /// Emits the targets of a started walk that lie below `end` (≤ len), in
+    /// increasing order, and leaves the cursor on the first target ≥ `end`
+    /// (or [`DONE`]). Resuming with a larger `end` continues the same
+    /// sequence, so a block can be swept in sub-ranges. Returns the count.
+    #[inline(always)]
+    pub fn advance(
+        &self,
+        ctr: &mut u64,
+        next: &mut u32,
+        len: u32,
+        end: u32,
+        mut f: impl FnMut(u32),
+    ) -> u32 {
+        let mut count = 0;
+        let (mut c, mut nx) = (*ctr, *next);
+        while nx < end {
+            f(nx);
+            count += 1;
+            let pos = nx as u64 + 1;
+            if pos >= len as u64 {
+                nx = DONE;
+                break;
+            }
+            let w = mix64(c);
+            c = c.wrapping_add(GOLDEN);
+            nx = match self.skip(w, len as u64 - pos) {
+                Some(s) => (pos + s) as u32,
+                None => DONE,
+            };
+        }
+        *ctr = c;
+        *next = nx;
+        count
+    }
+
+    /// [`block_targets_ref`] for the block with key `key` (= `block_key(row, b)`),
+    /// bitwise the same targets, faster. Returns the number of targets.
+    #[inline(always)]
+    pub fn walk(&self, key: u64, len: u32, f: impl FnMut(u32)) -> u32 {
+        let (mut c, mut nx) = self.start(key, len);
+        self.advance(&mut c, &mut nx, len, len, f)
+    }
+}
+
+/// Cursor value of a walk that has no further target.
+pub const DONE: u32 = u32::MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Stream;
+
+    #[test]
+    fn ln_fast_branchless_is_bitwise_ln_fast() {
+        let mut r = Stream::new(17);
+        for _ in 0..2_000_000 {
+            let x = r.uniform();
+            assert_eq!(
+                ln_fast(x).to_bits(),
+                ln_fast_branchless(x).to_bits(),
+                "x = {x:e}"
+            );
+        }
+        let s2 = std::f64::consts::SQRT_2;
+        let edge = [
+            s2,
+            f64::from_bits(s2.to_bits() + 1),
+            f64::from_bits(s2.to_bits() - 1),
+            s2 / 2.0,
+            f64::from_bits((s2 / 2.0).to_bits() + 1),
+            1.0,
+            f64::from_bits(1f64.to_bits() - 1),
+            0.5,
+            1e-300,
+            2.2250738585072014e-308,
+            1.5,
+            1e300,
+        ];
+        for x in edge {
+            assert_eq!(
+                ln_fast(x).to_bits(),
+                ln_fast_branchless(x).to_bits(),
+                "x = {x:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unit_open_through_i64_is_bitwise() {
+        let mut r = Stream::new(5);
+        for _ in 0..100_000 {
+            let w = rand::RngCore::next_u64(&mut r);
+            assert_eq!(unit_open_i(w).to_bits(), crate::rng::unit_open(w).to_bits());
+        }
+        for w in [0, u64::MAX, 1 << 63, (1 << 11) - 1] {
+            assert_eq!(unit_open_i(w).to_bits(), crate::rng::unit_open(w).to_bits());
+        }
+    }
+
+    /// The table walk must reproduce the reference recipe exactly, for many
+    /// rows, p values (both table sizes, p = 1, tiny p) and block widths.
+    #[test]
+    fn table_walk_matches_reference_recipe() {
+        for &p in &[1.0, 0.3, 0.05, 0.01, 0.004, 0.0039, 1e-3, 1e-4, 2e-5] {
+            let tab = SkipTable::new(p);
+            let c = skip_scale(p);
+            for row in 0..300u64 {
+                let rk = row_key(fiber_key(9, Source::Area(1), 2), row);
+                for (b, len) in [(0u64, BLOCK as u32), (7, BLOCK as u32), (3, 1000), (11, 1)] {
+                    let mut want = Vec::new();
+                    block_targets_ref(rk, b, len, c, |l| want.push(l));
+                    let mut got = Vec::new();
+                    let n = tab.walk(block_key(rk, b), len, |l| got.push(l));
+                    assert_eq!(got, want, "p {p} row {row} block {b} len {len}");
+                    assert_eq!(n as usize, got.len());
+                }
+            }
+        }
+    }
+
+    /// Sweeping a block in sub-ranges (resuming cursors) gives the same targets.
+    #[test]
+    fn resumed_sweeps_match_whole_walk() {
+        for &p in &[0.5, 0.01, 1e-3] {
+            let tab = SkipTable::new(p);
+            for row in 0..200u64 {
+                let key = block_key(row_key(3, row), 1);
+                for len in [BLOCK as u32, 5000] {
+                    let mut want = Vec::new();
+                    tab.walk(key, len, |l| want.push(l));
+                    let (mut c, mut nx) = tab.start(key, len);
+                    let mut got = Vec::new();
+                    let mut end = 0;
+                    while end < len {
+                        end = (end + 777).min(len);
+                        tab.advance(&mut c, &mut nx, len, end, |l| {
+                            assert!(l < end);
+                            got.push(l)
+                        });
+                    }
+                    assert_eq!(nx, DONE);
+                    assert_eq!(got, want, "p {p} row {row} len {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn p_one_is_complete() {
+        let mut got = Vec::new();
+        row_targets(1, Source::Stim(0), 0, 5, 70_000, 1.0, 1, |j| got.push(j));
+        assert_eq!(got, (BLOCK..70_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn table_resolves_most_draws() {
+        assert!(SkipTable::new(0.01).resolved() > 0.95);
+        assert!(SkipTable::new(0.001).resolved() > 0.85);
+    }
+}
