@@ -12,9 +12,17 @@ fn main() {
     let t0 = std::time::Instant::now();
     for i in 0..steps {
         let t = std::time::Instant::now();
-        let pr = if i == 0 { Projection::new().fire("s", ["A"]) } else { Projection::new().fire("s", ["A"]).fire("A", ["A"]) };
+        let pr = if i == 0 {
+            Projection::new().fire("s", ["A"])
+        } else {
+            Projection::new().fire("s", ["A"]).fire("A", ["A"])
+        };
         b.project(&pr).unwrap();
-        eprintln!("step {i}: {:?} support {}", t.elapsed(), b.area("A").unwrap().support);
+        eprintln!(
+            "step {i}: {:?} support {}",
+            t.elapsed(),
+            b.area("A").unwrap().support
+        );
     }
     eprintln!("total {:?}", t0.elapsed());
 }
