@@ -20,6 +20,7 @@
 //! assert_eq!(b.winners("A").unwrap().len(), 100);
 //! ```
 
+pub mod accuracy;
 pub mod backend;
 pub mod brain;
 pub mod cap;
