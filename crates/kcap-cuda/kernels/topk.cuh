@@ -199,17 +199,26 @@ __device__ void kcap_topk_threshold(const TopkArgs& a) {
     __shared__ u32 scratch[1024];
     __shared__ u32 res[2];
     u32 prefix = 0, kr = a.target;
-    // Digits of 11, 11, 10 bits from the top of a 32-bit key.
+    // Digits from the top of the KCAP_VBITS-bit key: 11 + 5 bits (f16) or
+    // 11 + 11 + 10 bits (f32). Samples repeat a lot (f16 ties), so the
+    // histogram adds are aggregated per warp.
+#if KCAP_VBITS == 16
+    const int rounds = 2;
+    const u32 los[3] = {5, 0, 0};
+#else
+    const int rounds = 3;
     const u32 los[3] = {21, 10, 0};
-    u32 hi = 32;
-    for (int r = 0; r < 3; ++r) {
+#endif
+    u32 hi = KCAP_VBITS;
+    const u32 nsamp = (a.nsample + 31u) & ~31u;  // whole warps iterate together
+    for (int r = 0; r < rounds; ++r) {
         const u32 lo = los[r], width = hi - lo, nb = 1u << width;
         for (u32 i = threadIdx.x; i < KCAP_BINS; i += blockDim.x) h[i] = 0;
         __syncthreads();
-        for (u32 s = threadIdx.x; s < a.nsample; s += blockDim.x) {
-            const u32 key = a.sample[s];
-            const bool live = (hi >= 32) || ((key >> hi) == (prefix >> hi));
-            if (live) atomicAdd(&h[(key >> lo) & (nb - 1)], 1u);
+        for (u32 s = threadIdx.x; s < nsamp; s += blockDim.x) {
+            const u32 key = s < a.nsample ? a.sample[s] : 0u;
+            const bool live = s < a.nsample && (hi >= 32 || (key >> hi) == (prefix >> hi));
+            kcap_warp_hist(live, (key >> lo) & (nb - 1), h);
         }
         __syncthreads();
         kcap_find_bin(h, nb, kr, scratch, res);

@@ -62,6 +62,8 @@ pub const PREFILTER_MIN_N: u64 = 1 << 22;
 pub const SAMPLE: u32 = 1 << 16;
 /// Smallest candidate-buffer capacity (elements, 8 bytes each, two buffers).
 const MIN_CAP: u64 = 1 << 20;
+/// Largest candidate-buffer capacity (elements).
+const MAX_CAP: u64 = 1 << 26;
 const BLOCK: u32 = 256;
 const MAX_DIGIT: u32 = 11;
 
@@ -142,7 +144,9 @@ impl TopkPlan {
                 prefilter = Some(target as u32);
             }
         }
-        let cap = cap.min(n).max(1);
+        // Buffers hold at most MAX_CAP (512 MB each); a bigger live set is
+        // re-read from the input until it fits.
+        let cap = cap.min(MAX_CAP).min(n).max(1);
         let per_block = (BLOCK as u64) * 8;
         let grid = (n.div_ceil(per_block)).clamp(1, 4 * sm_count.max(1) as u64) as u32;
         TopkPlan { n, k, dtype, sparse, ib, digit_lo, prefilter, cap, grid }

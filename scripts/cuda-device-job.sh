@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine without a Rust toolchain: the CUDA test binaries and
+# the benchmark staged in .dev/cuda (by scripts/stage-cuda.sh), then the
+# PyTorch baseline, in one job, logging to ${OUT:-out/cuda}.
+#   .dev/cuda/nvrtc  .dev/cuda/gpu  .dev/cuda/unit  .dev/cuda/kcap-cuda-bench
+# NVRTC and the CUDA headers are taken from the Python nvidia-cuda-nvrtc /
+# nvidia-cuda-runtime wheels if present, else from /usr/local/cuda.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-out/cuda}"
+mkdir -p "$OUT"
+SP=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
+for d in "$SP/nvidia/cu13/lib" /usr/local/cuda/lib64; do
+    if [ -e "$d/libnvrtc.so.13" ]; then export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; break; fi
+done
+for d in "$SP/nvidia/cu13/include" /usr/local/cuda/include; do
+    if [ -e "$d/cuda_fp16.h" ]; then export KCAP_CUDA_INCLUDE="$d"; break; fi
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-} KCAP_CUDA_INCLUDE=${KCAP_CUDA_INCLUDE:-}" | tee "$OUT/env.txt"
+{ date -u; nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; } > "$OUT/device.txt" 2>&1
+head -20 "$OUT/device.txt"
+status=0
+for t in unit nvrtc gpu; do
+    if [ -x ".dev/cuda/$t" ]; then
+        echo "== test $t"
+        ".dev/cuda/$t" --test-threads "${TEST_THREADS:-4}" 2>&1 | tee "$OUT/test-$t.log" | grep -E "^test |SKIPPED|panicked|test result|assert" | grep -v "\.\.\. ok$" || true
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    fi
+done
+if [ -x .dev/cuda/kcap-cuda-bench ]; then
+    echo "== kcap-cuda-bench"
+    .dev/cuda/kcap-cuda-bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-kcap.log" || status=1
+fi
+echo "== torch baseline"
+PYTHONUNBUFFERED=1 python3 bench/torch_baseline.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/bench-torch.log" || status=1
+exit $status
