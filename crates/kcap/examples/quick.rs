@@ -15,6 +15,13 @@ fn main() {
         let h = &b.area("A").unwrap().history;
         let last = h[h.len() - 1].winners.as_ref().unwrap();
         let prev = h[h.len() - 2].winners.as_ref().unwrap();
-        println!("seed {seed}: {:?} support {} overlap {} supports {:?} mem {:?}", el, h.last().unwrap().support, ops::overlap(last, prev), h.iter().map(|s| s.support).collect::<Vec<_>>(), b.memory());
+        println!(
+            "seed {seed}: {:?} support {} overlap {} supports {:?} mem {:?}",
+            el,
+            h.last().unwrap().support,
+            ops::overlap(last, prev),
+            h.iter().map(|s| s.support).collect::<Vec<_>>(),
+            b.memory()
+        );
     }
 }

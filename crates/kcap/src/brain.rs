@@ -46,7 +46,7 @@ impl Projection {
 }
 
 /// What happened to one area in one step in which it was a target.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AreaStep {
     /// Global step number (1-based).
     pub step: u64,
@@ -55,12 +55,11 @@ pub struct AreaStep {
     /// Winners that fired for the first time in this step.
     pub first_winners: u64,
     /// The winner ids after the step, when winner recording is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub winners: Option<Vec<u32>>,
 }
 
 /// Dynamic state of one area.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AreaState {
     /// Current winners, sorted ids.
     pub winners: Vec<u32>,
@@ -77,7 +76,7 @@ pub struct AreaState {
 }
 
 /// Options of a brain beyond p.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BrainOptions {
     pub seed: u64,
     pub tail: TailSampler,
@@ -104,7 +103,7 @@ impl Default for BrainOptions {
 }
 
 /// A fiber format, or `Auto` for the planner's choice ([`crate::format::plan`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FormatChoice {
     Fixed(FiberFormat),
     Auto,
@@ -125,6 +124,30 @@ pub struct FiberMemory {
     pub reference_bytes: u64,
     /// Why the planner chose this format (empty for fixed formats).
     pub reasons: Vec<String>,
+}
+
+/// The complete state of a brain, as saved in a checkpoint (field order is
+/// part of the checkpoint format: see `checkpoint::VERSION`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct BrainState {
+    model: Model,
+    opts: BrainOptions,
+    step: u64,
+    areas: Vec<AreaState>,
+    lazy: LazyState,
+    fiber_formats: HashMap<(usize, usize), FormatChoice>,
+}
+
+/// Borrowed twin of [`BrainState`] (same fields, same order), for saving
+/// without copying.
+#[derive(serde::Serialize)]
+pub(crate) struct BrainStateRef<'a> {
+    model: &'a Model,
+    opts: &'a BrainOptions,
+    step: u64,
+    areas: &'a Vec<AreaState>,
+    lazy: &'a LazyState,
+    fiber_formats: &'a HashMap<(usize, usize), FormatChoice>,
 }
 
 /// A simulated brain of lazy areas and stimuli.
@@ -171,6 +194,31 @@ impl Brain {
             backend: Arc::new(Cpu),
             fiber_formats: HashMap::new(),
         })
+    }
+
+    /// Borrows the brain's whole state (for checkpoints).
+    pub(crate) fn state(&self) -> BrainStateRef<'_> {
+        BrainStateRef {
+            model: &self.model,
+            opts: &self.opts,
+            step: self.step,
+            areas: &self.areas,
+            lazy: &self.lazy,
+            fiber_formats: &self.fiber_formats,
+        }
+    }
+
+    /// Rebuilds a brain from a checkpointed state (CPU backend).
+    pub(crate) fn from_state(s: BrainState) -> Brain {
+        Brain {
+            model: s.model,
+            opts: s.opts,
+            step: s.step,
+            areas: s.areas,
+            lazy: s.lazy,
+            backend: Arc::new(Cpu),
+            fiber_formats: s.fiber_formats,
+        }
     }
 
     /// Replaces the backend (results do not depend on it).

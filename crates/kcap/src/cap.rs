@@ -33,15 +33,21 @@ pub fn order_key(v: f32) -> u32 {
 /// order is exactly "larger value first, then lower index", so the selection
 /// compares plain integers.
 pub fn top_k(values: &[f32], k: usize) -> Vec<u32> {
-    assert!(values.len() <= u32::MAX as usize, "top_k over more than 2^32 values");
+    assert!(
+        values.len() <= u32::MAX as usize,
+        "top_k over more than 2^32 values"
+    );
     if k >= values.len() {
         return (0..values.len() as u32).collect();
     }
     if k == 0 {
         return Vec::new();
     }
-    let mut keys: Vec<u64> =
-        values.iter().enumerate().map(|(i, &v)| ((!order_key(v) as u64) << 32) | i as u64).collect();
+    let mut keys: Vec<u64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((!order_key(v) as u64) << 32) | i as u64)
+        .collect();
     keys.select_nth_unstable(k - 1);
     let mut idx: Vec<u32> = keys[..k].iter().map(|&key| key as u32).collect();
     idx.sort_unstable();

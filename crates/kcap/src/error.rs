@@ -35,6 +35,10 @@ pub enum KcapError {
     BadWinners { area: String, why: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint { path: String, why: String },
+    #[error("{path}: {why}")]
+    Io { path: String, why: String },
     #[error("not enough memory for {what}: needs about {} but only {} are available", human(*need), human(*avail))]
     OutOfMemory { what: String, need: u64, avail: u64 },
 }

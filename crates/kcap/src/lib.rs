@@ -24,6 +24,7 @@ pub mod accuracy;
 pub mod backend;
 pub mod brain;
 pub mod cap;
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod format;

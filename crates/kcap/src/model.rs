@@ -34,14 +34,14 @@ impl std::str::FromStr for EngineKind {
 }
 
 /// A source of firing into an area: a stimulus or another (or the same) area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     Stim(usize),
     Area(usize),
 }
 
 /// Static description of an area.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AreaSpec {
     pub name: String,
     /// Number of neurons, 2 ≤ n ≤ 10¹².
@@ -54,7 +54,7 @@ pub struct AreaSpec {
 }
 
 /// Static description of a stimulus: `size` neurons that fire together.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StimSpec {
     pub name: String,
     pub size: u64,
@@ -65,7 +65,7 @@ pub struct StimSpec {
 pub const MAX_N: u64 = 1_000_000_000_000;
 
 /// Areas, stimuli and per-fiber parameters, validated on entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Model {
     pub p: f64,
     pub areas: Vec<AreaSpec>,

@@ -40,9 +40,18 @@ pub fn project_rounds(b: &mut Brain, stim: &str, area: &str, rounds: usize) -> R
 /// [`project_rounds`]); for `rounds` steps `stim → a`, `a → {a, b}`,
 /// `b → {a, b}` — the first step without `b → …`, since `b` has no winners
 /// yet. Returns the winners of `b`.
-pub fn reciprocal_project(b: &mut Brain, stim: &str, a: &str, target: &str, rounds: usize) -> Result<Vec<u32>> {
+pub fn reciprocal_project(
+    b: &mut Brain,
+    stim: &str,
+    a: &str,
+    target: &str,
+    rounds: usize,
+) -> Result<Vec<u32>> {
     b.project(&Projection::new().fire(stim, [a]).fire(a, [a, target]))?;
-    let full = Projection::new().fire(stim, [a]).fire(a, [a, target]).fire(target, [a, target]);
+    let full = Projection::new()
+        .fire(stim, [a])
+        .fire(a, [a, target])
+        .fire(target, [a, target]);
     for _ in 1..rounds {
         b.project(&full)?;
     }
@@ -76,7 +85,13 @@ pub fn associate(
 /// one step; then one step adding `a → {a, c}` and `b → {b, c}`; then
 /// `rounds` steps adding `c → {c, a, b}`. `2 + rounds` steps in total
 /// (`merge-1e5` uses rounds = 49: 51 steps). Returns c's winners.
-pub fn merge(b: &mut Brain, (stim_a, a): (&str, &str), (stim_b, bb): (&str, &str), c: &str, rounds: usize) -> Result<Vec<u32>> {
+pub fn merge(
+    b: &mut Brain,
+    (stim_a, a): (&str, &str),
+    (stim_b, bb): (&str, &str),
+    c: &str,
+    rounds: usize,
+) -> Result<Vec<u32>> {
     let stims = Projection::new().fire(stim_a, [a]).fire(stim_b, [bb]);
     b.project(&stims)?;
     let up = stims.clone().fire(a, [a, c]).fire(bb, [bb, c]);
@@ -92,9 +107,18 @@ pub fn merge(b: &mut Brain, (stim_a, a): (&str, &str), (stim_b, bb): (&str, &str
 /// winners (the assembly), fires them into the area itself for `rounds`
 /// steps (`area → area` only), and returns how many of the original
 /// assembly are among the final winners.
-pub fn pattern_completion(b: &mut Brain, area: &str, fraction: f64, rounds: usize) -> Result<usize> {
+pub fn pattern_completion(
+    b: &mut Brain,
+    area: &str,
+    fraction: f64,
+    rounds: usize,
+) -> Result<usize> {
     if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(crate::error::invalid("fraction", fraction, "must lie in (0, 1]"));
+        return Err(crate::error::invalid(
+            "fraction",
+            fraction,
+            "must lie in (0, 1]",
+        ));
     }
     let assembly = b.winners(area)?.to_vec();
     let keep = ((assembly.len() as f64 * fraction).round() as usize).max(1);
@@ -113,7 +137,10 @@ mod tests {
     #[test]
     fn overlap_and_best_match() {
         assert_eq!(overlap(&[1, 2, 3], &[3, 4, 1]), 2);
-        assert_eq!(best_match(&[1, 2, 3], &[vec![9], vec![1, 2], vec![2, 3]]), Some((1, 2)));
+        assert_eq!(
+            best_match(&[1, 2, 3], &[vec![9], vec![1, 2], vec![2, 3]]),
+            Some((1, 2))
+        );
         assert_eq!(best_match(&[1], &[]), None);
     }
 }

@@ -67,10 +67,20 @@ impl Pmf {
         let mean = t as f64 * p;
         let var = t as f64 * p * (1.0 - p);
         if t == 0 || p <= 0.0 {
-            return Pmf { lo: 0, pmf: vec![1.0], mean: 0.0, var: 0.0 };
+            return Pmf {
+                lo: 0,
+                pmf: vec![1.0],
+                mean: 0.0,
+                var: 0.0,
+            };
         }
         if p >= 1.0 {
-            return Pmf { lo: t, pmf: vec![1.0], mean, var: 0.0 };
+            return Pmf {
+                lo: t,
+                pmf: vec![1.0],
+                mean,
+                var: 0.0,
+            };
         }
         let mode = (((t + 1) as f64) * p).floor().min(t as f64) as u64;
         let lm = ln_binom_pmf(t, p, mode);
@@ -117,7 +127,12 @@ impl Pmf {
                 None => merged.push((t, p)),
             }
         }
-        let mut acc = Pmf { lo: 0, pmf: vec![1.0], mean: 0.0, var: 0.0 };
+        let mut acc = Pmf {
+            lo: 0,
+            pmf: vec![1.0],
+            mean: 0.0,
+            var: 0.0,
+        };
         for (t, p) in merged {
             let b = Pmf::binomial(t, p);
             acc = acc.convolve(&b);
@@ -138,7 +153,12 @@ impl Pmf {
                 out[i + j] += a * b;
             }
         }
-        Pmf { lo: self.lo + o.lo, pmf: out, mean: self.mean + o.mean, var: self.var + o.var }
+        Pmf {
+            lo: self.lo + o.lo,
+            pmf: out,
+            mean: self.mean + o.mean,
+            var: self.var + o.var,
+        }
     }
 
     /// Largest value with non-negligible mass.
@@ -180,7 +200,9 @@ impl std::str::FromStr for TailSampler {
         match s {
             "normal" => Ok(Self::Normal),
             "exact" => Ok(Self::Exact),
-            _ => Err(format!("unknown tail sampler {s:?} (expected \"normal\" or \"exact\")")),
+            _ => Err(format!(
+                "unknown tail sampler {s:?} (expected \"normal\" or \"exact\")"
+            )),
         }
     }
 }
@@ -222,7 +244,11 @@ impl TailTable {
                     let mut q_lo = normal_sf(za);
                     loop {
                         let hi = z(v as f64 + 0.5);
-                        let q_hi = if hi >= zb || v >= t_total { qb } else { normal_sf(hi) };
+                        let q_hi = if hi >= zb || v >= t_total {
+                            qb
+                        } else {
+                            normal_sf(hi)
+                        };
                         acc += (q_lo - q_hi).max(0.0);
                         cum.push(acc);
                         q_lo = q_hi;
@@ -236,7 +262,12 @@ impl TailTable {
             TailSampler::Exact => {
                 let start = alpha.saturating_sub(dist.lo) as usize;
                 lo = alpha.max(dist.lo);
-                for &q in dist.pmf.iter().skip(start).take((t_total + 1).saturating_sub(lo) as usize) {
+                for &q in dist
+                    .pmf
+                    .iter()
+                    .skip(start)
+                    .take((t_total + 1).saturating_sub(lo) as usize)
+                {
                     acc += q;
                     cum.push(acc);
                 }
@@ -244,7 +275,10 @@ impl TailTable {
         }
         if cum.is_empty() || acc <= 0.0 {
             // Degenerate law (σ = 0, α = T, or no mass above α): a point mass.
-            return TailTable { lo: alpha, cum: vec![1.0] };
+            return TailTable {
+                lo: alpha,
+                cum: vec![1.0],
+            };
         }
         TailTable { lo, cum }
     }
@@ -278,7 +312,13 @@ pub fn truncated_normal(a: f64, b: f64, rng: &mut Stream) -> f64 {
     debug_assert!(a < b);
     if b - a < 0.5 || (a > 0.0 && b - a < 1.0 / a) {
         // Uniform proposal on [a, b], accepted with density ratio.
-        let m = if a > 0.0 { a } else if b < 0.0 { b } else { 0.0 };
+        let m = if a > 0.0 {
+            a
+        } else if b < 0.0 {
+            b
+        } else {
+            0.0
+        };
         loop {
             let z = a + (b - a) * rng.uniform();
             if rng.uniform() <= (-(z * z - m * m) / 2.0).exp() {
@@ -400,7 +440,10 @@ pub fn ln_fast(x: f64) -> f64 {
     let s2 = s * s;
     let poly = 1.0
         + s2 * (1.0 / 3.0
-            + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
+            + s2 * (1.0 / 5.0
+                + s2 * (1.0 / 7.0
+                    + s2 * (1.0 / 9.0
+                        + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
     2.0 * s * poly + e as f64 * std::f64::consts::LN_2
 }
 
@@ -463,7 +506,11 @@ mod tests {
     #[test]
     fn quantile_matches_cdf_definition() {
         // Brute force: smallest x with CDF(x) >= q, from pmf summed upward.
-        for &(t, p, upper) in &[(500u64, 0.02, 0.003), (63_246, 0.01, 3.16e-5), (40, 0.5, 0.1)] {
+        for &(t, p, upper) in &[
+            (500u64, 0.02, 0.003),
+            (63_246, 0.01, 3.16e-5),
+            (40, 0.5, 0.1),
+        ] {
             let d = Pmf::binomial(t, p);
             let mut cdf = 0.0;
             let mut want = None;
@@ -484,10 +531,24 @@ mod tests {
         for _ in 0..100_000 {
             let x = r.uniform();
             let (a, b) = (ln_fast(x), x.ln());
-            assert!((a - b).abs() <= 2e-13 * b.abs().max(1e-300) + 1e-300, "x={x}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 2e-13 * b.abs().max(1e-300) + 1e-300,
+                "x={x}: {a} vs {b}"
+            );
         }
-        for x in [1.0, 2.0, 0.5, 1e-300, 1e300, std::f64::consts::SQRT_2, 0.7071067811865476] {
-            assert!((ln_fast(x) - x.ln()).abs() <= 1e-12 * x.ln().abs().max(1.0), "x={x}");
+        for x in [
+            1.0,
+            2.0,
+            0.5,
+            1e-300,
+            1e300,
+            std::f64::consts::SQRT_2,
+            0.7071067811865476,
+        ] {
+            assert!(
+                (ln_fast(x) - x.ln()).abs() <= 1e-12 * x.ln().abs().max(1.0),
+                "x={x}"
+            );
         }
     }
 
@@ -504,7 +565,12 @@ mod tests {
     fn binomial_pmf_moments() {
         let d = Pmf::binomial(2000, 0.001);
         let s: f64 = d.pmf.iter().sum();
-        let m: f64 = d.pmf.iter().enumerate().map(|(i, q)| (d.lo + i as u64) as f64 * q).sum();
+        let m: f64 = d
+            .pmf
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (d.lo + i as u64) as f64 * q)
+            .sum();
         assert!((s - 1.0).abs() < 1e-12);
         assert!((m - 2.0).abs() < 1e-9);
     }
@@ -519,7 +585,12 @@ mod tests {
         }
         // Distinct p: mean and variance add.
         let c = Pmf::sum_of_binomials(&[(300, 0.01), (700, 0.03)]);
-        let m: f64 = c.pmf.iter().enumerate().map(|(i, q)| (c.lo + i as u64) as f64 * q).sum();
+        let m: f64 = c
+            .pmf
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (c.lo + i as u64) as f64 * q)
+            .sum();
         assert!((m - (3.0 + 21.0)).abs() < 1e-9);
     }
 
@@ -530,12 +601,18 @@ mod tests {
         for seed in 0..4 {
             let mut r = Stream::keyed(seed, &[1]);
             let n = 40_000;
-            let m: f64 = (0..n).map(|_| truncated_normal(2.5, 1e9, &mut r)).sum::<f64>() / n as f64;
+            let m: f64 = (0..n)
+                .map(|_| truncated_normal(2.5, 1e9, &mut r))
+                .sum::<f64>()
+                / n as f64;
             assert!((m - 2.8227).abs() < 0.0075, "seed {seed}: mean {m}");
         }
         // Centre: a = -1 → E = φ(1)/Φ(1) = 0.2876.
         let mut r = Stream::keyed(9, &[1]);
-        let m: f64 = (0..40_000).map(|_| truncated_normal(-1.0, 1e9, &mut r)).sum::<f64>() / 40_000.0;
+        let m: f64 = (0..40_000)
+            .map(|_| truncated_normal(-1.0, 1e9, &mut r))
+            .sum::<f64>()
+            / 40_000.0;
         assert!((m - 0.2876).abs() < 0.01, "mean {m}");
         // Narrow window stays inside.
         for _ in 0..1000 {
@@ -549,9 +626,16 @@ mod tests {
         // Tail of Binomial(2000, 0.001) at x >= 5: compare draw counts with the
         // conditional pmf (bins 5, 6, 7, >=8); chi-square 3 d.o.f., 99.9%: 16.27.
         let d = Pmf::binomial(2000, 0.001);
-        let tail: Vec<f64> = (5..d.hi() + 1).map(|x| d.pmf[(x - d.lo) as usize]).collect();
+        let tail: Vec<f64> = (5..d.hi() + 1)
+            .map(|x| d.pmf[(x - d.lo) as usize])
+            .collect();
         let s: f64 = tail.iter().sum();
-        let probs = [tail[0] / s, tail[1] / s, tail[2] / s, tail[3..].iter().sum::<f64>() / s];
+        let probs = [
+            tail[0] / s,
+            tail[1] / s,
+            tail[2] / s,
+            tail[3..].iter().sum::<f64>() / s,
+        ];
         for seed in 0..4 {
             let mut r = Stream::keyed(seed, &[3]);
             let n = 50_000;
@@ -561,7 +645,9 @@ mod tests {
                 assert!(x >= 5.0);
                 bins[((x as usize) - 5).min(3)] += 1.0;
             }
-            let chi: f64 = (0..4).map(|i| (bins[i] - n as f64 * probs[i]).powi(2) / (n as f64 * probs[i])).sum();
+            let chi: f64 = (0..4)
+                .map(|i| (bins[i] - n as f64 * probs[i]).powi(2) / (n as f64 * probs[i]))
+                .sum();
             assert!(chi < 16.27, "seed {seed}: chi {chi}");
         }
     }
@@ -587,8 +673,13 @@ mod tests {
                 let x = (d.mean + sd * truncated_normal(a, b, &mut r)).round() as u64;
                 bins[(x - alpha).min(3) as usize] += 1.0;
             }
-            let chi: f64 = (0..4).map(|i| (bins[i] - n as f64 * probs[i]).powi(2) / (n as f64 * probs[i])).sum();
-            assert!(chi < 16.27, "seed {seed}: chi {chi}, bins {bins:?}, probs {probs:?}");
+            let chi: f64 = (0..4)
+                .map(|i| (bins[i] - n as f64 * probs[i]).powi(2) / (n as f64 * probs[i]))
+                .sum();
+            assert!(
+                chi < 16.27,
+                "seed {seed}: chi {chi}, bins {bins:?}, probs {probs:?}"
+            );
         }
     }
 
@@ -597,7 +688,9 @@ mod tests {
         let d = Pmf::binomial(634, 0.01);
         let mut r = Stream::keyed(1, &[3]);
         let xs = sample_tail(&d, 14, 634, 10_000, TailSampler::Normal, &mut r);
-        assert!(xs.iter().all(|&x| (14.0..=634.0).contains(&x) && x.fract() == 0.0));
+        assert!(xs
+            .iter()
+            .all(|&x| (14.0..=634.0).contains(&x) && x.fract() == 0.0));
     }
 
     #[test]

@@ -48,13 +48,16 @@ impl Backend for Cpu {
                 buf
             })
             .collect();
-        inputs.par_chunks_mut(4096).enumerate().for_each(|(c, out)| {
-            let (base, n) = (c * 4096, out.len());
-            for buf in &partial {
-                for (o, v) in out.iter_mut().zip(&buf[base..base + n]) {
-                    *o += *v;
+        inputs
+            .par_chunks_mut(4096)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let (base, n) = (c * 4096, out.len());
+                for buf in &partial {
+                    for (o, v) in out.iter_mut().zip(&buf[base..base + n]) {
+                        *o += *v;
+                    }
                 }
-            }
-        });
+            });
     }
 }

@@ -9,7 +9,7 @@
 pub mod cpu;
 
 /// One stored synapse: target neuron id and weight.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct Syn {
     pub to: u32,

@@ -25,7 +25,7 @@ pub const ROWS: usize = 1024;
 pub const BLOCK: u64 = 1 << 16;
 
 /// Stored weights of one chunk.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Weights {
     F32(Vec<f32>),
     F16(Vec<f16>),
@@ -36,7 +36,7 @@ enum Weights {
 }
 
 /// Stored targets of one chunk.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Targets {
     /// `ptr[r]..ptr[r+1]` are row r's synapses (absolute target ids).
     U32 { ptr: Vec<u32>, idx: Vec<u32> },
@@ -47,14 +47,14 @@ enum Targets {
     Bitmap { words: usize, bits: Vec<u64> },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Chunk {
     targets: Targets,
     weights: Weights,
 }
 
 /// A fiber between two explicit areas in a chosen [`FiberFormat`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PackedFiber {
     pub format: FiberFormat,
     pub n_src: u64,

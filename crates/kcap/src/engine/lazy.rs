@@ -31,7 +31,7 @@ use rayon::prelude::*;
 /// Out-synapses of every existing source neuron into one target area:
 /// growable f32 rows, or — between two explicit areas, where neither side
 /// ever grows — a [`PackedFiber`] in its storage format.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Fiber {
     pub rows: Vec<Vec<Syn>>,
     pub packed: Option<PackedFiber>,
@@ -58,7 +58,7 @@ impl Fiber {
 }
 
 /// Synapses from one stimulus into each existing neuron of one area.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StimFiber {
     /// Number of synapses from the stimulus onto neuron j.
     pub count: Vec<u32>,
@@ -67,7 +67,7 @@ pub struct StimFiber {
 }
 
 /// Connectivity of a brain whose areas are all lazy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LazyState {
     /// `fibers[src][tgt]`.
     pub fibers: Vec<Vec<Fiber>>,

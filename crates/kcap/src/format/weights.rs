@@ -94,7 +94,7 @@ pub fn potentiate_half<T: HalfLike>(w: T, u: Update, stochastic: bool, bits: u64
 
 /// The log-domain u8 code of one fiber: code m ∈ [0, 254] is (1+β)^m, code
 /// 255 is w_max (when set). `max_code` is the largest power code below the cap.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LogU8 {
     /// The β the codes were made for (the base is 1+β).
     pub beta: f64,
