@@ -22,6 +22,7 @@ use super::rows::{block_key, block_len, SkipTable, BLOCK};
 
 use crate::cap::order_key;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The firing rows of one fiber into the target, prepared for a step.
 pub(crate) struct FiringFiber<'a> {
@@ -71,6 +72,27 @@ pub(crate) fn cap_key(value: f32, id: u64) -> u128 {
     ((!order_key(value) as u128) << 64) | id as u128
 }
 
+/// A 64-bit threshold no smaller than `key` in the order of keys: value
+/// bits and the id saturated to 32 bits (monotone, so `narrow(a) > narrow(t)`
+/// implies `a > t`). Workers share thresholds in this form through an
+/// `AtomicU64` (no stable 128-bit atomics).
+#[inline]
+pub(crate) fn narrow(key: u128) -> u64 {
+    (((key >> 64) as u64) << 32) | (key as u64).min(u32::MAX as u64)
+}
+
+/// The smallest 128-bit key `t` with `narrow(t) = x`'s upper bound: every
+/// key `a` with `narrow(a) > x` is `> widen(x)`, and `widen(narrow(t)) ≥ t`.
+#[inline]
+pub(crate) fn widen(x: u64) -> u128 {
+    if x == u64::MAX {
+        return u128::MAX;
+    }
+    let id = x as u32 as u64;
+    let id = if id == u32::MAX as u64 { u64::MAX } else { id };
+    (((x >> 32) as u128) << 64) | id as u128
+}
+
 /// Input value of a packed key.
 #[inline]
 pub(crate) fn key_value(key: u128) -> f32 {
@@ -101,6 +123,10 @@ pub(crate) struct TopK {
     pub events: u64,
     /// False once some block could not record its sources.
     pub recorded: bool,
+    /// Candidates offered (diagnostics: how well the running threshold prunes).
+    pub offered: u64,
+    /// Synapses onto offered candidates found in event lists (diagnostics).
+    pub hits: u64,
 }
 
 impl TopK {
@@ -113,13 +139,22 @@ impl TopK {
             touched: 0,
             events: 0,
             recorded: true,
+            offered: 0,
+            hits: 0,
         }
     }
 
+    /// Items held before a prune: k plus a quarter, so the threshold keeps
+    /// up (each prune is O(items), so this costs O(1) per offered item).
+    #[inline]
+    pub fn limit(&self) -> usize {
+        self.k + self.k / 4 + 16
+    }
+
     /// Keeps the k best items (and their sources) when more than `limit` are held.
-    pub fn prune(&mut self, limit: usize) {
+    pub fn prune(&mut self, limit: usize) -> bool {
         if self.items.len() <= limit || self.items.len() <= self.k {
-            return;
+            return false;
         }
         let k = self.k;
         self.items.select_nth_unstable_by_key(k - 1, |c| c.key);
@@ -135,6 +170,7 @@ impl TopK {
             }
             self.srcs = srcs;
         }
+        true
     }
 
     /// Absorbs another worker's list.
@@ -149,7 +185,9 @@ impl TopK {
         self.touched += other.touched;
         self.events += other.events;
         self.recorded &= other.recorded;
-        self.prune(2 * self.k);
+        self.offered += other.offered;
+        self.hits += other.hits;
+        self.prune(self.limit());
         self
     }
 }
@@ -162,7 +200,7 @@ pub(crate) struct Scratch {
     ev: Vec<u16>,
     ev_off: Vec<u32>,
     corr: Vec<(u32, f32)>,
-    marks: Vec<u64>,
+    marks: Vec<u8>,
     cands: Vec<(u128, u32)>,
     hits: Vec<(u32, u32)>,
 }
@@ -176,7 +214,7 @@ impl Scratch {
             ev: Vec::new(),
             ev_off: Vec::new(),
             corr: Vec::new(),
-            marks: vec![0; BLOCK as usize / 64],
+            marks: vec![0; BLOCK as usize],
             cands: Vec::new(),
             hits: Vec::new(),
         }
@@ -185,7 +223,7 @@ impl Scratch {
     /// Bytes of one thread's scratch: `slots` firing rows, `ev_cap` events
     /// recorded per sub-range, at most `k` candidates per sub-range.
     pub fn bytes_for(ev_cap: u64, slots: u64, k: u64) -> u64 {
-        BLOCK * 4 + BLOCK / 8 + slots * 16 + ev_cap * 2 + k.min(BLOCK) * 32 + BLOCK * 8
+        BLOCK * 5 + slots * 16 + ev_cap * 2 + k.min(BLOCK) * 32 + BLOCK * 8
     }
 }
 
@@ -210,6 +248,127 @@ pub(crate) fn sub_width(mean_p: f64) -> u32 {
     (want as u32).next_power_of_two().clamp(2048, 16384)
 }
 
+/// Advances every row cursor through `[start, end)`, counting events in
+/// `counts` (indexed from `start`).
+#[inline(never)]
+fn sweep_count(fibers: &[FiringFiber], ctr: &mut [u64], next: &mut [u32], len: u32, start: u32, end: u32, counts: &mut [u32]) {
+    let mut slot = 0;
+    for f in fibers {
+        let rows = f.row_keys.len();
+        for (c, nx) in ctr[slot..slot + rows].iter_mut().zip(&mut next[slot..slot + rows]) {
+            // SAFETY: start ≤ l < end, and counts.len() = end − start.
+            f.table.advance(c, nx, len, end, |l| unsafe { *counts.get_unchecked_mut((l - start) as usize) += 1 });
+        }
+        slot += rows;
+    }
+}
+
+/// [`sweep_count`] that also lists the events: `ev` gets each event's
+/// offset from `start` (u16), row after row in slot order, and `ev_off[r]`
+/// where row r's events begin (`ev_off` ends with the total).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn sweep_record(
+    fibers: &[FiringFiber],
+    ctr: &mut [u64],
+    next: &mut [u32],
+    len: u32,
+    start: u32,
+    end: u32,
+    counts: &mut [u32],
+    ev: &mut Vec<u16>,
+    ev_off: &mut Vec<u32>,
+) {
+    let width = (end - start) as usize;
+    ev.clear();
+    ev_off.clear();
+    ev_off.resize(ctr.len() + 1, 0);
+    let mut i = 0usize;
+    let mut slot = 0;
+    for f in fibers {
+        let rows = f.row_keys.len();
+        for (c, nx) in ctr[slot..slot + rows].iter_mut().zip(&mut next[slot..slot + rows]) {
+            ev_off[slot] = i as u32;
+            slot += 1;
+            if *nx >= end {
+                continue;
+            }
+            // A row emits at most `width` events here: make room once per
+            // row, then write through a raw cursor.
+            if ev.capacity() - i < width {
+                // SAFETY: the first i entries were written.
+                unsafe { ev.set_len(i) };
+                ev.reserve(width.max(ev.capacity()));
+            }
+            let p = ev.as_mut_ptr();
+            // SAFETY: start ≤ l < end; at most `width` writes past i, within capacity.
+            f.table.advance(c, nx, len, end, |l| unsafe {
+                *counts.get_unchecked_mut((l - start) as usize) += 1;
+                p.add(i).write((l - start) as u16);
+                i += 1;
+            });
+        }
+    }
+    ev_off[slot] = i as u32;
+    // SAFETY: entries 0..i were written.
+    unsafe { ev.set_len(i) };
+}
+
+/// Candidates per sub-range up to which events are matched by vector
+/// compares against the candidate list rather than by a marks lookup.
+const FEW_CANDS: usize = 16;
+
+/// Appends `(target, event index)` for every event of `ev` (offsets from
+/// `start`) that lands on a candidate (`marks[offset] != 0`). With few
+/// candidates, 16 events at a time are compared with each candidate (the
+/// compiler vectorises this), and only chunks with a match are looked at
+/// one by one.
+#[inline(never)]
+fn find_hits(ev: &[u16], cands: &[(u128, u32)], start: u32, marks: &[u8], hits: &mut Vec<(u32, u32)>) {
+    match cands.len() {
+        0 => {}
+        1 => find_hits_few::<1>(ev, cands, start, marks, hits),
+        2 => find_hits_few::<2>(ev, cands, start, marks, hits),
+        3..=4 => find_hits_few::<4>(ev, cands, start, marks, hits),
+        5..=8 => find_hits_few::<8>(ev, cands, start, marks, hits),
+        9..=FEW_CANDS => find_hits_few::<FEW_CANDS>(ev, cands, start, marks, hits),
+        _ => hits_by_marks(0, ev, start, marks, hits),
+    }
+}
+
+#[inline(always)]
+fn hits_by_marks(from: usize, ev: &[u16], start: u32, marks: &[u8], hits: &mut Vec<(u32, u32)>) {
+    for (i, &e) in ev.iter().enumerate() {
+        // SAFETY: events are offsets below end − start ≤ marks.len().
+        if unsafe { *marks.get_unchecked(e as usize) } != 0 {
+            hits.push((start + e as u32, (from + i) as u32));
+        }
+    }
+}
+
+fn find_hits_few<const N: usize>(ev: &[u16], cands: &[(u128, u32)], start: u32, marks: &[u8], hits: &mut Vec<(u32, u32)>) {
+    // Offsets never reach u16::MAX (sub-ranges are at most 2^14 wide): padding.
+    let mut want = [u16::MAX; N];
+    for (w, c) in want.iter_mut().zip(cands) {
+        *w = (c.1 - start) as u16;
+    }
+    let chunks = ev.chunks_exact(16);
+    let tail = chunks.remainder();
+    for (ci, chunk) in chunks.enumerate() {
+        let chunk: &[u16; 16] = chunk.try_into().expect("16 events");
+        let mut acc = [0u16; 16];
+        for &w in &want {
+            for i in 0..16 {
+                acc[i] |= (chunk[i] == w) as u16;
+            }
+        }
+        if acc.iter().fold(0, |a, &b| a | b) != 0 {
+            hits_by_marks(ci * 16, chunk, start, marks, hits);
+        }
+    }
+    hits_by_marks(ev.len() - tail.len(), tail, start, marks, hits);
+}
+
 /// Scans target block `b` of an area of `n` neurons: generates the events
 /// of every firing row of `fibers`, sub-range by sub-range of width `sub`,
 /// applies learned corrections, and offers each sub-range's best candidates
@@ -221,6 +380,7 @@ pub(crate) fn scan_block(
     b: u64,
     sub: u32,
     record: bool,
+    global: &AtomicU64,
     acc: &mut TopK,
     sc: &mut Scratch,
 ) {
@@ -268,55 +428,22 @@ pub(crate) fn scan_block(
         let end = (start + sub).min(len);
         let counts = &mut counts[..(end - start) as usize];
         // 1. Events: integer counts (and, when recording, the event list).
-        let mut slot = 0;
-        for f in fibers {
-            let rows = f.row_keys.len();
-            for (c, nx) in ctr[slot..slot + rows]
-                .iter_mut()
-                .zip(&mut next[slot..slot + rows])
-            {
-                if record {
-                    let at = ev.len();
-                    ev_off.push(at as u32);
-                    if *nx >= end {
-                        continue;
-                    }
-                    // A row emits at most end − start targets here: write them
-                    // through a local cursor (no capacity check per event).
-                    ev.reserve((end - start) as usize);
-                    let spare = &mut ev.spare_capacity_mut()[..(end - start) as usize];
-                    let mut i = 0usize;
-                    let got = f.table.advance(c, nx, len, end, |l| {
-                        // SAFETY: start ≤ l < end, and fewer than end − start targets are emitted.
-                        unsafe {
-                            *counts.get_unchecked_mut((l - start) as usize) += 1;
-                            spare.get_unchecked_mut(i).write(l as u16);
-                        }
-                        i += 1;
-                    });
-                    // SAFETY: the first `got` slots past `at` were written above.
-                    unsafe { ev.set_len(at + got as usize) };
-                    events += got as u64;
-                } else {
-                    // SAFETY: start ≤ l < end.
-                    events += f.table.advance(c, nx, len, end, |l| unsafe {
-                        *counts.get_unchecked_mut((l - start) as usize) += 1
-                    }) as u64;
-                }
-            }
-            slot += rows;
-        }
         if record {
-            ev_off.push(ev.len() as u32);
+            sweep_record(fibers, ctr, next, len, start, end, counts, ev, ev_off);
+        } else {
+            sweep_count(fibers, ctr, next, len, start, end, counts);
         }
         // 2. Candidates: inputs of touched neurons that can still win; counters reset.
-        let thr = acc.thr;
+        // Keys above this worker's threshold, or above the coarser one all
+        // workers publish, cannot win (conservative: exact winners).
+        let thr = acc.thr.min(widen(global.load(Ordering::Relaxed)));
         cands.clear();
         for (i, c) in counts.iter_mut().enumerate() {
             if *c == 0 {
                 continue;
             }
             touched += 1;
+            events += *c as u64;
             let l = start + i as u32;
             let mut v = *c as f64;
             *c = 0;
@@ -336,26 +463,27 @@ pub(crate) fn scan_block(
             cands.select_nth_unstable_by_key(acc.k - 1, |c| c.0);
             cands.truncate(acc.k);
         }
+        acc.offered += cands.len() as u64;
         // 3. Sources of the surviving candidates, from the event list: rows
         //    are walked in slot order, so the r-th row is slot r.
         if record && !cands.is_empty() {
             for &(_, l) in cands.iter() {
-                marks[l as usize >> 6] |= 1 << (l & 63);
+                marks[(l - start) as usize] = 1;
             }
+            // One flat pass over the events (hits are rare); the row of a
+            // hit is found from the row offsets afterwards.
             hits.clear();
-            for (r, w) in ev_off.windows(2).enumerate() {
-                for &l in &ev[w[0] as usize..w[1] as usize] {
-                    if marks[l as usize >> 6] >> (l & 63) & 1 == 1 {
-                        hits.push((l as u32, r as u32));
-                    }
-                }
+            find_hits(ev, cands, start, marks, hits);
+            for h in hits.iter_mut() {
+                h.1 = (ev_off.partition_point(|&o| o <= h.1) - 1) as u32;
             }
             for &(_, l) in cands.iter() {
-                marks[l as usize >> 6] = 0;
+                marks[(l - start) as usize] = 0;
             }
             // A stable sort by target keeps each candidate's sources in slot order.
             hits.sort_by_key(|h| h.0);
             cands.sort_unstable_by_key(|c| c.1);
+            acc.hits += hits.len() as u64;
             let mut hi = 0;
             for &(key, l) in cands.iter() {
                 let s0 = acc.srcs.len() as u32;
@@ -380,8 +508,9 @@ pub(crate) fn scan_block(
             }));
         }
         ev.clear();
-        ev_off.clear();
-        acc.prune(2 * acc.k);
+        if acc.prune(acc.limit()) {
+            global.fetch_min(narrow(acc.thr), Ordering::Relaxed);
+        }
         start = end;
     }
     if !record {

@@ -45,6 +45,7 @@ use aggregate::{
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// What the engine reads of the brain.
@@ -66,6 +67,8 @@ pub struct Selection {
     pub received: u64,
     /// Synaptic events generated (the step's work).
     pub events: u64,
+    /// Candidates offered to the running top-k (diagnostics).
+    pub offered: u64,
     /// `(winner, slot)` for every synapse from a firing row into a winner,
     /// when the scan could record them; slots number the firing rows in
     /// plan order (stimuli, then areas; rows in increasing id).
@@ -96,6 +99,10 @@ pub struct ScanReport {
     pub blocks: u64,
     pub events: u64,
     pub received: u64,
+    /// Candidates offered to the running top-k (diagnostics).
+    pub offered: u64,
+    /// Recorded synapses onto offered candidates (diagnostics).
+    pub hits: u64,
 }
 
 /// Estimated peak memory of one procedural step, in bytes.
@@ -115,6 +122,27 @@ pub struct MemoryEstimate {
 /// scanned without recording sources (the event list costs 2 bytes per
 /// event); the Hebbian update then regenerates the winners' blocks.
 pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 22;
+
+/// Regeneration share (of a full step) above which recording pays: the
+/// measured cost of recording relative to generating, about 0.3.
+pub const RECORD_BREAK_EVEN: f64 = 0.3;
+
+/// Expected share of a step's events that the regenerating Hebbian update
+/// walks for `k` winners spread uniformly over `blocks` target blocks: per
+/// block with m ≥ 1 winners, up to the last, m/(m+1) of it on average;
+/// m ~ Poisson(k/blocks).
+pub fn regen_fraction(k: u64, blocks: u64) -> f64 {
+    let lambda = k as f64 / blocks.max(1) as f64;
+    if lambda > 50.0 {
+        return 1.0 - 1.0 / lambda;
+    }
+    let (mut pm, mut f) = ((-lambda).exp(), 0.0);
+    for m in 1..400 {
+        pm *= lambda / m as f64;
+        f += pm * m as f64 / (m as f64 + 1.0);
+    }
+    f
+}
 
 /// Learned weights of every procedural fiber, and cached skip tables.
 pub struct ProceduralState {
@@ -316,11 +344,15 @@ impl ProceduralState {
         (ev, ev / (rows * width).max(1.0))
     }
 
-    /// Whether a scan records sources: when a sub-range's event list fits
-    /// the budget.
-    fn record(&self, ev_per_block: f64, mean_p: f64) -> bool {
+    /// Whether a scan records the sources of its candidates. Recording
+    /// costs about a third of generating (an event list per sub-range, one
+    /// pass over it); not recording makes the Hebbian update regenerate, per
+    /// firing row, each block that holds winners up to its last winner —
+    /// [`regen_fraction`] of the step. Record when that is the dearer, and
+    /// when the event list of a sub-range fits [`Self::record_limit`].
+    fn record(&self, ev_per_block: f64, mean_p: f64, n: u64, k: usize) -> bool {
         let per_sub = ev_per_block * (sub_width(mean_p) as f64 / BLOCK as f64).min(1.0);
-        per_sub * 1.25 <= self.record_limit as f64
+        per_sub * 1.25 <= self.record_limit as f64 && regen_fraction(k as u64, block_count(n)) > RECORD_BREAK_EVEN
     }
 
     fn scan(
@@ -332,13 +364,14 @@ impl ProceduralState {
         record: bool,
         mean_p: f64,
     ) -> TopK {
+        let global = AtomicU64::new(u64::MAX);
         let sub = sub_width(mean_p);
         blocks
             .into_par_iter()
             .fold(
                 || TopK::new(k),
                 |mut acc, b| {
-                    with_scratch(|sc| scan_block(fibers, n, b, sub, record, &mut acc, sc));
+                    with_scratch(|sc| scan_block(fibers, n, b, sub, record, &global, &mut acc, sc));
                     acc
                 },
             )
@@ -362,7 +395,7 @@ impl ProceduralState {
             n,
             k,
             0..block_count(n),
-            self.record(ev, mean_p),
+            self.record(ev, mean_p, n, k),
             mean_p,
         );
         acc.prune(k);
@@ -415,6 +448,7 @@ impl ProceduralState {
             inputs,
             received: acc.touched,
             events: acc.events,
+            offered: acc.offered,
             synapses,
             slots,
         })
@@ -441,13 +475,15 @@ impl ProceduralState {
             n,
             k,
             blocks.clone(),
-            self.record(ev, mean_p),
+            self.record(ev, mean_p, n, k),
             mean_p,
         );
         Ok(ScanReport {
             blocks: blocks.end - blocks.start,
             events: acc.events,
             received: acc.touched,
+            offered: acc.offered,
+            hits: acc.hits,
         })
     }
 

@@ -234,81 +234,80 @@ impl SkipTable {
         self.table.iter().filter(|&&e| e != SLOW).count() as f64 / self.table.len() as f64
     }
 
-    /// The skip for the draw `w` when `rem` targets remain in the block, or
-    /// `None` when the walk ends (skip ≥ rem).
-    #[inline(always)]
-    fn skip(&self, w: u64, rem: u64) -> Option<u64> {
-        // SAFETY: w >> (64 - bits) < 2^bits = table.len().
-        let e = unsafe { *self.table.get_unchecked((w >> (64 - self.bits)) as usize) };
-        let s = if e != SLOW {
-            e as u64
-        } else {
-            let g = ln_fast_branchless(unit_open_i(w)) * self.c;
-            if g >= rem as i64 as f64 {
-                return None;
-            }
-            g as i64 as u64
-        };
-        (s < rem).then_some(s)
-    }
-
     /// Starts the walk of a block (key `block_key(row, b)`, width `len`):
     /// returns the cursor `(counter, next target)`, where next = [`DONE`]
     /// if the row has no target in the block.
     #[inline(always)]
     pub fn start(&self, key: u64, len: u32) -> (u64, u32) {
-        match self.skip(mix64(key), len as u64) {
-            Some(s) => (key.wrapping_add(GOLDEN), s as u32),
-            None => (key, DONE),
+        let s = skip(&self.table, 64 - self.bits, self.c, mix64(key), len as u64);
+        if s < len as u64 {
+            (key.wrapping_add(GOLDEN), s as u32)
+        } else {
+            (key, DONE)
         }
     }
 
     /// Emits the targets of a started walk that lie below `end` (≤ len), in
     /// increasing order, and leaves the cursor on the first target ≥ `end`
     /// (or [`DONE`]). Resuming with a larger `end` continues the same
-    /// sequence, so a block can be swept in sub-ranges. Returns the count.
+    /// sequence, so a block can be swept in sub-ranges.
     #[inline(always)]
-    pub fn advance(
-        &self,
-        ctr: &mut u64,
-        next: &mut u32,
-        len: u32,
-        end: u32,
-        mut f: impl FnMut(u32),
-    ) -> u32 {
-        let mut count = 0;
-        let (mut c, mut nx) = (*ctr, *next);
+    pub fn advance(&self, ctr: &mut u64, next: &mut u32, len: u32, end: u32, mut f: impl FnMut(u32)) {
+        // Locals, so that the stores of `f` cannot alias them (kept in registers).
+        let (table, sh, c) = (&self.table[..], 64 - self.bits, self.c);
+        let len = len as u64;
+        let (mut k, mut nx) = (*ctr, *next);
         while nx < end {
             f(nx);
-            count += 1;
             let pos = nx as u64 + 1;
-            if pos >= len as u64 {
+            // (At pos = len the recipe stops without a draw; drawing anyway
+            // gives a skip ≥ 0 = rem, the same stop: only the dead counter differs.)
+            let w = mix64(k);
+            k = k.wrapping_add(GOLDEN);
+            let np = pos + skip(table, sh, c, w, len - pos);
+            if np >= len {
                 nx = DONE;
                 break;
             }
-            let w = mix64(c);
-            c = c.wrapping_add(GOLDEN);
-            nx = match self.skip(w, len as u64 - pos) {
-                Some(s) => (pos + s) as u32,
-                None => DONE,
-            };
+            nx = np as u32;
         }
-        *ctr = c;
+        *ctr = k;
         *next = nx;
-        count
     }
 
     /// [`block_targets_ref`] for the block with key `key` (= `block_key(row, b)`),
     /// bitwise the same targets, faster. Returns the number of targets.
     #[inline(always)]
-    pub fn walk(&self, key: u64, len: u32, f: impl FnMut(u32)) -> u32 {
+    pub fn walk(&self, key: u64, len: u32, mut f: impl FnMut(u32)) -> u32 {
         let (mut c, mut nx) = self.start(key, len);
-        self.advance(&mut c, &mut nx, len, len, f)
+        let mut count = 0;
+        self.advance(&mut c, &mut nx, len, len, |l| {
+            count += 1;
+            f(l)
+        });
+        count
     }
 }
 
 /// Cursor value of a walk that has no further target.
 pub const DONE: u32 = u32::MAX;
+
+/// The skip `floor(ln_fast(u)·c)` of draw `w` from `table` (index: the top
+/// `64 − sh` bits), or `rem` when the walk ends (skip ≥ rem). Table skips
+/// are < 2¹⁶, so `pos + skip` never overflows.
+#[inline(always)]
+fn skip(table: &[u16], sh: u32, c: f64, w: u64, rem: u64) -> u64 {
+    // SAFETY: w >> sh < 2^(64−sh) = table.len().
+    let e = unsafe { *table.get_unchecked((w >> sh) as usize) };
+    if e != SLOW {
+        return e as u64;
+    }
+    let g = ln_fast_branchless(unit_open_i(w)) * c;
+    if g >= rem as i64 as f64 {
+        return rem;
+    }
+    g as i64 as u64
+}
 
 #[cfg(test)]
 mod tests {
