@@ -59,6 +59,8 @@ pub struct RawBrain {
     pub tail: Option<TailSampler>,
     /// Default for every area's `save_winners` (default false).
     pub save_winners: Option<bool>,
+    /// Default storage format of fibers between explicit areas.
+    pub format: Option<Spanned<RawFormat>>,
 }
 
 /// `[[area]]`.
@@ -97,6 +99,47 @@ pub struct RawFiber {
     pub to: Spanned<String>,
     pub p: Option<Spanned<f64>>,
     pub beta: Option<Spanned<f64>>,
+    /// Storage format of this fiber (both ends explicit areas).
+    pub format: Option<Spanned<RawFormat>>,
+}
+
+/// A storage format: `"auto"`, `"reference"`, or a table of its parts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum RawFormat {
+    Named(String),
+    Parts(RawFormatParts),
+}
+
+/// `format = { weights, indices, layout, rounding, accumulator }`; each
+/// part defaults to the f32 reference's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFormatParts {
+    pub weights: Option<Spanned<String>>,
+    pub indices: Option<Spanned<String>>,
+    pub layout: Option<Spanned<String>>,
+    pub rounding: Option<Spanned<String>>,
+    pub accumulator: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawFormat;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"auto\", \"reference\" or a table { weights, indices, layout, rounding, accumulator }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RawFormat, E> {
+                Ok(RawFormat::Named(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawFormat, A::Error> {
+                RawFormatParts::deserialize(de::value::MapAccessDeserializer::new(m)).map(RawFormat::Parts)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[[step]]`: actions, then `fire` performed `repeat` times.

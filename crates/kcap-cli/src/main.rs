@@ -190,7 +190,7 @@ fn cmd_check(args: CheckArgs) -> Result<()> {
         // (catching what only the library can check); other engines may
         // allocate their connectivity up front, which is `run`'s job.
         let checked = load(f).and_then(|e| {
-            let cheap = e.raw.area.iter().all(|a| a.get_ref().engine.as_ref().is_none_or(|k| *k.get_ref() == kcap::EngineKind::Lazy));
+            let cheap = e.all_lazy();
             if cheap {
                 runner::build_brain(&e)?;
             }

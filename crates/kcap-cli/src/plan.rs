@@ -11,8 +11,9 @@
 //! library knows (e.g. an engine that does not exist yet) is caught when
 //! the brain is built ([`crate::runner::build_brain`]), still with a line.
 
-use crate::config::{ConfigError, Diagnostic, RawExperiment, SourceFile};
-use kcap::Projection;
+use crate::config::{ConfigError, Diagnostic, RawExperiment, RawFormat, SourceFile};
+use kcap::format::{Accumulator, IndexFormat, Layout, Rounding, WeightFormat};
+use kcap::{EngineKind, FiberFormat, FormatChoice, Projection};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use toml::Spanned;
@@ -74,9 +75,19 @@ pub struct Experiment {
     pub schedule: Vec<ScheduleEntry>,
     /// Total number of projection steps.
     pub total_steps: u64,
+    /// `[brain].format`, resolved.
+    pub brain_format: Option<FormatChoice>,
+    /// `format` of each `[[fiber]]` (same order as the file), resolved.
+    pub fiber_formats: Vec<Option<FormatChoice>>,
 }
 
 impl Experiment {
+    /// True when every area uses the lazy engine (building the brain then
+    /// costs nothing; other engines may generate connectivity up front).
+    pub fn all_lazy(&self) -> bool {
+        self.raw.area.iter().all(|a| a.get_ref().engine.as_ref().is_none_or(|k| *k.get_ref() == EngineKind::Lazy))
+    }
+
     /// Parses and validates an experiment file's text. `default_name` is
     /// used when the file has no `name` key.
     pub fn from_source(source: SourceFile, default_name: &str) -> Result<Experiment, ConfigError> {
@@ -124,6 +135,42 @@ impl<'a> Checker<'a> {
         let v = *b.get_ref();
         if !(v >= 0.0 && v.is_finite()) {
             self.err(b.span(), format!("{what} = {v} is invalid: plasticity beta must be finite and >= 0"));
+        }
+    }
+
+    /// Resolves a storage format; errors point at the offending part.
+    fn format(&mut self, f: &Spanned<RawFormat>) -> Option<FormatChoice> {
+        fn part<T: std::str::FromStr<Err = kcap::KcapError>>(c: &mut Checker, v: &Option<Spanned<String>>, into: &mut T) -> bool {
+            match v {
+                None => true,
+                Some(s) => match s.get_ref().parse::<T>() {
+                    Ok(x) => {
+                        *into = x;
+                        true
+                    }
+                    Err(e) => {
+                        c.err(s.span(), format!("format: {e}"));
+                        false
+                    }
+                },
+            }
+        }
+        match f.get_ref() {
+            RawFormat::Named(s) if s == "auto" => Some(FormatChoice::Auto),
+            RawFormat::Named(s) if s == "reference" => Some(FormatChoice::Fixed(FiberFormat::REFERENCE)),
+            RawFormat::Named(s) => {
+                self.err(f.span(), format!("unknown format {s:?}: expected \"auto\", \"reference\" or a table {{ weights, indices, layout, rounding, accumulator }}"));
+                None
+            }
+            RawFormat::Parts(p) => {
+                let mut ff = FiberFormat::REFERENCE;
+                let ok = part::<WeightFormat>(self, &p.weights, &mut ff.weights)
+                    & part::<IndexFormat>(self, &p.indices, &mut ff.indices)
+                    & part::<Layout>(self, &p.layout, &mut ff.layout)
+                    & part::<Rounding>(self, &p.rounding, &mut ff.rounding)
+                    & part::<Accumulator>(self, &p.accumulator, &mut ff.accumulator);
+                ok.then_some(FormatChoice::Fixed(ff))
+            }
         }
     }
 
@@ -195,6 +242,7 @@ impl<'a> Checker<'a> {
                 self.err(w.span(), format!("w_max = {v} is invalid: the weight cap must be >= 1 (synapses start at weight 1)"));
             }
         }
+        let brain_format = brain.format.as_ref().and_then(|f| self.format(f));
         // Names first, so that references can be resolved in any order.
         // Declared in file order, so a duplicate is reported at its second use.
         let mut decls: Vec<(&Spanned<String>, Option<usize>)> = raw.area.iter().enumerate().map(|(i, a)| (&a.get_ref().name, Some(i))).collect();
@@ -233,6 +281,7 @@ impl<'a> Checker<'a> {
             }
         }
         let mut fibers: HashMap<(String, String), usize> = HashMap::new();
+        let mut fiber_formats = Vec::new();
         for f in &raw.fiber {
             let fr = f.get_ref();
             let ok = self.source(&fr.from, "`from` of a fiber") & self.area(&fr.to, "`to` of a fiber").is_some();
@@ -243,9 +292,20 @@ impl<'a> Checker<'a> {
             if let Some(b) = &fr.beta {
                 self.beta(&format!("beta of {what}"), b);
             }
-            if fr.p.is_none() && fr.beta.is_none() {
-                self.err(f.span(), format!("{what} sets neither p nor beta"));
+            if fr.p.is_none() && fr.beta.is_none() && fr.format.is_none() {
+                self.err(f.span(), format!("{what} sets nothing: give p, beta or format"));
             }
+            fiber_formats.push(fr.format.as_ref().and_then(|fmt| {
+                let explicit = |c: &Self, n: &Spanned<String>| {
+                    c.areas.get(n.get_ref()).is_some_and(|&i| {
+                        raw.area[i].get_ref().engine.as_ref().is_some_and(|e| *e.get_ref() == EngineKind::Explicit)
+                    })
+                };
+                if ok && !(explicit(&self, &fr.from) && explicit(&self, &fr.to)) {
+                    self.err(fmt.span(), format!("{what}: a storage format applies only to fibers between two explicit areas (engine = \"explicit\")"));
+                }
+                self.format(fmt)
+            }));
             let key = (fr.from.get_ref().clone(), fr.to.get_ref().clone());
             let line = self.src.line_col(fr.from.span().start).0;
             if let Some(prev) = fibers.insert(key, line).filter(|_| ok) {
@@ -262,7 +322,7 @@ impl<'a> Checker<'a> {
             return Err(ConfigError(self.errors));
         }
         let total_steps = schedule.iter().fold(0u64, |t, e| t.saturating_add(e.repeat));
-        Ok(Experiment { name, source, raw, areas, schedule, total_steps })
+        Ok(Experiment { name, source, raw, areas, schedule, total_steps, brain_format, fiber_formats })
     }
 
     /// Resolves the schedule while tracking, statically, which areas have

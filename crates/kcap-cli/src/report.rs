@@ -108,6 +108,7 @@ pub fn results_json(exp: &Experiment, out: &RunOutcome) -> Value {
         "summary": { "areas": out.summary },
         "timing": timing_json(out),
         "memory": out.memory,
+        "fibers": out.fibers,
     })
 }
 
@@ -237,6 +238,21 @@ pub fn summary_text(exp: &Experiment, out: &RunOutcome) -> String {
     let n = out.steps.len();
     let mut s = format!("experiment {:?}: {} steps\n\n", exp.name, n);
     s.push_str(&table(&rows, &[1, 2, 3, 5, 6, 7]));
+    if !out.fibers.is_empty() {
+        let mut rows = vec![["fiber", "format", "synapses", "memory", "bytes/synapse", "f32/u32 reference"].map(String::from).to_vec()];
+        for f in &out.fibers {
+            rows.push(vec![
+                format!("{} -> {}", f.from, f.to),
+                f.format.clone(),
+                thousands(f.synapses),
+                bytes(f.bytes),
+                format!("{:.2}", f.bytes as f64 / f.synapses.max(1) as f64),
+                bytes(f.reference_bytes),
+            ]);
+        }
+        s.push('\n');
+        s.push_str(&table(&rows, &[2, 3, 4, 5]));
+    }
     let per = if n > 0 { out.step_seconds / n as f64 } else { 0.0 };
     let rate = if out.step_seconds > 0.0 { n as f64 / out.step_seconds } else { 0.0 };
     s.push_str(&format!(

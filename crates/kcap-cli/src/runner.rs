@@ -90,6 +90,8 @@ pub struct RunOutcome {
     pub total_seconds: f64,
     pub threads: usize,
     pub memory: Memory,
+    /// Format and memory of every stored (explicit ↔ explicit) fiber.
+    pub fibers: Vec<kcap::FiberMemory>,
 }
 
 fn at(exp: &Experiment, span: Range<usize>, e: impl std::fmt::Display) -> ConfigError {
@@ -111,6 +113,18 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
     };
     let mut brain = Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
     brain.set_plasticity(b.plasticity.unwrap_or(true));
+    // Before any area exists: explicit areas generate their fibers when added.
+    brain.set_planned_steps(Some(exp.total_steps));
+    if let Some(f) = exp.brain_format {
+        brain.set_default_format(f);
+    }
+    // Stimuli first: an explicit area generates its stimulus fibers when it
+    // is added (a stimulus added after an explicit area is not wired to it
+    // in the library at the time of writing); ids do not depend on order.
+    for s in &raw.stimulus {
+        let sr = s.get_ref();
+        brain.add_stimulus(sr.name.get_ref(), *sr.size.get_ref()).map_err(|e| at(exp, sr.name.span(), e))?;
+    }
     for a in &raw.area {
         let ar = a.get_ref();
         let engine = ar.engine.as_ref().map(|e| *e.get_ref()).unwrap_or_default();
@@ -119,12 +133,11 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
             .add_area_with(ar.name.get_ref(), *ar.n.get_ref(), *ar.k.get_ref() as usize, *ar.beta.get_ref(), engine)
             .map_err(|e| at(exp, span, e))?;
     }
-    for s in &raw.stimulus {
-        let sr = s.get_ref();
-        brain.add_stimulus(sr.name.get_ref(), *sr.size.get_ref()).map_err(|e| at(exp, sr.name.span(), e))?;
-    }
-    for f in &raw.fiber {
+    for (f, format) in raw.fiber.iter().zip(&exp.fiber_formats) {
         let fr = f.get_ref();
+        if let (Some(fmt), Some(choice)) = (&fr.format, format) {
+            brain.set_fiber_format(fr.from.get_ref(), fr.to.get_ref(), *choice).map_err(|e| at(exp, fmt.span(), e))?;
+        }
         if let Some(p) = &fr.p {
             brain.set_fiber_p(fr.from.get_ref(), fr.to.get_ref(), *p.get_ref()).map_err(|e| at(exp, p.span(), e))?;
         }
@@ -234,6 +247,7 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
         total_seconds,
         threads: rayon::current_num_threads(),
         memory: Memory { area_synapses, stimulus_entries, bytes },
+        fibers: brain.memory_report(),
     })
 }
 

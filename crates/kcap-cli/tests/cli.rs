@@ -179,6 +179,35 @@ fn other_impossible_schedules_are_refused() {
 }
 
 #[test]
+fn bad_storage_formats_are_refused() {
+    let text = HEAD.replace("seed = 7", "seed = 7\nformat = \"fast\"");
+    refused("format-name", &format!("{text}{STEPS}"), 4, "unknown format \"fast\"");
+    let text = HEAD.replace("seed = 7", "seed = 7\nformat = { weights = \"f8\" }");
+    refused("format-weights", &format!("{text}{STEPS}"), 4, "format: invalid parameter weights = \"f8\"");
+    let text = HEAD.replace("seed = 7", "seed = 7\nformat = { weight = \"f16\" }");
+    refused("format-key", &format!("{text}{STEPS}"), 4, "unknown field `weight`");
+    let text = format!("{HEAD}[[fiber]]\nfrom = \"A\"\nto = \"A\"\nformat = \"auto\"\n{STEPS}");
+    refused("format-lazy-fiber", &text, 17, "applies only to fibers between two explicit areas");
+}
+
+#[test]
+fn an_explicit_area_reports_its_storage_format() {
+    let d = Dir::new("explicit");
+    let text = HEAD.replace("beta = 0.05", "beta = 0.05\nengine = \"explicit\"").replace("n = 10_000", "n = 4_000");
+    let text = format!("{text}[[fiber]]\nfrom = \"A\"\nto = \"A\"\nformat = {{ weights = \"log-u8\", indices = \"u16\" }}\n{STEPS}");
+    let f = d.write("exp.toml", &text);
+    let out = d.out();
+    let o = kcap(&["run", f.to_str().unwrap(), "-o", out.to_str().unwrap()], &d.0);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("A -> A") && o.stdout.contains("log-u8"), "{}", o.stdout);
+    let r: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let fib = &r["fibers"][0];
+    assert!(fib["format"].as_str().unwrap().starts_with("log-u8/u16"), "{fib}");
+    assert!(fib["synapses"].as_u64().unwrap() > 100_000, "{fib}");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 10);
+}
+
+#[test]
 fn malformed_toml_is_refused_with_its_line() {
     refused("malformed", &format!("{HEAD}[[step]\nfire = {{ s = [\"A\"] }}\n"), 14, "");
     refused("wrong-type", &format!("{}{STEPS}", HEAD.replace("n = 10_000", "n = \"many\"")), 11, "invalid type");
@@ -278,7 +307,7 @@ fn every_example_file_is_valid() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    for needed in ["project-1e6", "completion-1e5", "merge-1e5", "lazy-1e9", "association"] {
+    for needed in ["project-1e6", "completion-1e5", "merge-1e5", "lazy-1e9", "explicit-250k", "association"] {
         assert!(files.iter().any(|f| f.file_stem().unwrap() == needed), "examples/{needed}.toml missing");
     }
     let mut args = vec!["check".to_string()];
