@@ -276,3 +276,16 @@ fn log_u8_fiber_refuses_beta_change() {
         "{e}"
     );
 }
+
+/// Regression: a stimulus added after an explicit area must reach all n of
+/// its neurons (it used to reach none and panic when projected).
+#[test]
+fn stimulus_added_after_explicit_area() {
+    let mut b = Brain::new(P, 2).unwrap();
+    b.add_area_with("A", N, K, 0.05, EngineKind::Explicit).unwrap();
+    b.add_stimulus("s", K as u64).unwrap();
+    b.record_winners("A", true).unwrap();
+    ops::project_rounds(&mut b, "s", "A", 10).unwrap();
+    assert_eq!(b.lazy_state().stim[0][0].count.len() as u64, N);
+    assert_eq!(b.winners("A").unwrap().len(), K);
+}
