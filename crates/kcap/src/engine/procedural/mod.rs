@@ -200,8 +200,15 @@ impl ProceduralState {
     }
 
     /// Checks that area `t` can be procedural: n ≤ 10¹², 1 ≤ k < n, and the
-    /// brain's p gives p·n ≥ 1. Call when the area is added.
+    /// brain's p gives p·n ≥ 1 (for the fiber A → A). Call when the area is
+    /// added; each step checks the p of its own fibers again.
     pub fn check_area(model: &Model, t: usize) -> Result<()> {
+        Self::check_shape(model, t)?;
+        check_fiber_p(model, Source::Area(t), t)
+    }
+
+    /// n ≤ 10¹² and 1 ≤ k < n.
+    fn check_shape(model: &Model, t: usize) -> Result<()> {
         let a = model
             .areas
             .get(t)
@@ -220,7 +227,7 @@ impl ProceduralState {
                 format!("at most {MAX_N} neurons per area"),
             ));
         }
-        check_fiber_p(model, Source::Area(t), t)
+        Ok(())
     }
 
     /// Validates one step into `plan.target` (errors name the culprit):
@@ -228,7 +235,7 @@ impl ProceduralState {
     /// distinct and below its n, and the firing rows number < 2³².
     pub fn validate(model: &Model, plan: &TargetPlan, firing: &[&[u64]]) -> Result<()> {
         let t = plan.target;
-        Self::check_area(model, t)?;
+        Self::check_shape(model, t)?;
         let mut slots = 0u64;
         for &s in &plan.stims {
             let st = model
