@@ -477,9 +477,9 @@ impl Brain {
             name: name.into(),
             size,
         })?;
-        let support: Vec<u64> = self.areas.iter().map(|a| a.support).collect();
-        self.lazy
-            .add_stimulus(&self.model, self.opts.seed, id, &support);
+        // Every existing neuron (all n of an explicit area) gets its synapses.
+        let exist = self.exist();
+        self.lazy.add_stimulus(&self.model, self.opts.seed, id, &exist);
         Ok(id)
     }
 
