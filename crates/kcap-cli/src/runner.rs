@@ -118,9 +118,9 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
     if let Some(f) = exp.brain_format {
         brain.set_default_format(f);
     }
-    // Stimuli first: an explicit area generates its stimulus fibers when it
-    // is added (a stimulus added after an explicit area is not wired to it
-    // in the library at the time of writing); ids do not depend on order.
+    // Stimuli first, so an explicit area generates its stimulus fibers once,
+    // when it is added; ids (and so every random draw) do not depend on the
+    // order in which areas and stimuli are added.
     for s in &raw.stimulus {
         let sr = s.get_ref();
         brain.add_stimulus(sr.name.get_ref(), *sr.size.get_ref()).map_err(|e| at(exp, sr.name.span(), e))?;
