@@ -31,6 +31,25 @@ if [ -x .dev/cuda/kcap-cuda-bench ]; then
     echo "== kcap-cuda-bench"
     .dev/cuda/kcap-cuda-bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-kcap.log" || status=1
 fi
+# Optional tuning sweep: SWEEP="1 2 4" reruns the named scenarios with
+# KCAP_TOPK_PASS_BLOCKS_PER_SM set to each value.
+for v in ${SWEEP:-}; do
+    echo "== kcap-cuda-bench, KCAP_TOPK_PASS_BLOCKS_PER_SM=$v"
+    KCAP_TOPK_PASS_BLOCKS_PER_SM=$v .dev/cuda/kcap-cuda-bench --no-check ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/sweep-$v.log" | grep -E "^\| topk" || status=1
+done
+# Optional per-kernel times: NCU_ARGS="--only topk-1e9-f16 --reps 1 --no-check".
+if [ -n "${NCU_ARGS:-}" ] && command -v ncu >/dev/null; then
+    echo "== ncu kernel durations"
+    ncu --metrics gpu__time_duration.sum -k regex:topk --csv --print-units base .dev/cuda/kcap-cuda-bench $NCU_ARGS > "$OUT/ncu.csv" 2> "$OUT/ncu.err" || echo "ncu failed: $(tail -3 "$OUT/ncu.err")"
+    python3 - "$OUT/ncu.csv" <<'PY' || true
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if rows:
+    h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value")
+    for r in rows[1:]:
+        print(f"{r[ki][:40]:40s} {float(r[vi].replace(',', '')) / 1e3:10.1f} us")
+PY
+fi
 echo "== torch baseline"
 PYTHONUNBUFFERED=1 python3 bench/torch_baseline.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/bench-torch.log" || status=1
 exit $status

@@ -19,6 +19,20 @@ __device__ __forceinline__ u32 kcap_vkey_vec(const uint4& r, int e) {
     return kcap_key_f16((e & 1) ? (w >> 16) : (w & 0xffffu));
 }
 
+// Any of the 8 values' keys >= t, two halves per 32-bit word with SIMD
+// compares: key = h ^ (sign ? 0xffff : 0x8000) in each half.
+__device__ __forceinline__ bool kcap_any_ge_vec(const uint4& r, u32 t) {
+    const u32 w[4] = {r.x, r.y, r.z, r.w};
+    const u32 t2 = t | (t << 16);
+    u32 any = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const u32 key2 = w[i] ^ ((((w[i] >> 15) & 0x00010001u) * 0x7fffu) | 0x80008000u);
+        any |= __vcmpgeu2(key2, t2);
+    }
+    return any != 0;
+}
+
 #include "topk.cuh"
 
 KCAP_TOPK_ENTRY_POINTS

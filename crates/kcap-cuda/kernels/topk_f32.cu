@@ -17,6 +17,15 @@ __device__ __forceinline__ u32 kcap_vkey_vec(const uint4& r, int e) {
     return kcap_key_f32(w);
 }
 
+// Any of the 4 values' keys >= t: key = bits ^ (sign ? 0xffffffff : 0x80000000).
+__device__ __forceinline__ bool kcap_any_ge_vec(const uint4& r, u32 t) {
+    const u32 w[4] = {r.x, r.y, r.z, r.w};
+    bool any = false;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) any |= (w[i] ^ ((u32)((int)w[i] >> 31) | 0x80000000u)) >= t;
+    return any;
+}
+
 #include "topk.cuh"
 
 KCAP_TOPK_ENTRY_POINTS

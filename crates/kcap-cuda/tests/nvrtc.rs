@@ -35,12 +35,14 @@ fn every_kernel_compiles_for_sm_90() {
                 for line in c.log.lines().filter(|l| !l.trim().is_empty()) {
                     println!("  {line}");
                 }
-                assert!(
-                    !c.log.contains("bytes spill stores") || c.log.contains(" 0 bytes spill stores"),
-                    "{}: register spills\n{}",
-                    m.name,
-                    c.log
-                );
+                // No kernel may spill registers to local memory.
+                for line in c.log.lines().filter(|l| l.contains("bytes spill stores")) {
+                    let spilled = line.split(',').any(|part| {
+                        let part = part.trim();
+                        part.ends_with("bytes spill stores") && !part.starts_with("0 ")
+                    });
+                    assert!(!spilled, "{}: register spills: {line}\n{}", m.name, c.log);
+                }
             }
             Err(e) => failures.push(format!("{}: {e}", m.name)),
         }

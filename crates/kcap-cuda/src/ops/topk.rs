@@ -64,6 +64,7 @@ pub const SAMPLE: u32 = 1 << 16;
 const MIN_CAP: u64 = 1 << 20;
 /// Largest candidate-buffer capacity (elements).
 const MAX_CAP: u64 = 1 << 26;
+/// Threads per block of the top-k kernels: must equal KCAP_BLOCK in topk.cuh.
 const BLOCK: u32 = 256;
 const MAX_DIGIT: u32 = 11;
 
@@ -115,7 +116,21 @@ pub struct TopkPlan {
     pub prefilter: Option<u32>,
     /// Capacity of each candidate buffer (elements).
     pub cap: u64,
+    /// Blocks of the prefilter (and of every pass without a prefilter).
     pub grid: u32,
+    /// Blocks of the digit passes.
+    pub pass_grid: u32,
+}
+
+/// Blocks per multiprocessor of the digit passes that run on the
+/// prefiltered candidates (a few hundred thousand elements): fewer blocks
+/// mean fewer histogram flushes. `KCAP_TOPK_PASS_BLOCKS_PER_SM` overrides it
+/// (read once; a tuning knob for benchmarks, not an interface).
+fn pass_blocks_per_sm() -> u32 {
+    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("KCAP_TOPK_PASS_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).filter(|&v| v >= 1).unwrap_or(4)
+    })
 }
 
 impl TopkPlan {
@@ -149,7 +164,11 @@ impl TopkPlan {
         let cap = cap.min(MAX_CAP).min(n).max(1);
         let per_block = (BLOCK as u64) * 8;
         let grid = (n.div_ceil(per_block)).clamp(1, 4 * sm_count.max(1) as u64) as u32;
-        TopkPlan { n, k, dtype, sparse, ib, digit_lo, prefilter, cap, grid }
+        let pass_grid = match prefilter {
+            Some(_) => grid.min(pass_blocks_per_sm() * sm_count.max(1)),
+            None => grid,
+        };
+        TopkPlan { n, k, dtype, sparse, ib, digit_lo, prefilter, cap, grid, pass_grid }
     }
 }
 
@@ -313,14 +332,16 @@ fn launch(
     // every index by n, cap, k or nsample. Argument types match the kernels'
     // signatures `(TopkArgs)` and `(TopkArgs, u32)`.
     unsafe {
-        s.launch_builder(&init).arg(&a).launch(cfg(1, BLOCK)).what("launch topk_init")?;
-        if plan.prefilter.is_some() {
+        if plan.prefilter.is_none() {
+            s.launch_builder(&init).arg(&a).launch(cfg(1, BLOCK)).what("launch topk_init")?;
+        } else {
+            // topk_sample's block 0 initialises the state.
             s.launch_builder(&sample?).arg(&a).launch(cfg(SAMPLE / BLOCK, BLOCK)).what("launch topk_sample")?;
             s.launch_builder(&threshold?).arg(&a).launch(cfg(1, 1024)).what("launch topk_threshold")?;
             s.launch_builder(&prefilter?).arg(&a).launch(cfg(plan.grid, BLOCK)).what("launch topk_prefilter")?;
         }
         for &lo in plan.digit_lo.iter().chain(std::iter::once(&0u32)) {
-            s.launch_builder(&pass).arg(&a).arg(&lo).launch(cfg(plan.grid, BLOCK)).what("launch topk_pass")?;
+            s.launch_builder(&pass).arg(&a).arg(&lo).launch(cfg(plan.pass_grid, BLOCK)).what("launch topk_pass")?;
         }
     }
     Ok(plan)
