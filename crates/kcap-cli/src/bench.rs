@@ -155,13 +155,19 @@ pub struct ChildReport {
 pub fn scenario(name: &str) -> Result<&'static Scenario, UsageError> {
     SCENARIOS.iter().find(|s| s.name == name).ok_or_else(|| {
         let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-        UsageError(format!("unknown scenario {name:?}; known scenarios: {}", known.join(", ")))
+        UsageError(format!(
+            "unknown scenario {name:?}; known scenarios: {}",
+            known.join(", ")
+        ))
     })
 }
 
 /// Parses and validates a built-in scenario's file.
 pub fn experiment(s: &Scenario) -> Result<Experiment> {
-    let src = SourceFile { display: format!("{} (built in)", s.file), text: s.text.to_string() };
+    let src = SourceFile {
+        display: format!("{} (built in)", s.file),
+        text: s.text.to_string(),
+    };
     Ok(Experiment::from_source(src, s.name)?)
 }
 
@@ -195,7 +201,11 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
         total_seconds: vec![],
         step_seconds: vec![],
         areas: vec![],
-        memory: Memory { area_synapses: 0, stimulus_entries: 0, bytes: 0 },
+        memory: Memory {
+            area_synapses: 0,
+            stimulus_entries: 0,
+            bytes: 0,
+        },
         fibers: serde_json::Value::Null,
         peak_rss_bytes: None,
     };
@@ -216,7 +226,10 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
 fn run_child(sc: &Scenario, repeat: u32, threads: Option<u16>) -> Result<ChildReport> {
     let exe = std::env::current_exe().context("finding the kcap executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("__bench-child").arg(sc.name).arg("--repeat").arg(repeat.to_string());
+    cmd.arg("__bench-child")
+        .arg(sc.name)
+        .arg("--repeat")
+        .arg(repeat.to_string());
     if let Some(t) = threads {
         cmd.arg("--threads").arg(t.to_string());
     }
@@ -226,15 +239,29 @@ fn run_child(sc: &Scenario, repeat: u32, threads: Option<u16>) -> Result<ChildRe
         .output()
         .with_context(|| format!("starting the child process for {}", sc.name))?;
     if !out.status.success() {
-        bail!("scenario {} failed in its child process ({})", sc.name, out.status);
+        bail!(
+            "scenario {} failed in its child process ({})",
+            sc.name,
+            out.status
+        );
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| anyhow!("scenario {}: unreadable report from the child process: {e}", sc.name))
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow!(
+            "scenario {}: unreadable report from the child process: {e}",
+            sc.name
+        )
+    })
 }
 
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
@@ -242,27 +269,43 @@ fn cpu_name() -> String {
 pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     if args.list {
         for s in SCENARIOS {
-            let set = if s.in_default_set { "" } else { ", run only when named" };
-            println!("{:<16} {}  (default {} repetitions{set})", s.name, s.file, s.default_repeat);
+            let set = if s.in_default_set {
+                ""
+            } else {
+                ", run only when named"
+            };
+            println!(
+                "{:<16} {}  (default {} repetitions{set})",
+                s.name, s.file, s.default_repeat
+            );
         }
         return Ok(());
     }
     let chosen: Vec<&Scenario> = if args.scenarios.is_empty() {
         SCENARIOS.iter().filter(|s| s.in_default_set).collect()
     } else {
-        args.scenarios.iter().map(|n| scenario(n)).collect::<Result<_, _>>()?
+        args.scenarios
+            .iter()
+            .map(|n| scenario(n))
+            .collect::<Result<_, _>>()?
     };
     if let Some(json) = &args.json {
-        let dir = json.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = json
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         report::prepare_out_dir(dir)?;
     }
     if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build; timings are not representative (build with --release)");
+        eprintln!(
+            "warning: this is a debug build; timings are not representative (build with --release)"
+        );
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine = format!("{}, {cores} cores", cpu_name());
     let mut rows = vec![[
-        "scenario", "steps", "reps", "median", "setup", "per step", "steps/s", "support", "overlap", "peak RSS", "C++ ref", "speed-up",
+        "scenario", "steps", "reps", "median", "setup", "per step", "steps/s", "support",
+        "overlap", "peak RSS", "C++ ref", "speed-up",
     ]
     .map(String::from)
     .to_vec()];
@@ -273,7 +316,12 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         let rep = run_child(sc, repeat, args.threads)?;
         let med = median(&rep.total_seconds);
         let med_steps = median(&rep.step_seconds);
-        let setup: Vec<f64> = rep.total_seconds.iter().zip(&rep.step_seconds).map(|(t, s)| t - s).collect();
+        let setup: Vec<f64> = rep
+            .total_seconds
+            .iter()
+            .zip(&rep.step_seconds)
+            .map(|(t, s)| t - s)
+            .collect();
         let med_setup = median(&setup);
         let steps = rep.steps.max(1) as f64;
         let main = rep.areas.last().cloned();
@@ -285,7 +333,9 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             duration(med_setup),
             duration(med_steps / steps),
             format!("{:.1}", steps / med_steps),
-            main.as_ref().map_or("—".into(), |a| format!("{} {}", a.name, thousands(a.support))),
+            main.as_ref().map_or("—".into(), |a| {
+                format!("{} {}", a.name, thousands(a.support))
+            }),
             main.as_ref().map_or("—".into(), report::overlap_cell),
             rep.peak_rss_bytes.map_or("—".into(), bytes),
             duration(sc.reference_seconds),
@@ -316,8 +366,14 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             "speedup_vs_reference": sc.reference_seconds / med,
         }));
     }
-    let threads = results.first().and_then(|r| r["threads"].as_u64()).unwrap_or(0);
-    println!("machine: {machine}; {threads} worker threads; kcap {}", env!("CARGO_PKG_VERSION"));
+    let threads = results
+        .first()
+        .and_then(|r| r["threads"].as_u64())
+        .unwrap_or(0);
+    println!(
+        "machine: {machine}; {threads} worker threads; kcap {}",
+        env!("CARGO_PKG_VERSION")
+    );
     print!("{}", table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
     println!("median: whole scenario (setup + all steps), the figure compared with C++ ref; setup: building the brain (generating");
     println!("stored connectivity); per step and steps/s: the projection steps alone; support, overlap: last declared area.");

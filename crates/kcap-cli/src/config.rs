@@ -135,7 +135,8 @@ impl<'de> Deserialize<'de> for RawFormat {
                 Ok(RawFormat::Named(s.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawFormat, A::Error> {
-                RawFormatParts::deserialize(de::value::MapAccessDeserializer::new(m)).map(RawFormat::Parts)
+                RawFormatParts::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(RawFormat::Parts)
             }
         }
         d.deserialize_any(V)
@@ -273,7 +274,13 @@ impl SourceFile {
 
     /// A diagnostic that concerns the whole file.
     pub fn error(&self, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { file: self.display.clone(), line: None, col: None, message: message.into(), snippet: None }
+        Diagnostic {
+            file: self.display.clone(),
+            line: None,
+            col: None,
+            message: message.into(),
+            snippet: None,
+        }
     }
 
     /// Parses the text with serde; a parse error becomes a diagnostic with
@@ -369,7 +376,10 @@ mod tests {
     use super::*;
 
     fn src(text: &str) -> SourceFile {
-        SourceFile { display: "t.toml".into(), text: text.into() }
+        SourceFile {
+            display: "t.toml".into(),
+            text: text.into(),
+        }
     }
 
     #[test]

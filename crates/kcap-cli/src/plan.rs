@@ -28,13 +28,23 @@ pub enum Action {
     /// Brain-wide plasticity switch.
     Plasticity(bool),
     /// Beta of the fiber `from → to`.
-    SetBeta { from: String, to: String, beta: f64 },
+    SetBeta {
+        from: String,
+        to: String,
+        beta: f64,
+    },
     Unfix(String),
     Fix(String),
     /// Winners := assembly `index` (neurons `[index·k, (index+1)·k)`), fixed.
-    Activate { area: String, index: u64 },
+    Activate {
+        area: String,
+        index: u64,
+    },
     /// Keep `round(fraction · |winners|)` (at least 1) random winners.
-    Subsample { area: String, fraction: f64 },
+    Subsample {
+        area: String,
+        fraction: f64,
+    },
 }
 
 /// One resolved `[[step]]` entry.
@@ -58,7 +68,11 @@ impl ScheduleEntry {
     /// "schedule entry 3 ("label", line 12)" — for messages.
     pub fn describe(&self) -> String {
         match &self.label {
-            Some(l) => format!("schedule entry {} ({l:?}, line {})", self.index + 1, self.line),
+            Some(l) => format!(
+                "schedule entry {} ({l:?}, line {})",
+                self.index + 1,
+                self.line
+            ),
             None => format!("schedule entry {} (line {})", self.index + 1, self.line),
         }
     }
@@ -85,7 +99,12 @@ impl Experiment {
     /// True when every area uses the lazy engine (building the brain then
     /// costs nothing; other engines may generate connectivity up front).
     pub fn all_lazy(&self) -> bool {
-        self.raw.area.iter().all(|a| a.get_ref().engine.as_ref().is_none_or(|k| *k.get_ref() == EngineKind::Lazy))
+        self.raw.area.iter().all(|a| {
+            a.get_ref()
+                .engine
+                .as_ref()
+                .is_none_or(|k| *k.get_ref() == EngineKind::Lazy)
+        })
     }
 
     /// Parses and validates an experiment file's text. `default_name` is
@@ -117,7 +136,14 @@ fn check_name(s: &str) -> Option<&'static str> {
 
 impl<'a> Checker<'a> {
     fn new(src: &'a SourceFile) -> Self {
-        Checker { src, errors: Vec::new(), areas: HashMap::new(), area_k: vec![], area_n: vec![], stimuli: HashSet::new() }
+        Checker {
+            src,
+            errors: Vec::new(),
+            areas: HashMap::new(),
+            area_k: vec![],
+            area_n: vec![],
+            stimuli: HashSet::new(),
+        }
     }
 
     fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
@@ -127,20 +153,32 @@ impl<'a> Checker<'a> {
     fn p(&mut self, what: &str, p: &Spanned<f64>) {
         let v = *p.get_ref();
         if !(v > 0.0 && v <= 1.0) {
-            self.err(p.span(), format!("{what} = {v} is outside (0, 1]: a connection probability must be > 0 and <= 1"));
+            self.err(
+                p.span(),
+                format!(
+                    "{what} = {v} is outside (0, 1]: a connection probability must be > 0 and <= 1"
+                ),
+            );
         }
     }
 
     fn beta(&mut self, what: &str, b: &Spanned<f64>) {
         let v = *b.get_ref();
         if !(v >= 0.0 && v.is_finite()) {
-            self.err(b.span(), format!("{what} = {v} is invalid: plasticity beta must be finite and >= 0"));
+            self.err(
+                b.span(),
+                format!("{what} = {v} is invalid: plasticity beta must be finite and >= 0"),
+            );
         }
     }
 
     /// Resolves a storage format; errors point at the offending part.
     fn format(&mut self, f: &Spanned<RawFormat>) -> Option<FormatChoice> {
-        fn part<T: std::str::FromStr<Err = kcap::KcapError>>(c: &mut Checker, v: &Option<Spanned<String>>, into: &mut T) -> bool {
+        fn part<T: std::str::FromStr<Err = kcap::KcapError>>(
+            c: &mut Checker,
+            v: &Option<Spanned<String>>,
+            into: &mut T,
+        ) -> bool {
             match v {
                 None => true,
                 Some(s) => match s.get_ref().parse::<T>() {
@@ -157,7 +195,9 @@ impl<'a> Checker<'a> {
         }
         match f.get_ref() {
             RawFormat::Named(s) if s == "auto" => Some(FormatChoice::Auto),
-            RawFormat::Named(s) if s == "reference" => Some(FormatChoice::Fixed(FiberFormat::REFERENCE)),
+            RawFormat::Named(s) if s == "reference" => {
+                Some(FormatChoice::Fixed(FiberFormat::REFERENCE))
+            }
             RawFormat::Named(s) => {
                 self.err(f.span(), format!("unknown format {s:?}: expected \"auto\", \"reference\" or a table {{ weights, indices, layout, rounding, accumulator }}"));
                 None
@@ -179,7 +219,11 @@ impl<'a> Checker<'a> {
         if let Some(&a) = self.areas.get(n) {
             return Some(a);
         }
-        let why = if self.stimuli.contains(n) { format!("{n:?} is a stimulus, but {role} must be an area") } else { format!("unknown area {n:?} ({role}); {}", self.known_areas()) };
+        let why = if self.stimuli.contains(n) {
+            format!("{n:?} is a stimulus, but {role} must be an area")
+        } else {
+            format!("unknown area {n:?} ({role}); {}", self.known_areas())
+        };
         self.err(name.span(), why);
         None
     }
@@ -189,7 +233,11 @@ impl<'a> Checker<'a> {
         if self.areas.contains_key(n) || self.stimuli.contains(n) {
             return true;
         }
-        let msg = format!("unknown area or stimulus {n:?} ({role}); {}, stimuli: {}", self.known_areas(), self.list(self.stimuli.iter()));
+        let msg = format!(
+            "unknown area or stimulus {n:?} ({role}); {}, stimuli: {}",
+            self.known_areas(),
+            self.list(self.stimuli.iter())
+        );
         self.err(name.span(), msg);
         false
     }
@@ -204,7 +252,10 @@ impl<'a> Checker<'a> {
         if v.is_empty() {
             "none".into()
         } else {
-            v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 
@@ -215,18 +266,31 @@ impl<'a> Checker<'a> {
             return false;
         }
         if let Some(&line) = seen.get(n) {
-            self.err(name.span(), format!("name {n:?} is already used by another area or stimulus (line {line})"));
+            self.err(
+                name.span(),
+                format!("name {n:?} is already used by another area or stimulus (line {line})"),
+            );
             return false;
         }
         seen.insert(n.clone(), self.src.line_col(name.span().start).0);
         true
     }
 
-    fn check(mut self, raw: RawExperiment, default_name: &str, source: SourceFile) -> Result<Experiment, ConfigError> {
+    fn check(
+        mut self,
+        raw: RawExperiment,
+        default_name: &str,
+        source: SourceFile,
+    ) -> Result<Experiment, ConfigError> {
         let name = match &raw.name {
             Some(n) => {
                 let s = n.get_ref();
-                if s.is_empty() || s.contains(['/', '\\']) || s == "." || s == ".." || s.chars().any(|c| c.is_control()) {
+                if s.is_empty()
+                    || s.contains(['/', '\\'])
+                    || s == "."
+                    || s == ".."
+                    || s.chars().any(|c| c.is_control())
+                {
                     self.err(n.span(), format!("experiment name {s:?} must be a plain file name (it names the default output folder)"));
                 }
                 s.clone()
@@ -245,7 +309,12 @@ impl<'a> Checker<'a> {
         let brain_format = brain.format.as_ref().and_then(|f| self.format(f));
         // Names first, so that references can be resolved in any order.
         // Declared in file order, so a duplicate is reported at its second use.
-        let mut decls: Vec<(&Spanned<String>, Option<usize>)> = raw.area.iter().enumerate().map(|(i, a)| (&a.get_ref().name, Some(i))).collect();
+        let mut decls: Vec<(&Spanned<String>, Option<usize>)> = raw
+            .area
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (&a.get_ref().name, Some(i)))
+            .collect();
         decls.extend(raw.stimulus.iter().map(|s| (&s.get_ref().name, None)));
         decls.sort_by_key(|(n, _)| n.span().start);
         let mut seen = HashMap::new();
@@ -257,19 +326,32 @@ impl<'a> Checker<'a> {
                 };
             }
         }
-        let areas: Vec<String> = raw.area.iter().map(|a| a.get_ref().name.get_ref().clone()).collect();
+        let areas: Vec<String> = raw
+            .area
+            .iter()
+            .map(|a| a.get_ref().name.get_ref().clone())
+            .collect();
         self.area_n = raw.area.iter().map(|a| *a.get_ref().n.get_ref()).collect();
         self.area_k = raw.area.iter().map(|a| *a.get_ref().k.get_ref()).collect();
         for a in &raw.area {
             let a = a.get_ref();
             let (nm, n, k) = (a.name.get_ref(), *a.n.get_ref(), *a.k.get_ref());
             if n > MAX_N {
-                self.err(a.n.span(), format!("area {nm:?}: n = {n} is too large (at most {MAX_N} neurons per area)"));
+                self.err(
+                    a.n.span(),
+                    format!("area {nm:?}: n = {n} is too large (at most {MAX_N} neurons per area)"),
+                );
             }
             if k == 0 || k >= n {
-                self.err(a.k.span(), format!("area {nm:?}: k = {k} must be at least 1 and smaller than n = {n}"));
+                self.err(
+                    a.k.span(),
+                    format!("area {nm:?}: k = {k} must be at least 1 and smaller than n = {n}"),
+                );
             } else if k > (u32::MAX / 4) as u64 {
-                self.err(a.k.span(), format!("area {nm:?}: k = {k} is too large (at most 2^30)"));
+                self.err(
+                    a.k.span(),
+                    format!("area {nm:?}: k = {k} is too large (at most 2^30)"),
+                );
             }
             self.beta(&format!("beta of area {nm:?}"), &a.beta);
         }
@@ -277,14 +359,21 @@ impl<'a> Checker<'a> {
             let s = s.get_ref();
             let size = *s.size.get_ref();
             if size == 0 || size > u32::MAX as u64 {
-                self.err(s.size.span(), format!("stimulus {:?}: size = {size} must be between 1 and 2^32 - 1", s.name.get_ref()));
+                self.err(
+                    s.size.span(),
+                    format!(
+                        "stimulus {:?}: size = {size} must be between 1 and 2^32 - 1",
+                        s.name.get_ref()
+                    ),
+                );
             }
         }
         let mut fibers: HashMap<(String, String), usize> = HashMap::new();
         let mut fiber_formats = Vec::new();
         for f in &raw.fiber {
             let fr = f.get_ref();
-            let ok = self.source(&fr.from, "`from` of a fiber") & self.area(&fr.to, "`to` of a fiber").is_some();
+            let ok = self.source(&fr.from, "`from` of a fiber")
+                & self.area(&fr.to, "`to` of a fiber").is_some();
             let what = format!("fiber {} -> {}", fr.from.get_ref(), fr.to.get_ref());
             if let Some(p) = &fr.p {
                 self.p(&format!("p of {what}"), p);
@@ -293,7 +382,10 @@ impl<'a> Checker<'a> {
                 self.beta(&format!("beta of {what}"), b);
             }
             if fr.p.is_none() && fr.beta.is_none() && fr.format.is_none() {
-                self.err(f.span(), format!("{what} sets nothing: give p, beta or format"));
+                self.err(
+                    f.span(),
+                    format!("{what} sets nothing: give p, beta or format"),
+                );
             }
             fiber_formats.push(fr.format.as_ref().and_then(|fmt| {
                 let explicit = |c: &Self, n: &Spanned<String>| {
@@ -309,20 +401,37 @@ impl<'a> Checker<'a> {
             let key = (fr.from.get_ref().clone(), fr.to.get_ref().clone());
             let line = self.src.line_col(fr.from.span().start).0;
             if let Some(prev) = fibers.insert(key, line).filter(|_| ok) {
-                self.err(fr.from.span(), format!("{what} is already configured at line {prev}"));
+                self.err(
+                    fr.from.span(),
+                    format!("{what} is already configured at line {prev}"),
+                );
             }
         }
         let schedule = self.schedule(&raw);
         if raw.step.is_empty() {
             let span = raw.brain.span();
-            self.err(span.start..span.start, "the experiment has no [[step]] entries: nothing would run");
+            self.err(
+                span.start..span.start,
+                "the experiment has no [[step]] entries: nothing would run",
+            );
         }
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|d| (d.line, d.col));
             return Err(ConfigError(self.errors));
         }
-        let total_steps = schedule.iter().fold(0u64, |t, e| t.saturating_add(e.repeat));
-        Ok(Experiment { name, source, raw, areas, schedule, total_steps, brain_format, fiber_formats })
+        let total_steps = schedule
+            .iter()
+            .fold(0u64, |t, e| t.saturating_add(e.repeat));
+        Ok(Experiment {
+            name,
+            source,
+            raw,
+            areas,
+            schedule,
+            total_steps,
+            brain_format,
+            fiber_formats,
+        })
     }
 
     /// Resolves the schedule while tracking, statically, which areas have
@@ -340,10 +449,18 @@ impl<'a> Checker<'a> {
                 actions.push(Action::Plasticity(on));
             }
             for sb in &s.set_beta.0 {
-                let ok = self.source(&sb.from, "`from` of set_beta") & self.area(&sb.to, "`to` of set_beta").is_some();
-                self.beta(&format!("set_beta {} -> {}", sb.from.get_ref(), sb.to.get_ref()), &sb.beta);
+                let ok = self.source(&sb.from, "`from` of set_beta")
+                    & self.area(&sb.to, "`to` of set_beta").is_some();
+                self.beta(
+                    &format!("set_beta {} -> {}", sb.from.get_ref(), sb.to.get_ref()),
+                    &sb.beta,
+                );
                 if ok {
-                    actions.push(Action::SetBeta { from: sb.from.get_ref().clone(), to: sb.to.get_ref().clone(), beta: *sb.beta.get_ref() });
+                    actions.push(Action::SetBeta {
+                        from: sb.from.get_ref().clone(),
+                        to: sb.to.get_ref().clone(),
+                        beta: *sb.beta.get_ref(),
+                    });
                 }
             }
             for a in &s.unfix {
@@ -366,28 +483,43 @@ impl<'a> Checker<'a> {
                     }
                     has_winners[i] = true;
                     fixed[i] = true;
-                    actions.push(Action::Activate { area: act.area.get_ref().clone(), index: idx });
+                    actions.push(Action::Activate {
+                        area: act.area.get_ref().clone(),
+                        index: idx,
+                    });
                 }
             }
             for sub in &s.subsample.0 {
                 let fr = *sub.fraction.get_ref();
                 if !(fr > 0.0 && fr <= 1.0) {
-                    self.err(sub.fraction.span(), format!("subsample fraction = {fr} must lie in (0, 1]"));
+                    self.err(
+                        sub.fraction.span(),
+                        format!("subsample fraction = {fr} must lie in (0, 1]"),
+                    );
                 }
                 if let Some(i) = self.area(&sub.area, "subsample") {
                     if !has_winners[i] {
                         self.err(sub.area.span(), format!("cannot subsample area {:?}: it has no winners at this point of the schedule (make it a target of `fire` or `activate` it in an earlier step)", sub.area.get_ref()));
                     }
-                    actions.push(Action::Subsample { area: sub.area.get_ref().clone(), fraction: fr });
+                    actions.push(Action::Subsample {
+                        area: sub.area.get_ref().clone(),
+                        fraction: fr,
+                    });
                 }
             }
             let repeat = match &s.repeat {
                 Some(r) if *r.get_ref() == 0 => {
-                    self.err(r.span(), "repeat = 0: a step must run at least once (remove the entry instead)");
+                    self.err(
+                        r.span(),
+                        "repeat = 0: a step must run at least once (remove the entry instead)",
+                    );
                     0
                 }
                 Some(r) if s.fire.is_none() => {
-                    self.err(r.span(), "repeat needs `fire`: actions alone are performed once");
+                    self.err(
+                        r.span(),
+                        "repeat needs `fire`: actions alone are performed once",
+                    );
                     0
                 }
                 Some(r) => *r.get_ref(),
@@ -438,7 +570,15 @@ impl<'a> Checker<'a> {
                 self.err(st.span(), "this [[step]] does nothing: give `fire` and/or an action (fix, unfix, plasticity, set_beta, activate, subsample)");
             }
             let repeat = if fire.is_some() { repeat } else { 0 };
-            out.push(ScheduleEntry { index, label: s.label.clone(), line, actions, fire, targets, repeat });
+            out.push(ScheduleEntry {
+                index,
+                label: s.label.clone(),
+                line,
+                actions,
+                fire,
+                targets,
+                repeat,
+            });
         }
         out
     }
@@ -449,7 +589,13 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<Experiment, ConfigError> {
-        Experiment::from_source(SourceFile { display: "x.toml".into(), text: text.into() }, "x")
+        Experiment::from_source(
+            SourceFile {
+                display: "x.toml".into(),
+                text: text.into(),
+            },
+            "x",
+        )
     }
 
     const HEAD: &str = "[brain]\np = 0.01\n[[stimulus]]\nname = \"s\"\nsize = 10\n[[area]]\nname = \"A\"\nn = 1000\nk = 10\nbeta = 0.05\n";
@@ -471,7 +617,10 @@ mod tests {
         let e = check(&format!("{HEAD}[[step]]\nfix = [\"A\"]\nfire = {{ s = [\"A\"] }}\n[[step]]\nfire = {{ A = [\"A\"] }}\n")).unwrap_err();
         assert_eq!(e.0[0].line, Some(15), "{e}");
         // Activation gives winners.
-        check(&format!("{HEAD}[[step]]\nactivate = {{ area = \"A\", index = 2 }}\nfire = {{ A = [\"A\"] }}\n")).unwrap();
+        check(&format!(
+            "{HEAD}[[step]]\nactivate = {{ area = \"A\", index = 2 }}\nfire = {{ A = [\"A\"] }}\n"
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -34,7 +34,14 @@ struct Series {
 }
 
 fn series(exp: &Experiment, out: &RunOutcome) -> Vec<Series> {
-    let mut s: Vec<Series> = exp.areas.iter().map(|a| Series { name: a.clone(), points: vec![] }).collect();
+    let mut s: Vec<Series> = exp
+        .areas
+        .iter()
+        .map(|a| Series {
+            name: a.clone(),
+            points: vec![],
+        })
+        .collect();
     for st in &out.steps {
         for r in &st.areas {
             s[r.area].points.push((st.step, r.support));
@@ -51,7 +58,10 @@ pub fn draw_support(path: &Path, exp: &Experiment, out: &RunOutcome) -> Result<(
     match draw(path, &exp.name, &data, true) {
         Ok(()) => Ok(()),
         Err(e) => {
-            eprintln!("warning: drawing text into {} failed ({e}); plotting without text", path.display());
+            eprintln!(
+                "warning: drawing text into {} failed ({e}); plotting without text",
+                path.display()
+            );
             draw(path, &exp.name, &data, false)
         }
     }
@@ -61,8 +71,18 @@ fn draw(path: &Path, title: &str, data: &[Series], text: bool) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("plotting: {e}");
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let max_step = data.iter().flat_map(|s| s.points.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
-    let max_support = data.iter().flat_map(|s| s.points.iter().map(|p| p.1)).max().unwrap_or(1).max(1);
+    let max_step = data
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let max_support = data
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let y_top = max_support + max_support / 20 + 1;
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
@@ -74,7 +94,9 @@ fn draw(path: &Path, title: &str, data: &[Series], text: bool) -> Result<()> {
     } else {
         builder.x_label_area_size(10).y_label_area_size(10);
     }
-    let mut chart = builder.build_cartesian_2d(0u64..max_step + 1, 0u64..y_top).map_err(|e| err(&e))?;
+    let mut chart = builder
+        .build_cartesian_2d(0u64..max_step + 1, 0u64..y_top)
+        .map_err(|e| err(&e))?;
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(WHITE.mix(0.0));
     if text {
@@ -89,11 +111,15 @@ fn draw(path: &Path, title: &str, data: &[Series], text: bool) -> Result<()> {
     for (i, s) in data.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let line = chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(&e))?;
         if text {
-            line.label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            line.label(s.name.clone()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
         }
         if s.points.len() <= 200 {
             chart

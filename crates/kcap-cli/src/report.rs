@@ -19,7 +19,12 @@ use std::path::{Path, PathBuf};
 /// Creates `dir` (and parents) and checks that a file can be written in it.
 /// Errors are usage errors (exit 2), raised before anything runs.
 pub fn prepare_out_dir(dir: &Path) -> Result<(), UsageError> {
-    let fail = |why: String| UsageError(format!("cannot write to output folder {}: {why}", dir.display()));
+    let fail = |why: String| {
+        UsageError(format!(
+            "cannot write to output folder {}: {why}",
+            dir.display()
+        ))
+    };
     if dir.exists() && !dir.is_dir() {
         return Err(fail("it exists and is not a folder".into()));
     }
@@ -35,14 +40,21 @@ pub fn prepare_out_dir(dir: &Path) -> Result<(), UsageError> {
 /// by it), which is then synced and renamed to `path`. On any error the
 /// temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
     let tmp = match path.extension().and_then(|e| e.to_str()) {
         Some(ext) => dir.join(format!(".{stem}.tmp-{}.{ext}", std::process::id())),
         None => dir.join(format!(".{stem}.tmp-{}", std::process::id())),
     };
     let res = write(&tmp)
-        .and_then(|_| fs::File::open(&tmp).and_then(|f| f.sync_all()).context("syncing the temporary file"))
+        .and_then(|_| {
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .context("syncing the temporary file")
+        })
         .and_then(|_| fs::rename(&tmp, path).context("renaming the temporary file"));
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -172,14 +184,27 @@ pub fn bytes(b: u64) -> String {
 /// `right` are right-aligned.
 pub fn table(rows: &[Vec<String>], right: &[usize]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let width: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
         let cells: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(c, s)| if right.contains(&c) { format!("{s:>w$}", w = width[c]) } else { format!("{s:<w$}", w = width[c]) })
+            .map(|(c, s)| {
+                if right.contains(&c) {
+                    format!("{s:>w$}", w = width[c])
+                } else {
+                    format!("{s:<w$}", w = width[c])
+                }
+            })
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
@@ -195,7 +220,11 @@ pub fn table(rows: &[Vec<String>], right: &[usize]) -> String {
 /// "999/1000 (99.9%)" or "—".
 pub fn overlap_cell(a: &AreaSummary) -> String {
     match a.last_overlap {
-        Some(o) if a.winners > 0 => format!("{o}/{} ({:.1}%)", a.winners, 100.0 * o as f64 / a.winners as f64),
+        Some(o) if a.winners > 0 => format!(
+            "{o}/{} ({:.1}%)",
+            a.winners,
+            100.0 * o as f64 / a.winners as f64
+        ),
         Some(o) => o.to_string(),
         None => "—".into(),
     }
@@ -239,7 +268,16 @@ pub fn summary_text(exp: &Experiment, out: &RunOutcome) -> String {
     let mut s = format!("experiment {:?}: {} steps\n\n", exp.name, n);
     s.push_str(&table(&rows, &[1, 2, 3, 5, 6, 7]));
     if !out.fibers.is_empty() {
-        let mut rows = vec![["fiber", "format", "synapses", "memory", "bytes/synapse", "f32/u32 reference"].map(String::from).to_vec()];
+        let mut rows = vec![[
+            "fiber",
+            "format",
+            "synapses",
+            "memory",
+            "bytes/synapse",
+            "f32/u32 reference",
+        ]
+        .map(String::from)
+        .to_vec()];
         for f in &out.fibers {
             rows.push(vec![
                 format!("{} -> {}", f.from, f.to),
@@ -253,8 +291,16 @@ pub fn summary_text(exp: &Experiment, out: &RunOutcome) -> String {
         s.push('\n');
         s.push_str(&table(&rows, &[2, 3, 4, 5]));
     }
-    let per = if n > 0 { out.step_seconds / n as f64 } else { 0.0 };
-    let rate = if out.step_seconds > 0.0 { n as f64 / out.step_seconds } else { 0.0 };
+    let per = if n > 0 {
+        out.step_seconds / n as f64
+    } else {
+        0.0
+    };
+    let rate = if out.step_seconds > 0.0 {
+        n as f64 / out.step_seconds
+    } else {
+        0.0
+    };
     s.push_str(&format!(
         "\n{n} steps in {} ({} per step, {rate:.1} steps/s) on {} threads; setup {}; stored connectivity {}\n",
         duration(out.step_seconds),
@@ -283,7 +329,13 @@ mod tests {
         assert_eq!(thousands(1_000_000_000), "1,000,000,000");
         assert_eq!(duration(0.0123), "12.30 ms");
         assert_eq!(bytes(1536), "1.5 KiB");
-        let t = table(&[vec!["a".into(), "n".into()], vec!["xyz".into(), "10".into()]], &[1]);
+        let t = table(
+            &[
+                vec!["a".into(), "n".into()],
+                vec!["xyz".into(), "10".into()],
+            ],
+            &[1],
+        );
         assert_eq!(t, "a     n\n-------\nxyz  10\n");
     }
 

@@ -111,7 +111,8 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
         // Options the file does not set keep the library's defaults.
         ..BrainOptions::default()
     };
-    let mut brain = Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
+    let mut brain =
+        Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
     brain.set_plasticity(b.plasticity.unwrap_or(true));
     // Before any area exists: explicit areas generate their fibers when added.
     brain.set_planned_steps(Some(exp.total_steps));
@@ -123,26 +124,40 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
     // order in which areas and stimuli are added.
     for s in &raw.stimulus {
         let sr = s.get_ref();
-        brain.add_stimulus(sr.name.get_ref(), *sr.size.get_ref()).map_err(|e| at(exp, sr.name.span(), e))?;
+        brain
+            .add_stimulus(sr.name.get_ref(), *sr.size.get_ref())
+            .map_err(|e| at(exp, sr.name.span(), e))?;
     }
     for a in &raw.area {
         let ar = a.get_ref();
         let engine = ar.engine.as_ref().map(|e| *e.get_ref()).unwrap_or_default();
         let span = ar.engine.as_ref().map_or(ar.name.span(), |e| e.span());
         brain
-            .add_area_with(ar.name.get_ref(), *ar.n.get_ref(), *ar.k.get_ref() as usize, *ar.beta.get_ref(), engine)
+            .add_area_with(
+                ar.name.get_ref(),
+                *ar.n.get_ref(),
+                *ar.k.get_ref() as usize,
+                *ar.beta.get_ref(),
+                engine,
+            )
             .map_err(|e| at(exp, span, e))?;
     }
     for (f, format) in raw.fiber.iter().zip(&exp.fiber_formats) {
         let fr = f.get_ref();
         if let (Some(fmt), Some(choice)) = (&fr.format, format) {
-            brain.set_fiber_format(fr.from.get_ref(), fr.to.get_ref(), *choice).map_err(|e| at(exp, fmt.span(), e))?;
+            brain
+                .set_fiber_format(fr.from.get_ref(), fr.to.get_ref(), *choice)
+                .map_err(|e| at(exp, fmt.span(), e))?;
         }
         if let Some(p) = &fr.p {
-            brain.set_fiber_p(fr.from.get_ref(), fr.to.get_ref(), *p.get_ref()).map_err(|e| at(exp, p.span(), e))?;
+            brain
+                .set_fiber_p(fr.from.get_ref(), fr.to.get_ref(), *p.get_ref())
+                .map_err(|e| at(exp, p.span(), e))?;
         }
         if let Some(beta) = &fr.beta {
-            brain.set_beta(fr.from.get_ref(), fr.to.get_ref(), *beta.get_ref()).map_err(|e| at(exp, beta.span(), e))?;
+            brain
+                .set_beta(fr.from.get_ref(), fr.to.get_ref(), *beta.get_ref())
+                .map_err(|e| at(exp, beta.span(), e))?;
         }
     }
     Ok(brain)
@@ -151,7 +166,9 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
 /// Whether area `i` saves its winners into the results.
 pub fn saves_winners(exp: &Experiment, i: usize) -> bool {
     let a = exp.raw.area[i].get_ref();
-    a.save_winners.or(exp.raw.brain.get_ref().save_winners).unwrap_or(false)
+    a.save_winners
+        .or(exp.raw.brain.get_ref().save_winners)
+        .unwrap_or(false)
 }
 
 fn apply(brain: &mut Brain, action: &Action) -> kcap::Result<()> {
@@ -173,7 +190,11 @@ fn apply(brain: &mut Brain, action: &Action) -> kcap::Result<()> {
 }
 
 fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
-    format!("step {global} ({}, repetition {rep} of {})", entry.describe(), entry.repeat)
+    format!(
+        "step {global} ({}, repetition {rep} of {})",
+        entry.describe(),
+        entry.repeat
+    )
 }
 
 /// Runs the experiment. `progress`, when given, is advanced once per
@@ -187,7 +208,12 @@ pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcom
 
 /// Runs the schedule on a brain built by [`build_brain`] at `start` (the
 /// instant timing starts from; setup time is measured up to now).
-pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
+pub fn run_brain(
+    exp: &Experiment,
+    mut brain: Brain,
+    start: Instant,
+    progress: Option<&ProgressBar>,
+) -> Result<RunOutcome> {
     let setup_seconds = start.elapsed().as_secs_f64();
     let n_areas = exp.areas.len();
     let save: Vec<bool> = (0..n_areas).map(|i| saves_winners(exp, i)).collect();
@@ -198,28 +224,48 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
     for entry in &exp.schedule {
         for action in &entry.actions {
             apply(&mut brain, action).map_err(|e| {
-                anyhow!("{}: {}: before step {}: {e}", exp.source.display, entry.describe(), brain.steps() + 1)
+                anyhow!(
+                    "{}: {}: before step {}: {e}",
+                    exp.source.display,
+                    entry.describe(),
+                    brain.steps() + 1
+                )
             })?;
         }
         let Some(proj) = &entry.fire else { continue };
         if let Some(pb) = progress {
-            pb.set_message(entry.label.clone().unwrap_or_else(|| format!("entry {}", entry.index + 1)));
+            pb.set_message(
+                entry
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| format!("entry {}", entry.index + 1)),
+            );
         }
         for rep in 1..=entry.repeat {
             let global = brain.steps() + 1;
             let t0 = Instant::now();
-            brain
-                .project(proj)
-                .map_err(|e| anyhow!("{}: {}: {e}", exp.source.display, step_context(entry, global, rep)))?;
+            brain.project(proj).map_err(|e| {
+                anyhow!(
+                    "{}: {}: {e}",
+                    exp.source.display,
+                    step_context(entry, global, rep)
+                )
+            })?;
             let seconds = t0.elapsed().as_secs_f64();
             step_seconds += seconds;
             let mut areas = Vec::with_capacity(entry.targets.len());
             for &a in &entry.targets {
                 let name = &exp.areas[a];
                 let st = brain.area(name)?;
-                let h = st.history.last().filter(|h| h.step == global).ok_or_else(|| {
-                    anyhow!("internal error: no history entry for area {name:?} at step {global}")
-                })?;
+                let h = st
+                    .history
+                    .last()
+                    .filter(|h| h.step == global)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "internal error: no history entry for area {name:?} at step {global}"
+                        )
+                    })?;
                 let slot = &mut last_two[a];
                 slot.0 = slot.1.take();
                 slot.1 = Some(st.winners.clone());
@@ -230,7 +276,13 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
                     winners: save[a].then(|| st.winners.clone()),
                 });
             }
-            steps.push(StepRecord { step: global, entry: entry.index, repetition: rep, seconds, areas });
+            steps.push(StepRecord {
+                step: global,
+                entry: entry.index,
+                repetition: rep,
+                seconds,
+                areas,
+            });
             if let Some(pb) = progress {
                 pb.inc(1);
             }
@@ -246,14 +298,23 @@ pub fn run_brain(exp: &Experiment, mut brain: Brain, start: Instant, progress: O
         step_seconds,
         total_seconds,
         threads: rayon::current_num_threads(),
-        memory: Memory { area_synapses, stimulus_entries, bytes },
+        memory: Memory {
+            area_synapses,
+            stimulus_entries,
+            bytes,
+        },
         fibers: brain.memory_report(),
     })
 }
 
 type LastTwo = (Option<Vec<u32>>, Option<Vec<u32>>);
 
-fn summarize(exp: &Experiment, brain: &Brain, steps: &[StepRecord], last_two: &[LastTwo]) -> Result<Vec<AreaSummary>> {
+fn summarize(
+    exp: &Experiment,
+    brain: &Brain,
+    steps: &[StepRecord],
+    last_two: &[LastTwo],
+) -> Result<Vec<AreaSummary>> {
     let mut out = Vec::with_capacity(exp.areas.len());
     for (i, name) in exp.areas.iter().enumerate() {
         let spec = brain.area_spec(name)?;

@@ -47,7 +47,11 @@ struct Output {
 }
 
 fn kcap(args: &[&str], cwd: &Path) -> Output {
-    let o = Command::new(KCAP).args(args).current_dir(cwd).output().expect("run kcap");
+    let o = Command::new(KCAP)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run kcap");
     Output {
         code: o.status.code().expect("exit code"),
         stdout: String::from_utf8_lossy(&o.stdout).into(),
@@ -100,13 +104,38 @@ fn refused(name: &str, text: &str, line: usize, needle: &str) {
     let d = Dir::new(name);
     let f = d.write("exp.toml", text);
     let out = d.out();
-    let o = kcap(&["run", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &d.0);
+    let o = kcap(
+        &[
+            "run",
+            f.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        &d.0,
+    );
     assert_eq!(o.code, 2, "{name}: exit code; stderr:\n{}", o.stderr);
     let place = format!("exp.toml:{line}:");
-    assert!(o.stderr.contains(&place), "{name}: expected {place:?} in:\n{}", o.stderr);
-    assert!(o.stderr.contains(needle), "{name}: expected {needle:?} in:\n{}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{name}: panic:\n{}", o.stderr);
-    assert!(files_in(&out).is_empty(), "{name}: files left: {:?}", files_in(&out));
+    assert!(
+        o.stderr.contains(&place),
+        "{name}: expected {place:?} in:\n{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(needle),
+        "{name}: expected {needle:?} in:\n{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{name}: panic:\n{}",
+        o.stderr
+    );
+    assert!(
+        files_in(&out).is_empty(),
+        "{name}: files left: {:?}",
+        files_in(&out)
+    );
     // `check` agrees.
     let c = kcap(&["check", f.to_str().unwrap()], &d.0);
     assert_eq!(c.code, 2, "{name}: check exit code");
@@ -115,19 +144,44 @@ fn refused(name: &str, text: &str, line: usize, needle: &str) {
 
 #[test]
 fn unknown_key_is_refused_with_its_line() {
-    refused("unknown-key", &format!("{HEAD}colour = \"red\"\n{STEPS}"), 14, "unknown field `colour`");
+    refused(
+        "unknown-key",
+        &format!("{HEAD}colour = \"red\"\n{STEPS}"),
+        14,
+        "unknown field `colour`",
+    );
     let text = HEAD.replace("seed = 7", "seed = 7\nseeed = 8");
-    refused("unknown-brain-key", &format!("{text}{STEPS}"), 4, "unknown field `seeed`");
+    refused(
+        "unknown-brain-key",
+        &format!("{text}{STEPS}"),
+        4,
+        "unknown field `seeed`",
+    );
     let steps = STEPS.replace("repeat = 9", "repeats = 9");
-    refused("unknown-step-key", &format!("{HEAD}{steps}"), 19, "unknown field `repeats`");
+    refused(
+        "unknown-step-key",
+        &format!("{HEAD}{steps}"),
+        19,
+        "unknown field `repeats`",
+    );
 }
 
 #[test]
 fn unknown_area_and_stimulus_are_refused() {
     let steps = STEPS.replace("A = [\"A\"] }", "A = [\"B\"] }");
-    refused("unknown-target", &format!("{HEAD}{steps}"), 20, "unknown area \"B\"");
+    refused(
+        "unknown-target",
+        &format!("{HEAD}{steps}"),
+        20,
+        "unknown area \"B\"",
+    );
     let steps = STEPS.replace("fire = { s = [\"A\"] }", "fire = { t = [\"A\"] }");
-    refused("unknown-source", &format!("{HEAD}{steps}"), 16, "unknown area or stimulus \"t\"");
+    refused(
+        "unknown-source",
+        &format!("{HEAD}{steps}"),
+        16,
+        "unknown area or stimulus \"t\"",
+    );
     let text = format!("{HEAD}[[fiber]]\nfrom = \"s\"\nto = \"Z\"\np = 0.1\n{STEPS}");
     refused("unknown-fiber-target", &text, 16, "unknown area \"Z\"");
     let text = format!("{HEAD}[[step]]\nfix = [\"X\"]\n{STEPS}");
@@ -136,21 +190,51 @@ fn unknown_area_and_stimulus_are_refused() {
 
 #[test]
 fn k_not_below_n_is_refused() {
-    refused("k-eq-n", &format!("{}{STEPS}", HEAD.replace("k = 100", "k = 10000")), 12, "k = 10000 must be at least 1 and smaller than n = 10000");
-    refused("k-zero", &format!("{}{STEPS}", HEAD.replace("k = 100", "k = 0")), 12, "k = 0 must be at least 1");
+    refused(
+        "k-eq-n",
+        &format!("{}{STEPS}", HEAD.replace("k = 100", "k = 10000")),
+        12,
+        "k = 10000 must be at least 1 and smaller than n = 10000",
+    );
+    refused(
+        "k-zero",
+        &format!("{}{STEPS}", HEAD.replace("k = 100", "k = 0")),
+        12,
+        "k = 0 must be at least 1",
+    );
 }
 
 #[test]
 fn p_out_of_range_is_refused() {
-    refused("p-big", &format!("{}{STEPS}", HEAD.replace("p = 0.05", "p = 1.5")), 2, "p = 1.5 is outside (0, 1]");
-    refused("p-zero", &format!("{}{STEPS}", HEAD.replace("p = 0.05", "p = 0")), 2, "p = 0 is outside (0, 1]");
+    refused(
+        "p-big",
+        &format!("{}{STEPS}", HEAD.replace("p = 0.05", "p = 1.5")),
+        2,
+        "p = 1.5 is outside (0, 1]",
+    );
+    refused(
+        "p-zero",
+        &format!("{}{STEPS}", HEAD.replace("p = 0.05", "p = 0")),
+        2,
+        "p = 0 is outside (0, 1]",
+    );
     let text = format!("{HEAD}[[fiber]]\nfrom = \"s\"\nto = \"A\"\np = -0.1\n{STEPS}");
-    refused("fiber-p", &text, 17, "p of fiber s -> A = -0.1 is outside (0, 1]");
+    refused(
+        "fiber-p",
+        &text,
+        17,
+        "p of fiber s -> A = -0.1 is outside (0, 1]",
+    );
 }
 
 #[test]
 fn negative_beta_is_refused() {
-    refused("beta-area", &format!("{}{STEPS}", HEAD.replace("beta = 0.05", "beta = -0.05")), 13, "beta of area \"A\" = -0.05");
+    refused(
+        "beta-area",
+        &format!("{}{STEPS}", HEAD.replace("beta = 0.05", "beta = -0.05")),
+        13,
+        "beta of area \"A\" = -0.05",
+    );
     let text = format!("{HEAD}{STEPS}[[step]]\nset_beta = {{ from = \"A\", to = \"A\", beta = -1 }}\nfire = {{ A = [\"A\"] }}\n");
     refused("beta-set", &text, 22, "set_beta A -> A = -1 is invalid");
 }
@@ -158,22 +242,53 @@ fn negative_beta_is_refused() {
 #[test]
 fn firing_from_an_area_without_winners_is_refused() {
     let text = format!("{HEAD}\n[[step]]\nfire = {{ s = [\"A\"], A = [\"A\"] }}\n");
-    refused("no-winners", &text, 16, "area \"A\" fires, but it has no winners");
+    refused(
+        "no-winners",
+        &text,
+        16,
+        "area \"A\" fires, but it has no winners",
+    );
     // A fixed area does not get winners by being a target.
     let text = format!("{HEAD}[[step]]\nfix = [\"A\"]\nfire = {{ s = [\"A\"] }}\n[[step]]\nfire = {{ A = [\"A\"] }}\n");
     refused("fixed-no-winners", &text, 18, "has no winners");
     let text = format!("{HEAD}[[step]]\nsubsample = {{ area = \"A\", fraction = 0.5 }}\nfire = {{ s = [\"A\"] }}\n");
-    refused("subsample-no-winners", &text, 15, "cannot subsample area \"A\"");
+    refused(
+        "subsample-no-winners",
+        &text,
+        15,
+        "cannot subsample area \"A\"",
+    );
 }
 
 #[test]
 fn other_impossible_schedules_are_refused() {
-    refused("repeat-zero", &format!("{HEAD}{}", STEPS.replace("repeat = 9", "repeat = 0")), 19, "repeat = 0");
-    refused("empty-step", &format!("{HEAD}{STEPS}[[step]]\nlabel = \"nothing\"\n"), 21, "does nothing");
+    refused(
+        "repeat-zero",
+        &format!("{HEAD}{}", STEPS.replace("repeat = 9", "repeat = 0")),
+        19,
+        "repeat = 0",
+    );
+    refused(
+        "empty-step",
+        &format!("{HEAD}{STEPS}[[step]]\nlabel = \"nothing\"\n"),
+        21,
+        "does nothing",
+    );
     refused("no-steps", HEAD, 1, "no [[step]] entries");
-    let text = format!("{}[[area]]\nname = \"s\"\nn = 100\nk = 10\nbeta = 0.1\n{STEPS}", HEAD);
+    let text = format!(
+        "{}[[area]]\nname = \"s\"\nn = 100\nk = 10\nbeta = 0.1\n{STEPS}",
+        HEAD
+    );
     refused("duplicate-name", &text, 15, "already used");
-    refused("bad-engine", &format!("{}{STEPS}", HEAD.replace("beta = 0.05", "beta = 0.05\nengine = \"magic\"")), 14, "unknown variant `magic`");
+    refused(
+        "bad-engine",
+        &format!(
+            "{}{STEPS}",
+            HEAD.replace("beta = 0.05", "beta = 0.05\nengine = \"magic\"")
+        ),
+        14,
+        "unknown variant `magic`",
+    );
     let text = format!("{HEAD}{STEPS}[[step]]\nactivate = {{ area = \"A\", index = 100 }}\n");
     refused("activate-too-far", &text, 22, "activate index 100");
 }
@@ -181,37 +296,85 @@ fn other_impossible_schedules_are_refused() {
 #[test]
 fn bad_storage_formats_are_refused() {
     let text = HEAD.replace("seed = 7", "seed = 7\nformat = \"fast\"");
-    refused("format-name", &format!("{text}{STEPS}"), 4, "unknown format \"fast\"");
+    refused(
+        "format-name",
+        &format!("{text}{STEPS}"),
+        4,
+        "unknown format \"fast\"",
+    );
     let text = HEAD.replace("seed = 7", "seed = 7\nformat = { weights = \"f8\" }");
-    refused("format-weights", &format!("{text}{STEPS}"), 4, "format: invalid parameter weights = \"f8\"");
+    refused(
+        "format-weights",
+        &format!("{text}{STEPS}"),
+        4,
+        "format: invalid parameter weights = \"f8\"",
+    );
     let text = HEAD.replace("seed = 7", "seed = 7\nformat = { weight = \"f16\" }");
-    refused("format-key", &format!("{text}{STEPS}"), 4, "unknown field `weight`");
+    refused(
+        "format-key",
+        &format!("{text}{STEPS}"),
+        4,
+        "unknown field `weight`",
+    );
     let text = format!("{HEAD}[[fiber]]\nfrom = \"A\"\nto = \"A\"\nformat = \"auto\"\n{STEPS}");
-    refused("format-lazy-fiber", &text, 17, "applies only to fibers between two explicit areas");
+    refused(
+        "format-lazy-fiber",
+        &text,
+        17,
+        "applies only to fibers between two explicit areas",
+    );
 }
 
 #[test]
 fn an_explicit_area_reports_its_storage_format() {
     let d = Dir::new("explicit");
-    let text = HEAD.replace("beta = 0.05", "beta = 0.05\nengine = \"explicit\"").replace("n = 10_000", "n = 4_000");
+    let text = HEAD
+        .replace("beta = 0.05", "beta = 0.05\nengine = \"explicit\"")
+        .replace("n = 10_000", "n = 4_000");
     let text = format!("{text}[[fiber]]\nfrom = \"A\"\nto = \"A\"\nformat = {{ weights = \"log-u8\", indices = \"u16\" }}\n{STEPS}");
     let f = d.write("exp.toml", &text);
     let out = d.out();
-    let o = kcap(&["run", f.to_str().unwrap(), "-o", out.to_str().unwrap()], &d.0);
+    let o = kcap(
+        &["run", f.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &d.0,
+    );
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("A -> A") && o.stdout.contains("log-u8"), "{}", o.stdout);
-    let r: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert!(
+        o.stdout.contains("A -> A") && o.stdout.contains("log-u8"),
+        "{}",
+        o.stdout
+    );
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let fib = &r["fibers"][0];
-    assert!(fib["format"].as_str().unwrap().starts_with("log-u8/u16"), "{fib}");
+    assert!(
+        fib["format"].as_str().unwrap().starts_with("log-u8/u16"),
+        "{fib}"
+    );
     assert!(fib["synapses"].as_u64().unwrap() > 100_000, "{fib}");
     assert_eq!(r["steps"].as_array().unwrap().len(), 10);
 }
 
 #[test]
 fn malformed_toml_is_refused_with_its_line() {
-    refused("malformed", &format!("{HEAD}[[step]\nfire = {{ s = [\"A\"] }}\n"), 14, "");
-    refused("wrong-type", &format!("{}{STEPS}", HEAD.replace("n = 10_000", "n = \"many\"")), 11, "invalid type");
-    refused("missing-field", &format!("{}{STEPS}", HEAD.replace("size = 100\n", "")), 5, "missing field `size`");
+    refused(
+        "malformed",
+        &format!("{HEAD}[[step]\nfire = {{ s = [\"A\"] }}\n"),
+        14,
+        "",
+    );
+    refused(
+        "wrong-type",
+        &format!("{}{STEPS}", HEAD.replace("n = 10_000", "n = \"many\"")),
+        11,
+        "invalid type",
+    );
+    refused(
+        "missing-field",
+        &format!("{}{STEPS}", HEAD.replace("size = 100\n", "")),
+        5,
+        "missing field `size`",
+    );
 }
 
 #[test]
@@ -220,9 +383,16 @@ fn unwritable_output_folder_is_refused_before_running() {
     let f = d.write("exp.toml", &format!("{HEAD}{STEPS}"));
     let blocker = d.write("blocker", "a file, not a folder");
     let out = blocker.join("out");
-    let o = kcap(&["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()], &d.0);
+    let o = kcap(
+        &["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &d.0,
+    );
     assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(o.stderr.contains("cannot write to output folder"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("cannot write to output folder"),
+        "{}",
+        o.stderr
+    );
     assert!(o.stdout.is_empty(), "nothing should run: {}", o.stdout);
 }
 
@@ -233,37 +403,63 @@ fn runtime_errors_name_the_step_and_exit_1() {
                 [[step]]\nfire = { s = [\"A\"] }\n[[step]]\nlabel = \"grow\"\nrepeat = 5\nfire = { s = [\"A\"], A = [\"A\"] }\n";
     let f = d.write("small.toml", text);
     let out = d.out();
-    let o = kcap(&["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()], &d.0);
+    let o = kcap(
+        &["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &d.0,
+    );
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stderr.contains("too small"), "{}", o.stderr);
-    assert!(o.stderr.contains("(\"grow\", line 13)") && o.stderr.contains("step "), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("(\"grow\", line 13)") && o.stderr.contains("step "),
+        "{}",
+        o.stderr
+    );
     assert!(files_in(&out).is_empty(), "{:?}", files_in(&out));
 }
 
 #[test]
 fn a_small_run_writes_json_and_png() {
     let d = Dir::new("small-run");
-    let text = format!("name = \"tiny\"\n{}{STEPS}", HEAD.replace("beta = 0.05", "beta = 0.05\nsave_winners = true"));
+    let text = format!(
+        "name = \"tiny\"\n{}{STEPS}",
+        HEAD.replace("beta = 0.05", "beta = 0.05\nsave_winners = true")
+    );
     let f = d.write("exp.toml", &text);
     // Default output folder: out/<name>, relative to the working folder.
     let o = kcap(&["run", f.to_str().unwrap()], &d.0);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stderr.is_empty(), "no progress bar when stdout is not a terminal: {}", o.stderr);
-    assert!(o.stdout.contains("support") && o.stdout.contains("last-two overlap"), "{}", o.stdout);
+    assert!(
+        o.stderr.is_empty(),
+        "no progress bar when stdout is not a terminal: {}",
+        o.stderr
+    );
+    assert!(
+        o.stdout.contains("support") && o.stdout.contains("last-two overlap"),
+        "{}",
+        o.stdout
+    );
     let out = d.0.join("out/tiny");
     let mut files = files_in(&out);
     files.sort();
-    assert_eq!(files.len(), 2, "only the two result files, no temporaries: {files:?}");
+    assert_eq!(
+        files.len(),
+        2,
+        "only the two result files, no temporaries: {files:?}"
+    );
     let png = std::fs::read(out.join("support.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
-    let r: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["experiment"]["name"], "tiny");
     assert_eq!(r["experiment"]["config"]["area"][0]["k"], 100);
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 10);
     assert_eq!(steps[0]["areas"]["A"]["support"], 100);
     assert_eq!(steps[0]["areas"]["A"]["first_winners"], 100);
-    assert_eq!(steps[9]["areas"]["A"]["winners"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        steps[9]["areas"]["A"]["winners"].as_array().unwrap().len(),
+        100
+    );
     assert_eq!(steps[9]["entry"], 2);
     assert_eq!(steps[9]["repetition"], 9);
     let a = &r["summary"]["areas"][0];
@@ -278,16 +474,36 @@ fn a_small_run_writes_json_and_png() {
 #[test]
 fn same_seed_same_winners_with_any_thread_count() {
     let d = Dir::new("determinism");
-    let text = format!("{}{STEPS}", HEAD.replace("seed = 7", "seed = 7\nsave_winners = true"));
+    let text = format!(
+        "{}{STEPS}",
+        HEAD.replace("seed = 7", "seed = 7\nsave_winners = true")
+    );
     let f = d.write("exp.toml", &text);
     let mut runs = Vec::new();
     for (i, threads) in ["1", "2", "1"].iter().enumerate() {
         let out = d.0.join(format!("o{i}"));
-        let o = kcap(&["run", f.to_str().unwrap(), "-o", out.to_str().unwrap(), "-j", threads, "-q"], &d.0);
+        let o = kcap(
+            &[
+                "run",
+                f.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "-j",
+                threads,
+                "-q",
+            ],
+            &d.0,
+        );
         assert_eq!(o.code, 0, "{}", o.stderr);
         assert!(o.stdout.is_empty(), "--quiet prints nothing: {}", o.stdout);
-        let r: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-        let w: Vec<Value> = r["steps"].as_array().unwrap().iter().map(|s| s["areas"].clone()).collect();
+        let r: Value =
+            serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        let w: Vec<Value> = r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["areas"].clone())
+            .collect();
         runs.push(w);
     }
     assert_eq!(runs[0], runs[1]);
@@ -307,17 +523,41 @@ fn every_example_file_is_valid() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    for needed in ["project-1e6", "completion-1e5", "merge-1e5", "lazy-1e9", "explicit-250k", "association"] {
-        assert!(files.iter().any(|f| f.file_stem().unwrap() == needed), "examples/{needed}.toml missing");
+    for needed in [
+        "project-1e6",
+        "completion-1e5",
+        "merge-1e5",
+        "lazy-1e9",
+        "explicit-250k",
+        "association",
+    ] {
+        assert!(
+            files.iter().any(|f| f.file_stem().unwrap() == needed),
+            "examples/{needed}.toml missing"
+        );
     }
     let mut args = vec!["check".to_string()];
     args.extend(files.iter().map(|f| f.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = kcap(&args, &examples_dir());
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_eq!(o.stdout.lines().filter(|l| l.contains(": ok")).count(), files.len(), "{}", o.stdout);
-    for (name, steps) in [("project-1e6", 25), ("completion-1e5", 30), ("merge-1e5", 51), ("lazy-1e9", 25)] {
-        let line = o.stdout.lines().find(|l| l.contains(&format!("{name}.toml"))).unwrap();
+    assert_eq!(
+        o.stdout.lines().filter(|l| l.contains(": ok")).count(),
+        files.len(),
+        "{}",
+        o.stdout
+    );
+    for (name, steps) in [
+        ("project-1e6", 25),
+        ("completion-1e5", 30),
+        ("merge-1e5", 51),
+        ("lazy-1e9", 25),
+    ] {
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!("{name}.toml")))
+            .unwrap();
         assert!(line.ends_with(&format!(" {steps} steps")), "{line}");
     }
 }
@@ -325,7 +565,12 @@ fn every_example_file_is_valid() {
 #[test]
 fn help_is_complete() {
     let here = std::env::temp_dir();
-    for args in [vec!["--help"], vec!["run", "--help"], vec!["check", "--help"], vec!["bench", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check", "--help"],
+        vec!["bench", "--help"],
+    ] {
         let o = kcap(&args, &here);
         assert_eq!(o.code, 0, "{args:?}");
         assert!(o.stdout.contains("Examples:"), "{args:?}: {}", o.stdout);
@@ -345,11 +590,30 @@ fn bench_runs_a_scenario_and_refuses_unknown_ones() {
     let d = Dir::new("bench");
     let o = kcap(&["bench", "nope", "project-1e6"], &d.0);
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("unknown scenario \"nope\"") && o.stderr.contains("completion-1e5, merge-1e5, lazy-1e9"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("unknown scenario \"nope\"")
+            && o.stderr.contains("completion-1e5, merge-1e5, lazy-1e9"),
+        "{}",
+        o.stderr
+    );
     let json = d.0.join("b.json");
-    let o = kcap(&["bench", "completion-1e5", "--repeat", "2", "--json", json.to_str().unwrap()], &d.0);
+    let o = kcap(
+        &[
+            "bench",
+            "completion-1e5",
+            "--repeat",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &d.0,
+    );
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("completion-1e5") && o.stdout.contains("peak RSS"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("completion-1e5") && o.stdout.contains("peak RSS"),
+        "{}",
+        o.stdout
+    );
     let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let s = &r["scenarios"][0];
     assert_eq!(s["scenario"], "completion-1e5");
@@ -357,5 +621,8 @@ fn bench_runs_a_scenario_and_refuses_unknown_ones() {
     assert_eq!(s["total_seconds"].as_array().unwrap().len(), 2);
     assert_eq!(s["k"], 317);
     assert!(s["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
-    assert!(s["last_overlap"].as_u64().unwrap() > 250, "pattern completion recovers the assembly: {s}");
+    assert!(
+        s["last_overlap"].as_u64().unwrap() > 250,
+        "pattern completion recovers the assembly: {s}"
+    );
 }
