@@ -55,6 +55,7 @@ struct TopkState {
     u32 overflow;       // 1: more than k ids were emitted (a bug; checked by the host)
     u32 pad1[2];
     u32 hist[KCAP_BINS];
+    u32 shist[KCAP_BINS];  // sample histogram (top 11 key bits); zero between calls
 };
 
 struct TopkArgs {
@@ -78,7 +79,7 @@ struct TopkArgs {
 // The host mirrors both layouts (src/ops/topk.rs: field offsets of TopkState
 // are ST_* word indices there; the GPU tests read them back).
 static_assert(sizeof(TopkArgs) == 96, "TopkArgs layout is shared with Rust");
-static_assert(sizeof(TopkState) == 80 + 4 * KCAP_BINS, "TopkState layout is shared with Rust");
+static_assert(sizeof(TopkState) == 80 + 8 * KCAP_BINS, "TopkState layout is shared with Rust");
 
 __device__ __forceinline__ u32 kcap_lane() { return threadIdx.x & 31u; }
 
@@ -211,32 +212,61 @@ __device__ void kcap_topk_init(const TopkArgs& a) {
 
 // ---- sample: nsample strided value keys -------------------------------------
 // Block 0 also initialises the state (saves the init launch when sampling).
+// Every block histograms the top 11 bits of its samples' keys into
+// st->shist (round 1 of the threshold search, spread over the grid; the
+// threshold kernel reads and re-zeroes it).
+#define KCAP_SAMPLE_TOP (KCAP_VBITS - 11)
 __device__ void kcap_topk_sample(const TopkArgs& a) {
+    __shared__ u32 h[KCAP_BINS];
     if (blockIdx.x == 0) kcap_topk_init(a);
-    for (u32 s = blockIdx.x * blockDim.x + threadIdx.x; s < a.nsample; s += gridDim.x * blockDim.x) {
-        const u64 j = (u64)s * a.n / a.nsample;
-        a.sample[s] = kcap_vkey_at(a.values, j);
+    for (u32 i = threadIdx.x; i < KCAP_BINS; i += blockDim.x) h[i] = 0;
+    __syncthreads();
+    const u32 nsamp = (a.nsample + 31u) & ~31u;  // whole warps iterate together
+    for (u32 s = blockIdx.x * blockDim.x + threadIdx.x; s < nsamp; s += gridDim.x * blockDim.x) {
+        const bool valid = s < a.nsample;
+        u32 key = 0;
+        if (valid) {
+            key = kcap_vkey_at(a.values, (u64)s * a.n / a.nsample);
+            a.sample[s] = key;
+        }
+        kcap_warp_hist(valid, key >> KCAP_SAMPLE_TOP, h);
+    }
+    __syncthreads();
+    for (u32 i = threadIdx.x; i < KCAP_BINS; i += blockDim.x) {
+        if (h[i]) atomicAdd(&a.st->shist[i], h[i]);
     }
 }
 
 // ---- threshold: one block; the target-th largest sample key -----------------
+// Only affects speed: any threshold gives the exact result (the prefilter
+// checks that at least k elements pass it, else the passes read the input).
 __device__ void kcap_topk_threshold(const TopkArgs& a) {
     __shared__ u32 h[KCAP_BINS];
     __shared__ u32 scratch[1024];
     __shared__ u32 res[2];
-    u32 prefix = 0, kr = a.target;
-    // Digits from the top of the KCAP_VBITS-bit key: 11 + 5 bits (f16) or
-    // 11 + 11 + 10 bits (f32). Samples repeat a lot (f16 ties), so the
-    // histogram adds are aggregated per warp.
+    TopkState* st = a.st;
+    // Round 1 from the sample kernel's histogram of the top 11 bits.
+    for (u32 i = threadIdx.x; i < KCAP_BINS; i += blockDim.x) {
+        h[i] = __ldcg(&st->shist[i]);
+        st->shist[i] = 0;
+    }
+    __syncthreads();
+    u32 kr = a.target;
+    kcap_find_bin(h, KCAP_BINS, kr, scratch, res);
+    u32 prefix = res[0] << KCAP_SAMPLE_TOP;
+    kr -= res[1];
+    u32 hi = KCAP_SAMPLE_TOP;
+    __syncthreads();
+    // Then the remaining bits (5 for f16; 11 + 10 for f32) over the samples
+    // that share the prefix: few, so a warp without any skips the adds.
 #if KCAP_VBITS == 16
-    const int rounds = 2;
-    const u32 los[3] = {5, 0, 0};
+    const int rounds = 1;
+    const u32 los[2] = {0, 0};
 #else
-    const int rounds = 3;
-    const u32 los[3] = {21, 10, 0};
+    const int rounds = 2;
+    const u32 los[2] = {10, 0};
 #endif
-    u32 hi = KCAP_VBITS;
-    const u32 nsamp = (a.nsample + 31u) & ~31u;  // whole warps iterate together
+    const u32 nsamp = (a.nsample + 31u) & ~31u;
     for (int r = 0; r < rounds; ++r) {
         const u32 lo = los[r], width = hi - lo, nb = 1u << width;
         for (u32 i = threadIdx.x; i < KCAP_BINS; i += blockDim.x) h[i] = 0;
@@ -252,8 +282,8 @@ __device__ void kcap_topk_threshold(const TopkArgs& a) {
 #pragma unroll
             for (int u = 0; u < 8; ++u) {
                 const u32 s = s0 + u * blockDim.x;
-                const bool live = s < a.nsample && (hi >= 32 || (keys[u] >> hi) == (prefix >> hi));
-                kcap_warp_hist(live, (keys[u] >> lo) & (nb - 1), h);
+                const bool live = s < a.nsample && (keys[u] >> hi) == (prefix >> hi);
+                if (__any_sync(0xffffffffu, live)) kcap_warp_hist(live, (keys[u] >> lo) & (nb - 1), h);
             }
         }
         __syncthreads();
@@ -263,7 +293,7 @@ __device__ void kcap_topk_threshold(const TopkArgs& a) {
         hi = lo;
         __syncthreads();
     }
-    if (threadIdx.x == 0) a.st->thresh = prefix;
+    if (threadIdx.x == 0) st->thresh = prefix;
 }
 
 // ---- prefilter: one pass over the input, vkey >= thresh -> buffer 0 ----------

@@ -94,8 +94,9 @@ struct TopkArgs {
 unsafe impl DeviceRepr for TopkArgs {}
 const _: () = assert!(std::mem::size_of::<TopkArgs>() == 96);
 
-/// Words of `TopkState` (topk.cuh): 80 bytes of fields, then the histogram.
-const STATE_WORDS: usize = 20 + 2048;
+/// Words of `TopkState` (topk.cuh): 80 bytes of fields, then the pass
+/// histogram and the sample histogram (which must start zeroed).
+const STATE_WORDS: usize = 20 + 2 * 2048;
 const ST_FINISHED: usize = 10;
 const ST_OUT_COUNT: usize = 14;
 const ST_PREFILTER_OK: usize = 16;
