@@ -24,7 +24,12 @@ INC="$DEST/nvidia/cu13/include"
 if [ ! -e "$LIB/libnvrtc.so.13" ] || [ ! -e "$INC/cuda_fp16.h" ]; then
     echo "nvrtc-setup: installing nvidia-cuda-nvrtc==$NVRTC_VER nvidia-cuda-runtime==$RUNTIME_VER into $DEST" >&2
     mkdir -p "$DEST"
-    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+    # pip from a virtual environment of its own: a system Python may refuse
+    # installs (PEP 668, "externally managed").
+    if [ ! -x "$DEST/venv/bin/python" ]; then
+        "$PY" -m venv "$DEST/venv" >&2
+    fi
+    "$DEST/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
         --target "$DEST" "nvidia-cuda-nvrtc==$NVRTC_VER" "nvidia-cuda-runtime==$RUNTIME_VER" >&2
 fi
 if [ ! -e "$LIB/libnvrtc.so.13" ]; then

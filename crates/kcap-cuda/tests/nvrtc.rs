@@ -9,7 +9,8 @@ use kcap_cuda::kernels::{self, MODULES};
 /// harness does not capture, so a skipped check is visible in every run.
 fn skip(test: &str, why: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
+    // One write, so the line is not interleaved with the harness's output.
+    let _ = std::io::stderr().write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
 }
 
 fn nvrtc_or_skip(test: &str) -> bool {

@@ -309,7 +309,7 @@ fn launch(
         ib: plan.ib,
         k: k as u32,
         cap: plan.cap as u32,
-        aligned: u32::from(ids.is_none() && values % 16 == 0),
+        aligned: u32::from(ids.is_none() && values & 15 == 0),
         buf0: ws.buf0.device_ptr(s).0,
         buf1: ws.buf1.device_ptr(s).0,
         out: ws.out.device_ptr(s).0,
