@@ -1,5 +1,5 @@
 //! Typed errors of the CUDA backend. Each message says what failed and what
-//! to do about it; [`Error`] converts into [`kcap::KcapError`] for callers
+//! to do about it; [`Error`](enum@Error) converts into [`kcap::KcapError`] for callers
 //! that speak the library's error type.
 
 use thiserror::Error;
