@@ -374,6 +374,7 @@ fn find_hits_few<const N: usize>(ev: &[u16], cands: &[(u128, u32)], start: u32, 
 /// applies learned corrections, and offers each sub-range's best candidates
 /// to `acc`. With `record`, the firing sources (slots) of every offered
 /// candidate are stored with it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan_block(
     fibers: &[FiringFiber],
     n: u64,

@@ -7,7 +7,7 @@
 //! random stream, so a step walks the target blocks — in parallel, one
 //! block per task — and in each generates the events of all firing rows,
 //! accumulates integer counts in a block-sized buffer, adds the learned
-//! corrections of that block and keeps a running top-k ([`aggregate`]).
+//! corrections of that block and keeps a running top-k (`aggregate.rs`).
 //! Work per step is proportional to the synaptic events (firing rows × n·p,
 //! plus one stream start per (row, block)); memory is one block buffer and
 //! O(k) candidates per thread, whatever n. Only potentiated synapses are
@@ -122,6 +122,9 @@ pub struct MemoryEstimate {
 /// scanned without recording sources (the event list costs 2 bytes per
 /// event); the Hebbian update then regenerates the winners' blocks.
 pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 22;
+
+/// A potentiation to apply: (fiber index in plan order, target block, learned key).
+type Update = (usize, u64, u64);
 
 /// Regeneration share (of a full step) above which recording pays: the
 /// measured cost of recording relative to generating, about 0.3.
@@ -506,7 +509,7 @@ impl ProceduralState {
         srcs.enumerate()
             .filter_map(|(i, src)| {
                 let beta = v.model.beta(src, t);
-                (beta > 0.0).then(|| (i, src, (1.0 + beta) as f32, cap))
+                (beta > 0.0).then_some((i, src, (1.0 + beta) as f32, cap))
             })
             .collect()
     }
@@ -583,7 +586,7 @@ impl ProceduralState {
                 _ => groups.push((b, vec![l])),
             }
         }
-        let found: Vec<(Vec<(usize, u64, u64)>, u64)> = groups
+        let found: Vec<(Vec<Update>, u64)> = groups
             .par_iter()
             .map(|(b, locals)| {
                 let mut bits = vec![0u64; BLOCK as usize / 64];

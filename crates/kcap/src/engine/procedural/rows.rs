@@ -144,6 +144,7 @@ pub fn block_targets_ref(row: u64, b: u64, len: u32, c: f64, mut f: impl FnMut(u
 /// (connection probability `p`, target area of `n_tgt` neurons) that land in
 /// target block `block`, calling `f(target id)` in increasing order. The
 /// whole row is the concatenation over `block in 0..block_count(n_tgt)`.
+#[allow(clippy::too_many_arguments)]
 pub fn row_targets(
     seed: u64,
     src: Source,
@@ -175,7 +176,7 @@ const SLOW: u16 = u16::MAX;
 /// The skip `floor(ln_fast(u)·c)` is a non-increasing step function of the
 /// draw's top bits. The table has one entry per bin of the top `bits` bits
 /// of the 64-bit word; where the skip is the same at both ends of a bin (so,
-/// by monotonicity, everywhere inside) the entry holds it, else [`SLOW`].
+/// by monotonicity, everywhere inside) the entry holds it, else a "slow" mark.
 /// Bins that contain a √2·2⁻ᵉ point — where `ln_fast` switches branches and
 /// could be off monotone by an ulp — are always slow, as are skips ≥ 65535.
 /// Exactness against [`block_targets_ref`] is tested.
