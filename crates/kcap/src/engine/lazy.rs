@@ -121,7 +121,7 @@ impl Batch {
 }
 
 /// Newborns per batch: the unit of parallel work in phase 2.
-const BATCH: usize = 256;
+const BATCH: usize = 64;
 
 /// A target that grows in this step, with the plan that fed it.
 pub struct Growth<'a> {
@@ -286,7 +286,7 @@ impl LazyState {
         }
         // Phase 2: draw every newborn's synapses, in parallel batches.
         let born: Vec<Vec<Batch>> = growth
-            .iter()
+            .par_iter()
             .map(|g| {
                 let firing_bits: Vec<Option<Vec<u64>>> = (0..n_areas)
                     .map(|a| {
@@ -584,7 +584,7 @@ fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
             }
         }
     };
-    if total < 1 << 16 {
+    if total < 1 << 13 {
         rows.chunks_mut(CHUNK)
             .enumerate()
             .for_each(|(c, ch)| work(c, ch));
