@@ -7,7 +7,7 @@ results and ``run(experiment_file)``. See docs/python.md.
 """
 
 import os
-from typing import Any, Iterable, Iterator, Literal, Mapping, Optional, SupportsIndex, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, SupportsIndex, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -101,13 +101,18 @@ class Brain:
         *,
         engine: Literal["lazy", "explicit", "procedural"] = "lazy",
         weights: Optional[Literal["f32", "f16", "bf16", "log-u8", "bit", "auto"]] = None,
-        indices: Optional[Literal["u32", "u16", "auto"]] = None,
+        indices: Optional[Literal["u32", "u16"]] = None,
         rounding: Optional[Literal["nearest", "stochastic"]] = None,
     ) -> None:
         """An area of ``n`` neurons, ``k`` winners per step, default
-        plasticity ``beta``. Unknown engine/format values raise
-        InvalidParameterError (ValueError) listing the accepted ones; known
-        ones not in this build raise NotAvailableError."""
+        plasticity ``beta``. Storage formats (``weights``, ``indices``,
+        ``rounding``; ``weights="auto"`` for the planner) apply to the stored
+        fibers of explicit areas and raise ValueError for lazy ones. Unknown
+        engine/format values raise InvalidParameterError (ValueError) listing
+        the accepted ones; known ones not in this build raise NotAvailableError."""
+    def memory_report(self) -> List[Dict[str, Any]]:
+        """Per stored fiber: from, to, format, synapses, bytes,
+        predicted_bytes, reference_bytes, reasons."""
     def add_explicit_area(
         self,
         area_name: str,

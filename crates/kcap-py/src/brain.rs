@@ -40,9 +40,9 @@ pub fn available_engines() -> Vec<&'static str> {
 }
 
 /// Storage formats (the formats issue); only the first of each exists yet.
-const WEIGHTS: (&[&str], &[&str]) = (&["f32"], &["f16", "bf16", "log-u8", "bit", "auto"]);
-const INDICES: (&[&str], &[&str]) = (&["u32"], &["u16", "auto"]);
-const ROUNDING: (&[&str], &[&str]) = (&["nearest"], &["stochastic"]);
+const WEIGHTS: (&[&str], &[&str]) = (&["f32", "f16", "bf16", "log-u8", "bit", "auto"], &[]);
+const INDICES: (&[&str], &[&str]) = (&["u32", "u16"], &[]);
+const ROUNDING: (&[&str], &[&str]) = (&["nearest", "stochastic"], &[]);
 
 /// A simulated brain: areas of n neurons of which k fire per step, stimuli,
 /// random connectivity of probability p and Hebbian plasticity.
@@ -295,10 +295,52 @@ impl PyBrain {
         check_choice("rounding", rounding.unwrap_or("nearest"), ROUNDING.0, ROUNDING.1)?;
         let n = count(n, "n")?;
         let save = self.save_winners;
+        let given = weights.is_some() || indices.is_some() || rounding.is_some();
+        if given && engine != EngineKind::Explicit {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "add_area({area_name:?}): storage formats (weights=, indices=, rounding=) apply to explicit areas \
+                 (engine=\"explicit\"); lazy areas store f32 weights"
+            )));
+        }
+        let choice = if weights == Some("auto") {
+            kcap::FormatChoice::Auto
+        } else {
+            kcap::FormatChoice::Fixed(kcap::FiberFormat {
+                weights: weights.unwrap_or("f32").parse().py_err()?,
+                indices: indices.unwrap_or("u32").parse().py_err()?,
+                rounding: rounding.unwrap_or("nearest").parse().py_err()?,
+                ..Default::default()
+            })
+        };
         let b = self.inner_mut()?;
-        b.add_area_with(area_name, n, k, beta, engine).py_err()?;
+        let previous = b.default_format();
+        if given {
+            b.set_default_format(choice);
+        }
+        let added = b.add_area_with(area_name, n, k, beta, engine);
+        b.set_default_format(previous);
+        added.py_err()?;
         b.record_winners(area_name, save).py_err()?;
         Ok(())
+    }
+
+    /// Per stored fiber: format, synapses, bytes held, predicted and
+    /// reference bytes, and the planner's reasons (list of dicts).
+    fn memory_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let out = pyo3::types::PyList::empty(py);
+        for f in self.inner()?.memory_report() {
+            let d = PyDict::new(py);
+            d.set_item("from", &f.from)?;
+            d.set_item("to", &f.to)?;
+            d.set_item("format", &f.format)?;
+            d.set_item("synapses", f.synapses)?;
+            d.set_item("bytes", f.bytes)?;
+            d.set_item("predicted_bytes", f.predicted_bytes)?;
+            d.set_item("reference_bytes", f.reference_bytes)?;
+            d.set_item("reasons", f.reasons.clone())?;
+            out.append(d)?;
+        }
+        Ok(out)
     }
 
     /// An area whose connectivity is stored explicitly (the reference's

@@ -141,12 +141,6 @@ def test_saved_winners_stay_empty_unless_asked_and_start_when_switched_on(brain)
     assert len(brain.area_by_name["C"].saved_winners) == 1
 
 
-@pytest.mark.xfail(
-    reason="kcap library bug (reported): an area added after neurons fired gets no synapses from them, "
-    "and projecting into it from an older area panics in backend/cpu.rs",
-    raises=BaseException,
-    strict=False,
-)
 def test_areas_can_be_added_after_steps_as_in_the_reference(brain):
     brain.project({"s": ["A"]}, {})
     brain.add_area("C", N, K, BETA)

@@ -175,21 +175,34 @@ def test_add_explicit_area_builds_an_explicit_area():
 
 
 @pytest.mark.parametrize(
-    "keyword, value, error, text",
+    "keyword, value, text",
     [
-        ("weights", "f16", NotImplementedError, 'weights="f16" is not available in this build yet; available now: "f32"'),
-        ("weights", "f8", ValueError, 'unknown weights "f8": accepted values are "f32", "f16", "bf16", "log-u8", "bit", "auto"'),
-        ("indices", "u16", NotImplementedError, "not available"),
-        ("indices", "i8", ValueError, '"u32", "u16", "auto"'),
-        ("rounding", "stochastic", NotImplementedError, "not available"),
-        ("rounding", "up", ValueError, '"nearest", "stochastic"'),
+        ("weights", "f8", 'unknown weights "f8": accepted values are "f32", "f16", "bf16", "log-u8", "bit", "auto"'),
+        ("indices", "i8", '"u32", "u16"'),
+        ("rounding", "up", '"nearest", "stochastic"'),
     ],
 )
-def test_storage_format_keywords_are_validated(keyword, value, error, text):
+def test_storage_format_keywords_are_validated(keyword, value, text):
     b = kcap.Brain(0.1)
-    with pytest.raises(error, match=text.replace("(", r"\(")):
-        b.add_area("A", 1000, 10, 0.1, **{keyword: value})
-    b.add_area("A", 1000, 10, 0.1, weights="f32", indices="u32", rounding="nearest")
+    with pytest.raises(ValueError, match=text.replace("(", r"\(")):
+        b.add_area("A", 1000, 10, 0.1, engine="explicit", **{keyword: value})
+    with pytest.raises(ValueError, match="apply to explicit areas"):
+        b.add_area("A", 1000, 10, 0.1, weights="f16")
+    assert "A" not in b.area_by_name
+
+
+def test_storage_formats_of_explicit_areas_and_memory_report():
+    b = kcap.Brain(0.05, seed=3)
+    b.add_stimulus("s", 50)
+    b.add_area("E", 5000, 50, 0.05, engine="explicit", weights="log-u8", indices="u16")
+    b.add_area("F", 5000, 50, 0.05, engine="explicit", weights="bf16", rounding="stochastic")
+    rep = {(f["from"], f["to"]): f for f in b.memory_report()}
+    assert rep[("E", "E")]["format"].startswith("log-u8/u16/csr")
+    assert rep[("F", "F")]["format"].startswith("bf16/u32/csr/stochastic")
+    assert rep[("E", "E")]["bytes"] < rep[("E", "E")]["reference_bytes"] / 2
+    b.project({"s": ["E"]}, {})
+    b.project({"s": ["E"]}, {"E": ["E", "F"]})
+    assert len(b.area_by_name["F"].winners) == 50
 
 
 def test_invalid_winner_assignments(trained):

@@ -396,6 +396,11 @@ impl Brain {
             .collect()
     }
 
+    /// The default storage format of fibers between explicit areas.
+    pub fn default_format(&self) -> FormatChoice {
+        self.opts.format
+    }
+
     /// Sets the default storage format of fibers between explicit areas
     /// created from now on.
     pub fn set_default_format(&mut self, f: FormatChoice) {
