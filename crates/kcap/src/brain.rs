@@ -367,6 +367,14 @@ impl Brain {
         bytes as u64
     }
 
+    /// Existing neurons and current winners of every area, as the engine reads them.
+    fn snapshot(&self) -> (Vec<u64>, Vec<Vec<u32>>) {
+        (
+            self.exist(),
+            self.areas.iter().map(|s| s.winners.clone()).collect(),
+        )
+    }
+
     /// `exist()` while area `id` is being added (its state not pushed yet).
     fn exist_with(&self, id: usize) -> Vec<u64> {
         (0..id)
@@ -484,7 +492,8 @@ impl Brain {
         })?;
         // Every existing neuron (all n of an explicit area) gets its synapses.
         let exist = self.exist();
-        self.lazy.add_stimulus(&self.model, self.opts.seed, id, &exist);
+        self.lazy
+            .add_stimulus(&self.model, self.opts.seed, id, &exist);
         Ok(id)
     }
 
@@ -665,16 +674,8 @@ impl Brain {
                 areas: vec![],
             };
             let zeros = vec![0u64; (end - w) as usize];
-            let support = self.exist();
-            let winners: Vec<Vec<u32>> = self.areas.iter().map(|s| s.winners.clone()).collect();
-            let view = View {
-                model: &self.model,
-                seed: self.opts.seed,
-                step: self.step,
-                tail: self.opts.tail,
-                support: &support,
-                winners: &winners,
-            };
+            let (support, winners) = self.snapshot();
+            let view = view_of(&self.model, &self.opts, self.step, &support, &winners);
             let g = Growth {
                 target: a,
                 plan: &plan,
@@ -749,16 +750,8 @@ impl Brain {
     pub fn project(&mut self, proj: &Projection) -> Result<()> {
         let plans = self.plan(proj)?;
         self.step += 1;
-        let support = self.exist();
-        let winners: Vec<Vec<u32>> = self.areas.iter().map(|s| s.winners.clone()).collect();
-        let view = View {
-            model: &self.model,
-            seed: self.opts.seed,
-            step: self.step,
-            tail: self.opts.tail,
-            support: &support,
-            winners: &winners,
-        };
+        let (support, winners) = self.snapshot();
+        let view = view_of(&self.model, &self.opts, self.step, &support, &winners);
         let trace = std::env::var_os("KCAP_TRACE").is_some();
         let t0 = std::time::Instant::now();
         // Phase 1: selection for every non-fixed target (parallel over targets).
@@ -925,5 +918,23 @@ fn resolve_format(
             let pl = plan_format(&shape);
             (pl.format, pl.reasons)
         }
+    }
+}
+
+/// The engine's view of a brain at a step.
+fn view_of<'a>(
+    model: &'a Model,
+    opts: &BrainOptions,
+    step: u64,
+    support: &'a [u64],
+    winners: &'a [Vec<u32>],
+) -> View<'a> {
+    View {
+        model,
+        seed: opts.seed,
+        step,
+        tail: opts.tail,
+        support,
+        winners,
     }
 }
