@@ -6,19 +6,47 @@ fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "small".into());
     let seeds: u64 = std::env::args().nth(2).map_or(3, |s| s.parse().unwrap());
     let sc = match which.as_str() {
-        "small" => Scenario { name: which.clone(), n: 20_000, k: 200, p: 0.02, beta: 0.05, steps: 25 },
-        "small-beta" => Scenario { name: which.clone(), n: 20_000, k: 200, p: 0.02, beta: 0.001, steps: 50 },
-        "explicit-250k" => Scenario { name: which.clone(), n: 250_000, k: 500, p: 0.01, beta: 0.05, steps: 25 },
+        "small" => Scenario {
+            name: which.clone(),
+            n: 20_000,
+            k: 200,
+            p: 0.02,
+            beta: 0.05,
+            steps: 25,
+        },
+        "small-beta" => Scenario {
+            name: which.clone(),
+            n: 20_000,
+            k: 200,
+            p: 0.02,
+            beta: 0.001,
+            steps: 50,
+        },
+        "explicit-250k" => Scenario {
+            name: which.clone(),
+            n: 250_000,
+            k: 500,
+            p: 0.01,
+            beta: 0.05,
+            steps: 25,
+        },
         other => panic!("unknown scenario {other}"),
     };
     let seeds: Vec<u64> = (1..=seeds).collect();
     let rows = report(&sc, &standard_formats(), &seeds).expect("report");
-    println!("scenario {} (n={}, k={}, p={}, beta={}, {} steps), seeds {:?}", sc.name, sc.n, sc.k, sc.p, sc.beta, sc.steps, seeds);
-    println!("{:<18} {:>9} {:>13} {:>16} {:>15} {:>10}", "format", "B/synapse", "agreement", "support (ref)", "final overlap", "learning");
+    println!(
+        "scenario {} (n={}, k={}, p={}, beta={}, {} steps), seeds {:?}",
+        sc.name, sc.n, sc.k, sc.p, sc.beta, sc.steps, seeds
+    );
+    println!(
+        "{:<18} {:>9} {:>13} {:>16} {:>15} {:>10}",
+        "format", "B/synapse", "agreement", "support (ref)", "final overlap", "learning"
+    );
     for f in standard_formats() {
         let r: Vec<_> = rows.iter().filter(|r| r.format == f.0).collect();
         let n = r.len() as f64;
-        let mean = |g: &dyn Fn(&kcap::accuracy::Row) -> f64| r.iter().map(|x| g(x)).sum::<f64>() / n;
+        let mean =
+            |g: &dyn Fn(&kcap::accuracy::Row) -> f64| r.iter().map(|x| g(x)).sum::<f64>() / n;
         println!(
             "{:<18} {:>9.3} {:>12.1}% {:>8.0} ({:>5.0}) {:>14.1}% {:>10.3}",
             f.0,

@@ -22,13 +22,17 @@ fn main() {
     b.set_default_format(choice);
     b.set_planned_steps(Some(25));
     b.add_stimulus("s", 500).unwrap();
-    b.add_area_with("A", 250_000, 500, 0.05, EngineKind::Explicit).unwrap();
+    b.add_area_with("A", 250_000, 500, 0.05, EngineKind::Explicit)
+        .unwrap();
     b.record_winners("A", true).unwrap();
     let gen = t0.elapsed();
     ops::project_rounds(&mut b, "s", "A", 25).unwrap();
     let total = t0.elapsed();
     let h = &b.area("A").unwrap().history;
-    let ov = ops::overlap(h[23].winners.as_ref().unwrap(), h[24].winners.as_ref().unwrap());
+    let ov = ops::overlap(
+        h[23].winners.as_ref().unwrap(),
+        h[24].winners.as_ref().unwrap(),
+    );
     let rep = &b.memory_report()[0];
     println!(
         "{arg}: format {} | generate {:.2?} | 25 steps {:.2?} | total {:.2?} | {:.3} B/synapse ({} synapses) | support {} overlap {ov} | peak RSS {:.2} GB",

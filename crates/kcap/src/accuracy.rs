@@ -59,13 +59,25 @@ fn simulate(sc: &Scenario, seed: u64, f: FormatChoice) -> Result<Outcome> {
     b.add_area_with("A", sc.n, sc.k, sc.beta, EngineKind::Explicit)?;
     b.record_winners("A", true)?;
     ops::project_rounds(&mut b, "s", "A", sc.steps)?;
-    let trace: Vec<Vec<u32>> = b.area("A")?.history.iter().map(|h| h.winners.clone().unwrap_or_default()).collect();
-    let fiber = b.lazy_state().fibers[0][0].packed.as_ref().expect("explicit fiber");
+    let trace: Vec<Vec<u32>> = b
+        .area("A")?
+        .history
+        .iter()
+        .map(|h| h.winners.clone().unwrap_or_default())
+        .collect();
+    let fiber = b.lazy_state().fibers[0][0]
+        .packed
+        .as_ref()
+        .expect("explicit fiber");
     // Only rows of neurons that fired can hold learned weights.
     let mut fired: Vec<u32> = trace.iter().flatten().copied().collect();
     fired.sort_unstable();
     fired.dedup();
-    let learned: f64 = fired.iter().flat_map(|&i| fiber.row(i as usize)).map(|(_, w)| w as f64 - 1.0).sum();
+    let learned: f64 = fired
+        .iter()
+        .flat_map(|&i| fiber.row(i as usize))
+        .map(|(_, w)| w as f64 - 1.0)
+        .sum();
     let rep = &b.memory_report()[0];
     Ok(Outcome {
         trace,
@@ -76,14 +88,26 @@ fn simulate(sc: &Scenario, seed: u64, f: FormatChoice) -> Result<Outcome> {
 }
 
 /// Runs `formats` (label, choice) against the f32 reference on `seeds`.
-pub fn report(sc: &Scenario, formats: &[(String, FormatChoice)], seeds: &[u64]) -> Result<Vec<Row>> {
+pub fn report(
+    sc: &Scenario,
+    formats: &[(String, FormatChoice)],
+    seeds: &[u64],
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &seed in seeds {
-        let r = simulate(sc, seed, FormatChoice::Fixed(crate::format::FiberFormat::REFERENCE))?;
+        let r = simulate(
+            sc,
+            seed,
+            FormatChoice::Fixed(crate::format::FiberFormat::REFERENCE),
+        )?;
         for (label, f) in formats {
             let o = simulate(sc, seed, *f)?;
-            let agreement: Vec<f64> =
-                o.trace.iter().zip(&r.trace).map(|(a, b)| ops::overlap(a, b) as f64 / sc.k as f64).collect();
+            let agreement: Vec<f64> = o
+                .trace
+                .iter()
+                .zip(&r.trace)
+                .map(|(a, b)| ops::overlap(a, b) as f64 / sc.k as f64)
+                .collect();
             rows.push(Row {
                 scenario: sc.name.clone(),
                 format: label.clone(),
@@ -92,8 +116,15 @@ pub fn report(sc: &Scenario, formats: &[(String, FormatChoice)], seeds: &[u64]) 
                 agreement,
                 final_support: o.support,
                 reference_support: r.support,
-                final_overlap: ops::overlap(o.trace.last().unwrap_or(&vec![]), r.trace.last().unwrap_or(&vec![])),
-                learning_ratio: if r.learned > 0.0 { o.learned / r.learned } else { 1.0 },
+                final_overlap: ops::overlap(
+                    o.trace.last().unwrap_or(&vec![]),
+                    r.trace.last().unwrap_or(&vec![]),
+                ),
+                learning_ratio: if r.learned > 0.0 {
+                    o.learned / r.learned
+                } else {
+                    1.0
+                },
                 bytes_per_synapse: o.bytes_per_synapse,
             });
         }
@@ -104,21 +135,53 @@ pub fn report(sc: &Scenario, formats: &[(String, FormatChoice)], seeds: &[u64]) 
 /// The formats of the standard report, labelled.
 pub fn standard_formats() -> Vec<(String, FormatChoice)> {
     use crate::format::*;
-    let f = |w, i, r| FormatChoice::Fixed(FiberFormat { weights: w, indices: i, rounding: r, ..Default::default() });
+    let f = |w, i, r| {
+        FormatChoice::Fixed(FiberFormat {
+            weights: w,
+            indices: i,
+            rounding: r,
+            ..Default::default()
+        })
+    };
     vec![
-        ("f32/u16".into(), f(WeightFormat::F32, IndexFormat::U16, Rounding::Nearest)),
-        ("f16/nearest".into(), f(WeightFormat::F16, IndexFormat::U16, Rounding::Nearest)),
-        ("f16/stochastic".into(), f(WeightFormat::F16, IndexFormat::U16, Rounding::Stochastic)),
-        ("bf16/nearest".into(), f(WeightFormat::Bf16, IndexFormat::U16, Rounding::Nearest)),
-        ("bf16/stochastic".into(), f(WeightFormat::Bf16, IndexFormat::U16, Rounding::Stochastic)),
-        ("log-u8".into(), f(WeightFormat::LogU8, IndexFormat::U16, Rounding::Nearest)),
+        (
+            "f32/u16".into(),
+            f(WeightFormat::F32, IndexFormat::U16, Rounding::Nearest),
+        ),
+        (
+            "f16/nearest".into(),
+            f(WeightFormat::F16, IndexFormat::U16, Rounding::Nearest),
+        ),
+        (
+            "f16/stochastic".into(),
+            f(WeightFormat::F16, IndexFormat::U16, Rounding::Stochastic),
+        ),
+        (
+            "bf16/nearest".into(),
+            f(WeightFormat::Bf16, IndexFormat::U16, Rounding::Nearest),
+        ),
+        (
+            "bf16/stochastic".into(),
+            f(WeightFormat::Bf16, IndexFormat::U16, Rounding::Stochastic),
+        ),
+        (
+            "log-u8".into(),
+            f(WeightFormat::LogU8, IndexFormat::U16, Rounding::Nearest),
+        ),
         (
             "bit/bitmap".into(),
-            FormatChoice::Fixed(FiberFormat { weights: WeightFormat::Bit, layout: Layout::Bitmap, ..Default::default() }),
+            FormatChoice::Fixed(FiberFormat {
+                weights: WeightFormat::Bit,
+                layout: Layout::Bitmap,
+                ..Default::default()
+            }),
         ),
         (
             "fixed-point sums".into(),
-            FormatChoice::Fixed(FiberFormat { accumulator: Accumulator::Fixed, ..FiberFormat::REFERENCE }),
+            FormatChoice::Fixed(FiberFormat {
+                accumulator: Accumulator::Fixed,
+                ..FiberFormat::REFERENCE
+            }),
         ),
         ("auto".into(), FormatChoice::Auto),
     ]
@@ -133,15 +196,33 @@ mod tests {
     /// reference within 10% (the runs diverge, so totals differ by chance).
     #[test]
     fn stochastic_rounding_removes_bf16_drift() {
-        let sc = Scenario { name: "small-beta".into(), n: 5000, k: 100, p: 0.05, beta: 0.001, steps: 40 };
+        let sc = Scenario {
+            name: "small-beta".into(),
+            n: 5000,
+            k: 100,
+            p: 0.05,
+            beta: 0.001,
+            steps: 40,
+        };
         let fm = standard_formats();
-        let pick: Vec<_> = fm.into_iter().filter(|(l, _)| l.starts_with("bf16")).collect();
+        let pick: Vec<_> = fm
+            .into_iter()
+            .filter(|(l, _)| l.starts_with("bf16"))
+            .collect();
         let rows = report(&sc, &pick, &[1, 2]).unwrap();
         for r in &rows {
             if r.format == "bf16/nearest" {
-                assert!(r.learning_ratio < 0.01, "nearest should drop the updates: {}", r.learning_ratio);
+                assert!(
+                    r.learning_ratio < 0.01,
+                    "nearest should drop the updates: {}",
+                    r.learning_ratio
+                );
             } else {
-                assert!((r.learning_ratio - 1.0).abs() < 0.1, "stochastic should learn: {}", r.learning_ratio);
+                assert!(
+                    (r.learning_ratio - 1.0).abs() < 0.1,
+                    "stochastic should learn: {}",
+                    r.learning_ratio
+                );
             }
         }
     }

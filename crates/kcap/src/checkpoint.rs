@@ -30,11 +30,16 @@ pub const MAGIC: &[u8; 8] = b"KCAPCKPT";
 pub const VERSION: u32 = 1;
 
 fn err(path: &Path, why: impl Into<String>) -> KcapError {
-    KcapError::Checkpoint { path: path.display().to_string(), why: why.into() }
+    KcapError::Checkpoint {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
 }
 
 fn codec() -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian()
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
 }
 
 /// Serialises a brain into checkpoint bytes.
@@ -78,7 +83,13 @@ fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
     }
     let min = 8 + 4 + 4 + 8 + 4;
     if bytes.len() < min {
-        return Err(err(path, format!("truncated: {} bytes, a checkpoint has at least {min}", bytes.len())));
+        return Err(err(
+            path,
+            format!(
+                "truncated: {} bytes, a checkpoint has at least {min}",
+                bytes.len()
+            ),
+        ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if version > VERSION {
@@ -88,25 +99,43 @@ fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
         ));
     }
     if version < 1 {
-        return Err(err(path, format!("unknown checkpoint format version {version}")));
+        return Err(err(
+            path,
+            format!("unknown checkpoint format version {version}"),
+        ));
     }
     let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as u64;
     let plen_at = 16 + hlen;
     if plen_at + 8 + 4 > bytes.len() as u64 {
-        return Err(err(path, format!("truncated: header of {hlen} bytes does not fit in a {}-byte file", bytes.len())));
+        return Err(err(
+            path,
+            format!(
+                "truncated: header of {hlen} bytes does not fit in a {}-byte file",
+                bytes.len()
+            ),
+        ));
     }
     let plen_at = plen_at as usize;
     let plen = u64::from_le_bytes(bytes[plen_at..plen_at + 8].try_into().unwrap());
     let expect = plen_at as u64 + 8 + plen + 4;
     if expect != bytes.len() as u64 {
-        return Err(err(path, format!("truncated or padded: expected {expect} bytes, found {}", bytes.len())));
+        return Err(err(
+            path,
+            format!(
+                "truncated or padded: expected {expect} bytes, found {}",
+                bytes.len()
+            ),
+        ));
     }
     let body_end = bytes.len() - 4;
     let crc = u32::from_le_bytes(bytes[body_end..].try_into().unwrap());
     if crc32fast::hash(&bytes[8..body_end]) != crc {
         return Err(err(path, "corrupt: checksum mismatch"));
     }
-    Ok((&bytes[16..16 + hlen as usize], &bytes[plen_at + 8..body_end]))
+    Ok((
+        &bytes[16..16 + hlen as usize],
+        &bytes[plen_at + 8..body_end],
+    ))
 }
 
 /// Rebuilds a brain from checkpoint bytes (`path` only names the source in errors).
@@ -122,10 +151,23 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Brain> {
 /// Writes `bytes` to `path` atomically: temporary file in the same folder,
 /// fsync, rename over `path`, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| KcapError::Io { path: path.display().to_string(), why: e.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| KcapError::Io { path: path.display().to_string(), why: "not a file name".into() })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let io = |e: std::io::Error| KcapError::Io {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| KcapError::Io {
+        path: path.display().to_string(),
+        why: "not a file name".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -149,7 +191,10 @@ pub fn save(brain: &Brain, path: &Path) -> Result<()> {
 
 /// Loads a checkpoint.
 pub fn load(path: &Path) -> Result<Brain> {
-    let bytes = std::fs::read(path).map_err(|e| KcapError::Io { path: path.display().to_string(), why: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| KcapError::Io {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
     from_bytes(&bytes, path)
 }
 
@@ -191,7 +236,8 @@ mod tests {
             ..Default::default()
         }));
         a.add_stimulus("s", 100).unwrap();
-        a.add_area_with("E", 5000, 100, 0.05, crate::EngineKind::Explicit).unwrap();
+        a.add_area_with("E", 5000, 100, 0.05, crate::EngineKind::Explicit)
+            .unwrap();
         a.add_area("L", 100_000, 100, 0.05).unwrap();
         a.record_winners("L", true).unwrap();
         ops::project_rounds(&mut a, "s", "E", 4).unwrap();

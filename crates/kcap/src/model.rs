@@ -34,7 +34,9 @@ impl std::str::FromStr for EngineKind {
 }
 
 /// A source of firing into an area: a stimulus or another (or the same) area.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Source {
     Stim(usize),
     Area(usize),

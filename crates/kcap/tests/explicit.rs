@@ -282,7 +282,8 @@ fn log_u8_fiber_refuses_beta_change() {
 #[test]
 fn stimulus_added_after_explicit_area() {
     let mut b = Brain::new(P, 2).unwrap();
-    b.add_area_with("A", N, K, 0.05, EngineKind::Explicit).unwrap();
+    b.add_area_with("A", N, K, 0.05, EngineKind::Explicit)
+        .unwrap();
     b.add_stimulus("s", K as u64).unwrap();
     b.record_winners("A", true).unwrap();
     ops::project_rounds(&mut b, "s", "A", 10).unwrap();

@@ -6,7 +6,9 @@
 //! approximation (within 1% of the exact value for ≥ 10 degrees of freedom).
 //! Seeds are fixed, so a run either always passes or always fails.
 
-use kcap::engine::procedural::{block_count, fiber_key, row_targets, ProceduralState, Selection, View, BLOCK};
+use kcap::engine::procedural::{
+    block_count, fiber_key, row_targets, ProceduralState, Selection, View, BLOCK,
+};
 use kcap::engine::TargetPlan;
 use kcap::model::{AreaSpec, EngineKind, Model, Source, StimSpec};
 use kcap::stats::Pmf;
@@ -22,7 +24,11 @@ fn chi2_999(dof: usize) -> f64 {
 /// Chi-square of `observed` counts against `probs` (same length, sum 1).
 fn chi2(observed: &[f64], probs: &[f64]) -> f64 {
     let total: f64 = observed.iter().sum();
-    observed.iter().zip(probs).map(|(&o, &q)| (o - total * q).powi(2) / (total * q)).sum()
+    observed
+        .iter()
+        .zip(probs)
+        .map(|(&o, &q)| (o - total * q).powi(2) / (total * q))
+        .sum()
 }
 
 /// Groups the integer law `pmf` (values `lo…`) into `bins` cells of
@@ -32,7 +38,9 @@ fn cells(pmf: &Pmf, bins: usize) -> (Vec<usize>, Vec<f64>) {
     let mut mass = vec![0.0; bins];
     let mut cum = 0.0;
     for &q in &pmf.pmf {
-        let c = ((cum + q / 2.0) * bins as f64).floor().min(bins as f64 - 1.0) as usize;
+        let c = ((cum + q / 2.0) * bins as f64)
+            .floor()
+            .min(bins as f64 - 1.0) as usize;
         cell_of.push(c);
         mass[c] += q;
         cum += q;
@@ -55,7 +63,11 @@ fn row(seed: u64, src: Source, i: u64, n: u64, p: f64) -> Vec<u64> {
 /// sparse fiber.
 #[test]
 fn out_degree_is_binomial() {
-    for &(n, p, rows) in &[(5_000u64, 0.05, 3000u64), (200_000, 0.01, 2000), (1_000_000, 1e-3, 2000)] {
+    for &(n, p, rows) in &[
+        (5_000u64, 0.05, 3000u64),
+        (200_000, 0.01, 2000),
+        (1_000_000, 1e-3, 2000),
+    ] {
         let law = Pmf::binomial(n, p);
         let (cell_of, mass) = cells(&law, 20);
         for seed in 0..4 {
@@ -66,7 +78,11 @@ fn out_degree_is_binomial() {
                 obs[cell_of[idx]] += 1.0;
             }
             let x = chi2(&obs, &mass);
-            assert!(x < chi2_999(19), "n {n} p {p} seed {seed}: chi-square {x:.1} (limit {:.1}), cells {obs:?}", chi2_999(19));
+            assert!(
+                x < chi2_999(19),
+                "n {n} p {p} seed {seed}: chi-square {x:.1} (limit {:.1}), cells {obs:?}",
+                chi2_999(19)
+            );
         }
     }
 }
@@ -114,7 +130,10 @@ fn in_degree_is_binomial() {
             obs[cell_of[idx]] += 1.0;
         }
         let x = chi2(&obs, &mass);
-        assert!(x < chi2_999(11), "seed {seed}: chi-square {x:.1}, cells {obs:?}");
+        assert!(
+            x < chi2_999(11),
+            "seed {seed}: chi-square {x:.1}, cells {obs:?}"
+        );
     }
 }
 
@@ -137,14 +156,28 @@ fn regeneration_is_deterministic() {
         assert_ne!(forward, row(5, Source::Area(2), i + 1, n, p));
         assert_ne!(forward, row(5, Source::Stim(2), i, n, p));
     }
-    assert_ne!(fiber_key(1, Source::Area(0), 1), fiber_key(1, Source::Area(1), 0));
+    assert_ne!(
+        fiber_key(1, Source::Area(0), 1),
+        fiber_key(1, Source::Area(1), 0)
+    );
 }
 
 /// A one-area model: stimulus `s` (size k) and area `A`, all procedural.
 fn model(n: u64, k: usize, p: f64, beta: f64) -> Model {
     let mut m = Model::new(p).unwrap();
-    m.add_stimulus(StimSpec { name: "s".into(), size: k as u64 }).unwrap();
-    m.add_area(AreaSpec { name: "A".into(), n, k, beta, engine: EngineKind::Procedural }).unwrap();
+    m.add_stimulus(StimSpec {
+        name: "s".into(),
+        size: k as u64,
+    })
+    .unwrap();
+    m.add_area(AreaSpec {
+        name: "A".into(),
+        n,
+        k,
+        beta,
+        engine: EngineKind::Procedural,
+    })
+    .unwrap();
     m
 }
 
@@ -160,20 +193,40 @@ struct Sim {
 
 impl Sim {
     fn new(model: Model, seed: u64) -> Sim {
-        Sim { model, seed, state: ProceduralState::new(), winners: Vec::new(), support: HashSet::new(), history: Vec::new() }
+        Sim {
+            model,
+            seed,
+            state: ProceduralState::new(),
+            winners: Vec::new(),
+            support: HashSet::new(),
+            history: Vec::new(),
+        }
     }
 
     fn plan(&self) -> TargetPlan {
-        let areas = if self.winners.is_empty() { vec![] } else { vec![0] };
-        TargetPlan { target: 0, stims: vec![0], areas }
+        let areas = if self.winners.is_empty() {
+            vec![]
+        } else {
+            vec![0]
+        };
+        TargetPlan {
+            target: 0,
+            stims: vec![0],
+            areas,
+        }
     }
 
     fn step(&mut self) -> Selection {
         let plan = self.plan();
-        let v = View { model: &self.model, seed: self.seed };
+        let v = View {
+            model: &self.model,
+            seed: self.seed,
+        };
         let firing: Vec<&[u64]> = vec![&self.winners];
         let sel = self.state.select(&v, &plan, &firing).unwrap();
-        self.state.hebbian_selected(&v, &plan, &firing, &sel).unwrap();
+        self.state
+            .hebbian_selected(&v, &plan, &firing, &sel)
+            .unwrap();
         self.winners = sel.winners.clone();
         self.support.extend(self.winners.iter().copied());
         self.history.push(self.winners.clone());
@@ -192,7 +245,10 @@ fn overlap(a: &[u64], b: &[u64]) -> usize {
 #[test]
 fn thread_count_and_hebbian_path_do_not_change_results() {
     let run = |threads: usize, record: bool| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut sim = Sim::new(model(1_000_000, 400, 0.01, 0.1), 3);
             if !record {
@@ -202,17 +258,31 @@ fn thread_count_and_hebbian_path_do_not_change_results() {
             for _ in 0..6 {
                 recorded.push(sim.step().has_synapses());
             }
-            let learned: Vec<(u64, u64, f32)> = sim.state.learned(Source::Area(0), 0).unwrap().iter().collect();
+            let learned: Vec<(u64, u64, f32)> = sim
+                .state
+                .learned(Source::Area(0), 0)
+                .unwrap()
+                .iter()
+                .collect();
             (sim.history, learned, sim.state.learned_synapses(), recorded)
         })
     };
     let base = run(1, true);
-    assert!(base.3.iter().all(|&r| r), "selections at n = 1e6, k = 400 record their synapses");
+    assert!(
+        base.3.iter().all(|&r| r),
+        "selections at n = 1e6, k = 400 record their synapses"
+    );
     assert!(base.2 > 0);
     for (threads, record) in [(4, true), (1, false), (4, false), (2, true)] {
         let other = run(threads, record);
-        assert_eq!(base.0, other.0, "winners differ with {threads} threads, record {record}");
-        assert_eq!(base.1, other.1, "learned weights differ with {threads} threads, record {record}");
+        assert_eq!(
+            base.0, other.0,
+            "winners differ with {threads} threads, record {record}"
+        );
+        assert_eq!(
+            base.1, other.1,
+            "learned weights differ with {threads} threads, record {record}"
+        );
         assert_eq!(base.2, other.2);
     }
 }
@@ -254,34 +324,64 @@ fn learned_weights_are_applied_and_capped() {
     for &j in &first.winners {
         for &i in &stim_rows {
             let mut hit = false;
-            row_targets(11, Source::Stim(0), 0, i, 3 * BLOCK, 0.05, j / BLOCK, |t| hit |= t == j);
-            assert_eq!(l.weight(i, j), if hit { 1.5 } else { 1.0 }, "synapse {i} -> {j}");
+            row_targets(11, Source::Stim(0), 0, i, 3 * BLOCK, 0.05, j / BLOCK, |t| {
+                hit |= t == j
+            });
+            assert_eq!(
+                l.weight(i, j),
+                if hit { 1.5 } else { 1.0 },
+                "synapse {i} -> {j}"
+            );
             count += hit as usize;
         }
     }
     assert_eq!(l.len(), count, "only synapses into winners are stored");
     for _ in 0..4 {
         let prev = sim.winners.clone();
-        let firing = vec![(Source::Stim(0), stim_rows.clone()), (Source::Area(0), prev)];
-        let before = Sim { state: sim.state.clone(), ..Sim::new(sim.model.clone(), 11) };
+        let firing = vec![
+            (Source::Stim(0), stim_rows.clone()),
+            (Source::Area(0), prev),
+        ];
+        let before = Sim {
+            state: sim.state.clone(),
+            ..Sim::new(sim.model.clone(), 11)
+        };
         let sel = sim.step();
         // Inputs of the winners, and of a sample of other neurons, by brute force.
         for (&j, &x) in sel.winners.iter().zip(&sel.inputs).step_by(7) {
             let want = brute_input(&before, &firing, j);
-            assert!((x as f64 - want).abs() < 1e-4 * want.max(1.0), "winner {j}: engine {x}, brute force {want}");
+            assert!(
+                (x as f64 - want).abs() < 1e-4 * want.max(1.0),
+                "winner {j}: engine {x}, brute force {want}"
+            );
         }
         let kth = sel.inputs.iter().cloned().fold(f32::INFINITY, f32::min) as f64;
         let winners: HashSet<u64> = sel.winners.iter().copied().collect();
-        for j in (0..3 * BLOCK).step_by(1499).filter(|j| !winners.contains(j)) {
+        for j in (0..3 * BLOCK)
+            .step_by(1499)
+            .filter(|j| !winners.contains(j))
+        {
             let x = brute_input(&before, &firing, j);
-            assert!(x <= kth + 1e-4, "loser {j} has input {x} above the k-th winner's {kth}");
+            assert!(
+                x <= kth + 1e-4,
+                "loser {j} has input {x} above the k-th winner's {kth}"
+            );
         }
     }
     for (_, _, w) in sim.state.learned(Source::Area(0), 0).unwrap().iter() {
         assert!(w > 1.0 && w <= 2.0, "weight {w} outside (1, w_max]");
     }
-    let capped = sim.state.learned(Source::Stim(0), 0).unwrap().iter().filter(|s| s.2 == 2.0).count();
-    assert!(capped > 0, "five steps at beta 0.5 reach the cap 2.0 for persistent winners");
+    let capped = sim
+        .state
+        .learned(Source::Stim(0), 0)
+        .unwrap()
+        .iter()
+        .filter(|s| s.2 == 2.0)
+        .count();
+    assert!(
+        capped > 0,
+        "five steps at beta 0.5 reach the cap 2.0 for persistent winners"
+    );
 }
 
 /// SPEC §3.3: when fewer than k neurons receive any input, all of them
@@ -291,19 +391,40 @@ fn fewer_than_k_with_input_fills_lowest_ids() {
     // p·n = 1: three stimulus rows give about three synapses in all.
     let (n, k) = (1_000_000u64, 50usize);
     let mut m = Model::new(1e-6).unwrap();
-    m.add_stimulus(StimSpec { name: "s".into(), size: 3 }).unwrap();
-    m.add_area(AreaSpec { name: "A".into(), n, k, beta: 0.0, engine: EngineKind::Procedural }).unwrap();
+    m.add_stimulus(StimSpec {
+        name: "s".into(),
+        size: 3,
+    })
+    .unwrap();
+    m.add_area(AreaSpec {
+        name: "A".into(),
+        n,
+        k,
+        beta: 0.0,
+        engine: EngineKind::Procedural,
+    })
+    .unwrap();
     for seed in 0..5 {
         let st = ProceduralState::new();
         let v = View { model: &m, seed };
-        let plan = TargetPlan { target: 0, stims: vec![0], areas: vec![] };
+        let plan = TargetPlan {
+            target: 0,
+            stims: vec![0],
+            areas: vec![],
+        };
         let sel = st.select(&v, &plan, &[]).unwrap();
-        let mut touched: Vec<u64> = (0..3).flat_map(|i| row(seed, Source::Stim(0), i, n, 1e-6)).collect();
+        let mut touched: Vec<u64> = (0..3)
+            .flat_map(|i| row(seed, Source::Stim(0), i, n, 1e-6))
+            .collect();
         touched.sort_unstable();
         touched.dedup();
         assert_eq!(sel.received, touched.len() as u64);
         let mut want: Vec<u64> = touched.clone();
-        want.extend((0..).filter(|j| !touched.contains(j)).take(k - touched.len()));
+        want.extend(
+            (0..)
+                .filter(|j| !touched.contains(j))
+                .take(k - touched.len()),
+        );
         want.sort_unstable();
         assert_eq!(sel.winners, want, "seed {seed}");
         for (j, x) in sel.winners.iter().zip(&sel.inputs) {
@@ -318,29 +439,65 @@ fn bad_parameters_are_refused() {
     let m = model(1_000_000, 100, 1e-7, 0.05);
     let st = ProceduralState::new();
     let v = View { model: &m, seed: 0 };
-    let plan = TargetPlan { target: 0, stims: vec![0], areas: vec![] };
+    let plan = TargetPlan {
+        target: 0,
+        stims: vec![0],
+        areas: vec![],
+    };
     match st.select(&v, &plan, &[]) {
         Err(KcapError::InvalidParameter { what, why, .. }) => {
-            assert!(what.contains("s -> A") && why.contains("p·n"), "{what}: {why}")
+            assert!(
+                what.contains("s -> A") && why.contains("p·n"),
+                "{what}: {why}"
+            )
         }
         other => panic!("expected InvalidParameter, got {other:?}"),
     }
     let m = model(100_000, 100, 0.01, 0.05);
     let v = View { model: &m, seed: 0 };
-    let plan = TargetPlan { target: 0, stims: vec![0], areas: vec![0] };
+    let plan = TargetPlan {
+        target: 0,
+        stims: vec![0],
+        areas: vec![0],
+    };
     let (none, unsorted, too_big): (&[u64], &[u64], &[u64]) = (&[], &[5, 3], &[100_000]);
     assert!(matches!(st.select(&v, &plan, &[none]), Err(KcapError::NoWinners(a)) if a == "A"));
-    assert!(matches!(st.select(&v, &plan, &[unsorted]), Err(KcapError::BadWinners { .. })));
-    assert!(matches!(st.select(&v, &plan, &[too_big]), Err(KcapError::BadWinners { .. })));
+    assert!(matches!(
+        st.select(&v, &plan, &[unsorted]),
+        Err(KcapError::BadWinners { .. })
+    ));
+    assert!(matches!(
+        st.select(&v, &plan, &[too_big]),
+        Err(KcapError::BadWinners { .. })
+    ));
     let mut big = Model::new(0.5).unwrap();
-    assert!(big.add_area(AreaSpec { name: "B".into(), n: 10, k: 10, beta: 0.0, engine: EngineKind::Procedural }).is_err());
-    big.add_area(AreaSpec { name: "B".into(), n: 10, k: 3, beta: 0.0, engine: EngineKind::Procedural }).unwrap();
+    assert!(big
+        .add_area(AreaSpec {
+            name: "B".into(),
+            n: 10,
+            k: 10,
+            beta: 0.0,
+            engine: EngineKind::Procedural
+        })
+        .is_err());
+    big.add_area(AreaSpec {
+        name: "B".into(),
+        n: 10,
+        k: 3,
+        beta: 0.0,
+        engine: EngineKind::Procedural,
+    })
+    .unwrap();
     assert!(ProceduralState::check_area(&big, 0).is_ok());
     // Memory does not grow with n.
     let small = model(10_000_000, 1000, 0.01, 0.05);
     let huge = model(1_000_000_000_000, 1000, 0.01, 0.05);
     let w: Vec<u64> = (0..1000).collect();
-    let plan = TargetPlan { target: 0, stims: vec![0], areas: vec![0] };
+    let plan = TargetPlan {
+        target: 0,
+        stims: vec![0],
+        areas: vec![0],
+    };
     let a = st.memory_estimate(&small, &plan, &[w.as_slice()], 2);
     let b = st.memory_estimate(&huge, &plan, &[w.as_slice()], 2);
     assert_eq!(a.total, b.total);

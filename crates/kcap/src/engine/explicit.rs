@@ -129,9 +129,7 @@ impl PackedFiber {
                         let mut bits = vec![0u64; words * rows];
                         for r in 0..rows {
                             let row = &mut bits[r * words..(r + 1) * words];
-                            gen.row((r0 + r) as u64, |j| {
-                                row[(j >> 6) as usize] |= 1 << (j & 63)
-                            });
+                            gen.row((r0 + r) as u64, |j| row[(j >> 6) as usize] |= 1 << (j & 63));
                         }
                         Targets::Bitmap { words, bits }
                     }
@@ -141,9 +139,7 @@ impl PackedFiber {
                             let mut idx = Vec::with_capacity(expect);
                             ptr.push(0u32);
                             for r in 0..rows {
-                                gen.row((r0 + r) as u64, |j| {
-                                    idx.push(j as u32)
-                                });
+                                gen.row((r0 + r) as u64, |j| idx.push(j as u32));
                                 ptr.push(idx.len() as u32);
                             }
                             idx.shrink_to_fit();
@@ -155,9 +151,7 @@ impl PackedFiber {
                             for r in 0..rows {
                                 for b in 0..nb {
                                     seg.push(idx.len() as u32);
-                                    gen.block((r0 + r) as u64, b as u64, |o| {
-                                        idx.push(o as u16)
-                                    });
+                                    gen.block((r0 + r) as u64, b as u64, |o| idx.push(o as u16));
                                 }
                             }
                             seg.push(idx.len() as u32);
@@ -423,7 +417,9 @@ pub struct RowGen {
 impl RowGen {
     pub fn new(key: u64, n_tgt: u64, p: f64) -> RowGen {
         let q = if p > 0.5 { 1.0 - p } else { p };
-        let binom = |len: u64| (len > 0 && q > 0.0).then(|| rand_distr::Binomial::new(len, q).expect("p in [0, 1]"));
+        let binom = |len: u64| {
+            (len > 0 && q > 0.0).then(|| rand_distr::Binomial::new(len, q).expect("p in [0, 1]"))
+        };
         let tail = n_tgt % BLOCK;
         RowGen {
             key,
@@ -447,7 +443,11 @@ impl RowGen {
             (0..len).for_each(f);
             return;
         }
-        let dist = if len == BLOCK || self.n_tgt < BLOCK { &self.full } else { &self.last };
+        let dist = if len == BLOCK || self.n_tgt < BLOCK {
+            &self.full
+        } else {
+            &self.last
+        };
         let Some(dist) = dist else { return };
         let c = dist.sample(&mut rng);
         let complement = self.p > 0.5;
@@ -671,18 +671,21 @@ pub fn connect_explicit_area(
                 let (n_src, n_tgt) = (exist[a], exist[b]);
                 fiber.rows = (0..n_src)
                     .into_par_iter()
-                    .map_init(|| RowGen::new(key, n_tgt, p), |gen, i| {
-                        let mut row = Vec::new();
-                        gen.row(i, |j| {
-                            row.push(Syn {
-                                to: j as u32,
-                                w: 1.0,
-                            })
-                        });
-                        // Growable rows are kept sorted by target.
-                        row.sort_unstable_by_key(|s| s.to);
-                        row
-                    })
+                    .map_init(
+                        || RowGen::new(key, n_tgt, p),
+                        |gen, i| {
+                            let mut row = Vec::new();
+                            gen.row(i, |j| {
+                                row.push(Syn {
+                                    to: j as u32,
+                                    w: 1.0,
+                                })
+                            });
+                            // Growable rows are kept sorted by target.
+                            row.sort_unstable_by_key(|s| s.to);
+                            row
+                        },
+                    )
                     .collect();
             }
         }

@@ -251,13 +251,26 @@ pub(crate) fn sub_width(mean_p: f64) -> u32 {
 /// Advances every row cursor through `[start, end)`, counting events in
 /// `counts` (indexed from `start`).
 #[inline(never)]
-fn sweep_count(fibers: &[FiringFiber], ctr: &mut [u64], next: &mut [u32], len: u32, start: u32, end: u32, counts: &mut [u32]) {
+fn sweep_count(
+    fibers: &[FiringFiber],
+    ctr: &mut [u64],
+    next: &mut [u32],
+    len: u32,
+    start: u32,
+    end: u32,
+    counts: &mut [u32],
+) {
     let mut slot = 0;
     for f in fibers {
         let rows = f.row_keys.len();
-        for (c, nx) in ctr[slot..slot + rows].iter_mut().zip(&mut next[slot..slot + rows]) {
+        for (c, nx) in ctr[slot..slot + rows]
+            .iter_mut()
+            .zip(&mut next[slot..slot + rows])
+        {
             // SAFETY: start ≤ l < end, and counts.len() = end − start.
-            f.table.advance(c, nx, len, end, |l| unsafe { *counts.get_unchecked_mut((l - start) as usize) += 1 });
+            f.table.advance(c, nx, len, end, |l| unsafe {
+                *counts.get_unchecked_mut((l - start) as usize) += 1
+            });
         }
         slot += rows;
     }
@@ -287,7 +300,10 @@ fn sweep_record(
     let mut slot = 0;
     for f in fibers {
         let rows = f.row_keys.len();
-        for (c, nx) in ctr[slot..slot + rows].iter_mut().zip(&mut next[slot..slot + rows]) {
+        for (c, nx) in ctr[slot..slot + rows]
+            .iter_mut()
+            .zip(&mut next[slot..slot + rows])
+        {
             ev_off[slot] = i as u32;
             slot += 1;
             if *nx >= end {
@@ -324,7 +340,13 @@ const FEW_CANDS: usize = 16;
 /// compiler vectorises this), and only chunks with a match are looked at
 /// one by one.
 #[inline(never)]
-fn find_hits(ev: &[u16], cands: &[(u128, u32)], start: u32, marks: &[u8], hits: &mut Vec<(u32, u32)>) {
+fn find_hits(
+    ev: &[u16],
+    cands: &[(u128, u32)],
+    start: u32,
+    marks: &[u8],
+    hits: &mut Vec<(u32, u32)>,
+) {
     match cands.len() {
         0 => {}
         1 => find_hits_few::<1>(ev, cands, start, marks, hits),
@@ -346,7 +368,13 @@ fn hits_by_marks(from: usize, ev: &[u16], start: u32, marks: &[u8], hits: &mut V
     }
 }
 
-fn find_hits_few<const N: usize>(ev: &[u16], cands: &[(u128, u32)], start: u32, marks: &[u8], hits: &mut Vec<(u32, u32)>) {
+fn find_hits_few<const N: usize>(
+    ev: &[u16],
+    cands: &[(u128, u32)],
+    start: u32,
+    marks: &[u8],
+    hits: &mut Vec<(u32, u32)>,
+) {
     // Offsets never reach u16::MAX (sub-ranges are at most 2^14 wide): padding.
     let mut want = [u16::MAX; N];
     for (w, c) in want.iter_mut().zip(cands) {

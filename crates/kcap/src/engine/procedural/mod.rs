@@ -362,7 +362,8 @@ impl ProceduralState {
     /// when the event list of a sub-range fits [`Self::record_limit`].
     fn record(&self, ev_per_block: f64, mean_p: f64, n: u64, k: usize) -> bool {
         let per_sub = ev_per_block * (sub_width(mean_p) as f64 / BLOCK as f64).min(1.0);
-        per_sub * 1.25 <= self.record_limit as f64 && regen_fraction(k as u64, block_count(n)) > RECORD_BREAK_EVEN
+        per_sub * 1.25 <= self.record_limit as f64
+            && regen_fraction(k as u64, block_count(n)) > RECORD_BREAK_EVEN
     }
 
     fn scan(

@@ -253,7 +253,14 @@ impl SkipTable {
     /// (or [`DONE`]). Resuming with a larger `end` continues the same
     /// sequence, so a block can be swept in sub-ranges.
     #[inline(always)]
-    pub fn advance(&self, ctr: &mut u64, next: &mut u32, len: u32, end: u32, mut f: impl FnMut(u32)) {
+    pub fn advance(
+        &self,
+        ctr: &mut u64,
+        next: &mut u32,
+        len: u32,
+        end: u32,
+        mut f: impl FnMut(u32),
+    ) {
         // Locals, so that the stores of `f` cannot alias them (kept in registers).
         let (table, sh, c) = (&self.table[..], 64 - self.bits, self.c);
         let len = len as u64;
