@@ -35,8 +35,8 @@ strengthened. Experiments are TOML files that declare the brain (areas,
 stimuli, connection probabilities) and a schedule of projection steps; see
 docs/experiment-format.md for the format and examples/ for ready files.
 
-Exit codes: 0 success, 2 invalid experiment file or usage, 1 failure while
-running.";
+Exit codes: 0 success, 2 invalid experiment file, usage or checkpoint, 1
+failure while running, 130 interrupted (Ctrl-C).";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -85,13 +85,21 @@ summary table is printed, and two files are written into the output folder:
   support.png    support per step, one line per area
 
 Files are written to a temporary name and renamed, so a result file is never
-half-written.";
+half-written.
+
+With --checkpoint-every N, DIR/checkpoint.kcap and DIR/checkpoint.json are
+(over)written after every N steps; --resume DIR/checkpoint.kcap continues
+such a run with the same experiment file and gives the same results as an
+uninterrupted run. Ctrl-C stops after the current step, writes results.json
+and a checkpoint, prints how to resume and exits with code 130.";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
   kcap run examples/project-1e6.toml
   kcap run examples/completion-1e5.toml --out /tmp/completion --quiet
-  kcap run examples/lazy-1e9.toml --threads 2";
+  kcap run examples/lazy-1e9.toml --threads 2
+  kcap run examples/project-1e6.toml --out out/p --checkpoint-every 10
+  kcap run examples/project-1e6.toml --resume out/p/checkpoint.kcap --out out/p";
 
 const CHECK_LONG: &str = "\
 Parse and validate experiment files without running them: every check that
@@ -118,6 +126,12 @@ struct RunArgs {
     /// No progress bar and no summary table (errors are still printed)
     #[arg(long, short)]
     quiet: bool,
+    /// Write DIR/checkpoint.kcap (+ checkpoint.json) after every N steps, overwriting the previous one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: Option<u64>,
+    /// Continue from a checkpoint written by --checkpoint-every or Ctrl-C (same experiment file)
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -182,32 +196,160 @@ fn progress_bar(total: u64) -> ProgressBar {
     pb
 }
 
-fn cmd_run(args: RunArgs) -> Result<()> {
+/// Loads a checkpoint and its progress sidecar and checks them against the
+/// experiment. Every problem is a usage error (exit 2).
+fn load_resume(exp: &Experiment, path: &Path) -> Result<(kcap::Brain, runner::Progress)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| UsageError(format!("cannot read checkpoint {}: {e}", path.display())))?;
+    let brain = kcap::checkpoint::from_bytes(&bytes, path)
+        .map_err(|e| UsageError(format!("cannot resume: {e}")))?;
+    let mut have = brain
+        .area_names()
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    let mut want = exp.areas.clone();
+    have.sort();
+    want.sort();
+    if have != want {
+        return Err(UsageError(format!(
+            "checkpoint {} does not match experiment {}: checkpoint areas {have:?}, experiment areas {want:?}",
+            path.display(),
+            exp.source.display
+        ))
+        .into());
+    }
+    let side = runner::sidecar_path(path);
+    let text = std::fs::read(&side).map_err(|e| {
+        UsageError(format!(
+            "cannot read the run progress {} that belongs to checkpoint {}: {e}",
+            side.display(),
+            path.display()
+        ))
+    })?;
+    let prog: runner::Progress = serde_json::from_slice(&text)
+        .map_err(|e| UsageError(format!("corrupt run progress file {}: {e}", side.display())))?;
+    if prog.format != runner::PROGRESS_FORMAT {
+        return Err(UsageError(format!(
+            "{}: unknown run progress format {:?} (expected {:?})",
+            side.display(),
+            prog.format,
+            runner::PROGRESS_FORMAT
+        ))
+        .into());
+    }
+    if prog.step != brain.steps() || prog.steps.len() as u64 > prog.step {
+        return Err(UsageError(format!(
+            "{} (step {}) does not belong to checkpoint {} (step {})",
+            side.display(),
+            prog.step,
+            path.display(),
+            brain.steps()
+        ))
+        .into());
+    }
+    if prog.areas != exp.areas || prog.last_two.len() != exp.areas.len() {
+        return Err(UsageError(format!(
+            "checkpoint {} does not match experiment {}: it was written for areas {:?}",
+            path.display(),
+            exp.source.display,
+            prog.areas
+        ))
+        .into());
+    }
+    if brain.steps() > exp.total_steps {
+        return Err(UsageError(format!(
+            "checkpoint {} is at step {}, but experiment {} has only {} steps",
+            path.display(),
+            brain.steps(),
+            exp.source.display,
+            exp.total_steps
+        ))
+        .into());
+    }
+    if prog
+        .steps
+        .iter()
+        .any(|s| s.entry >= exp.schedule.len() || s.areas.iter().any(|a| a.area >= exp.areas.len()))
+    {
+        return Err(UsageError(format!(
+            "checkpoint {} does not match the schedule of experiment {}",
+            path.display(),
+            exp.source.display
+        ))
+        .into());
+    }
+    Ok((brain, prog))
+}
+
+/// Exit code of a run stopped with Ctrl-C.
+const INTERRUPTED: u8 = 130;
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let exp = load(&args.experiment)?;
     set_threads(args.threads)?;
     let start = Instant::now();
-    let brain = runner::build_brain(&exp)?;
+    let (brain, resume) = match &args.resume {
+        Some(p) => {
+            let (b, prog) = load_resume(&exp, p)?;
+            (b, Some(prog))
+        }
+        None => (runner::build_brain(&exp)?, None),
+    };
     let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| report::default_out_dir(&exp));
     report::prepare_out_dir(&out_dir)?;
+    let stop: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    ctrlc::set_handler(move || {
+        if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Second Ctrl-C: give up at once.
+            std::process::exit(INTERRUPTED as i32);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    let ckpt = out_dir.join("checkpoint.kcap");
+    let control = runner::RunControl {
+        checkpoint: Some(ckpt.clone()),
+        every: args.checkpoint_every.unwrap_or(0),
+        stop: Some(stop),
+        resume,
+    };
     let show = !args.quiet && std::io::stdout().is_terminal();
     let pb = show.then(|| progress_bar(exp.total_steps));
-    let outcome = runner::run_brain(&exp, brain, start, pb.as_ref());
+    let outcome = runner::run_brain(&exp, brain, start, pb.as_ref(), control);
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
     let outcome = outcome?;
     let results = out_dir.join("results.json");
-    report::write_json(&results, &report::results_json(&exp, &outcome))?;
+    let mut json = report::results_json(&exp, &outcome);
+    if outcome.interrupted {
+        json["interrupted"] = serde_json::Value::Bool(true);
+    }
+    report::write_json(&results, &json)?;
     let png = out_dir.join("support.png");
     report::write_atomic(&png, |tmp| plot::draw_support(tmp, &exp, &outcome))?;
     if !args.quiet {
         print!("{}", report::summary_text(&exp, &outcome));
         println!("wrote {} and {}", results.display(), png.display());
     }
-    Ok(())
+    if outcome.interrupted {
+        let done = outcome.steps.last().map_or(0, |s| s.step);
+        eprintln!(
+            "interrupted after step {done} of {}: wrote {} and checkpoint {}\nresume with: kcap run {} --resume {} --out {}",
+            exp.total_steps,
+            results.display(),
+            ckpt.display(),
+            args.experiment.display(),
+            ckpt.display(),
+            out_dir.display()
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_check(args: CheckArgs) -> Result<()> {
@@ -280,12 +422,12 @@ fn main() -> ExitCode {
     install_panic_hook();
     let res = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => cmd_run(a),
-        Command::Check(a) => cmd_check(a),
-        Command::Bench(a) => bench::cmd_bench(a),
-        Command::BenchChild(a) => bench::cmd_child(a),
+        Command::Check(a) => cmd_check(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::cmd_bench(a).map(|()| ExitCode::SUCCESS),
+        Command::BenchChild(a) => bench::cmd_child(a).map(|()| ExitCode::SUCCESS),
     });
     match res {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => code,
         Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))

@@ -10,6 +10,13 @@
 //! and off. Errors while building the brain are config errors (exit 2) that
 //! point at the line of the item; errors while stepping are runtime errors
 //! (exit 1) that name the step.
+//!
+//! Checkpoints: the brain goes into `checkpoint.kcap` (library format) and
+//! the runner's own state — step number, per-step records, last-two winners
+//! — into the JSON sidecar `checkpoint.json`, both written atomically, brain
+//! first. A resumed run skips the schedule by the brain's step counter: an
+//! entry with steps before that point already applied its actions (they live
+//! in the brain's state), so only its remaining repetitions run.
 
 use crate::config::ConfigError;
 use crate::plan::{Action, Experiment, ScheduleEntry};
@@ -20,7 +27,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 /// What one area did in one step in which it was a target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AreaRecord {
     /// Index into [`Experiment::areas`].
     pub area: usize,
@@ -33,7 +40,7 @@ pub struct AreaRecord {
 }
 
 /// One projection step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// Global step number, 1-based.
     pub step: u64,
@@ -92,6 +99,78 @@ pub struct RunOutcome {
     pub memory: Memory,
     /// Format and memory of every stored (explicit ↔ explicit) fiber.
     pub fibers: Vec<kcap::FiberMemory>,
+    /// Whether the run stopped early (Ctrl-C) after the last recorded step.
+    pub interrupted: bool,
+}
+
+/// The runner's own progress, saved next to the brain checkpoint as
+/// `checkpoint.json` (same folder and stem as the `.kcap` file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Format marker of the sidecar.
+    pub format: String,
+    /// Experiment name (informational).
+    pub experiment: String,
+    /// Global steps done; equals the brain's step counter.
+    pub step: u64,
+    /// Areas of the experiment, in file order (checked on resume).
+    pub areas: Vec<String>,
+    /// Sum of the recorded steps' wall times.
+    pub step_seconds: f64,
+    /// Per-step records so far.
+    pub steps: Vec<StepRecord>,
+    /// Winners of each area's last two target steps.
+    pub last_two: Vec<LastTwo>,
+}
+
+pub const PROGRESS_FORMAT: &str = "kcap run progress 1";
+
+/// Checkpointing and interruption options of a run.
+#[derive(Default)]
+pub struct RunControl<'a> {
+    /// The checkpoint file (`DIR/checkpoint.kcap`); the sidecar is the
+    /// same path with extension `json`. Written every `every` steps and on
+    /// interruption.
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// Write a checkpoint after every `every` global steps (0: never).
+    pub every: u64,
+    /// Checked after every step: when set, write a checkpoint and stop.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Progress restored from a checkpoint (the brain passed to
+    /// [`run_brain`] must be the checkpoint's brain).
+    pub resume: Option<Progress>,
+}
+
+/// Path of the sidecar of checkpoint `ckpt`.
+pub fn sidecar_path(ckpt: &std::path::Path) -> std::path::PathBuf {
+    ckpt.with_extension("json")
+}
+
+/// Writes the brain checkpoint and then its progress sidecar, both atomically.
+pub fn write_checkpoint(
+    path: &std::path::Path,
+    exp: &Experiment,
+    brain: &Brain,
+    step_seconds: f64,
+    steps: &[StepRecord],
+    last_two: &[LastTwo],
+) -> Result<()> {
+    let prog = Progress {
+        format: PROGRESS_FORMAT.into(),
+        experiment: exp.name.clone(),
+        step: brain.steps(),
+        areas: exp.areas.clone(),
+        step_seconds,
+        steps: steps.to_vec(),
+        last_two: last_two.to_vec(),
+    };
+    let json = serde_json::to_vec(&prog)?;
+    kcap::checkpoint::save(brain, path)
+        .map_err(|e| anyhow!("writing checkpoint {}: {e}", path.display()))?;
+    let side = sidecar_path(path);
+    kcap::checkpoint::write_atomic(&side, &json)
+        .map_err(|e| anyhow!("writing checkpoint {}: {e}", side.display()))?;
+    Ok(())
 }
 
 fn at(exp: &Experiment, span: Range<usize>, e: impl std::fmt::Display) -> ConfigError {
@@ -203,7 +282,7 @@ fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
 pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
     let start = Instant::now();
     let brain = build_brain(exp)?;
-    run_brain(exp, brain, start, progress)
+    run_brain(exp, brain, start, progress, RunControl::default())
 }
 
 /// Runs the schedule on a brain built by [`build_brain`] at `start` (the
@@ -213,6 +292,7 @@ pub fn run_brain(
     mut brain: Brain,
     start: Instant,
     progress: Option<&ProgressBar>,
+    control: RunControl,
 ) -> Result<RunOutcome> {
     let setup_seconds = start.elapsed().as_secs_f64();
     let n_areas = exp.areas.len();
@@ -221,8 +301,40 @@ pub fn run_brain(
     let mut last_two: Vec<LastTwo> = vec![(None, None); n_areas];
     let mut steps = Vec::with_capacity(exp.total_steps.min(1 << 16) as usize);
     let mut step_seconds = 0.0;
-    for entry in &exp.schedule {
-        for action in &entry.actions {
+    // Steps already done (resumed run): the brain's step counter.
+    let done = brain.steps();
+    if let Some(p) = control.resume {
+        steps = p.steps;
+        last_two = p.last_two;
+        step_seconds = p.step_seconds;
+        if let Some(pb) = progress {
+            pb.set_position(done);
+        }
+    }
+    let mut interrupted = false;
+    // Global steps before the current entry.
+    let mut before: u64 = 0;
+    'schedule: for entry in &exp.schedule {
+        let entry_before = before;
+        before += if entry.fire.is_some() {
+            entry.repeat
+        } else {
+            0
+        };
+        // An entry with steps done before the checkpoint was started: its
+        // actions are already in the brain's state; continue its repetitions.
+        let first_rep = if entry_before < done {
+            if entry.fire.is_none() {
+                continue;
+            }
+            done - entry_before + 1
+        } else {
+            1
+        };
+        if first_rep > 1 && first_rep > entry.repeat {
+            continue;
+        }
+        for action in entry.actions.iter().filter(|_| first_rep == 1) {
             apply(&mut brain, action).map_err(|e| {
                 anyhow!(
                     "{}: {}: before step {}: {e}",
@@ -241,7 +353,7 @@ pub fn run_brain(
                     .unwrap_or_else(|| format!("entry {}", entry.index + 1)),
             );
         }
-        for rep in 1..=entry.repeat {
+        for rep in first_rep..=entry.repeat {
             let global = brain.steps() + 1;
             let t0 = Instant::now();
             brain.project(proj).map_err(|e| {
@@ -286,6 +398,19 @@ pub fn run_brain(
             if let Some(pb) = progress {
                 pb.inc(1);
             }
+            let stop = control
+                .stop
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+            let periodic = control.every > 0 && global.is_multiple_of(control.every);
+            if let Some(path) = &control.checkpoint {
+                if stop || periodic {
+                    write_checkpoint(path, exp, &brain, step_seconds, &steps, &last_two)?;
+                }
+            }
+            if stop {
+                interrupted = true;
+                break 'schedule;
+            }
         }
     }
     let total_seconds = start.elapsed().as_secs_f64();
@@ -304,10 +429,11 @@ pub fn run_brain(
             bytes,
         },
         fibers: brain.memory_report(),
+        interrupted,
     })
 }
 
-type LastTwo = (Option<Vec<u32>>, Option<Vec<u32>>);
+pub type LastTwo = (Option<Vec<u32>>, Option<Vec<u32>>);
 
 fn summarize(
     exp: &Experiment,
