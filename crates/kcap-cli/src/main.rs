@@ -132,6 +132,11 @@ struct RunArgs {
     /// Continue from a checkpoint written by --checkpoint-every or Ctrl-C (same experiment file)
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
+    /// Print the memory report of every stored fiber: format, predicted and
+    /// measured bytes per synapse, saving against f32/u32 CSR, and the
+    /// `auto` planner's reasons
+    #[arg(long)]
+    report_memory: bool,
 }
 
 #[derive(Args, Debug)]
@@ -336,6 +341,9 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         print!("{}", report::summary_text(&exp, &outcome));
         println!("wrote {} and {}", results.display(), png.display());
     }
+    if args.report_memory {
+        print!("{}", memory_report_text(&outcome.fibers));
+    }
     if outcome.interrupted {
         let done = outcome.steps.last().map_or(0, |s| s.step);
         eprintln!(
@@ -434,4 +442,37 @@ fn main() -> ExitCode {
         }
         Err(_) => ExitCode::from(1),
     }
+}
+
+/// The `--report-memory` text: per stored fiber, predicted and measured
+/// memory, the saving against the f32/u32 reference, and the planner's reasons.
+fn memory_report_text(fibers: &[kcap::FiberMemory]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("\nmemory report (stored fibers)\n");
+    if fibers.is_empty() {
+        s.push_str("  no stored fibers: lazy areas keep only the synapses of neurons that fired\n");
+        return s;
+    }
+    for f in fibers {
+        let syn = f.synapses.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "  {} -> {}: {} | {} synapses | predicted {:.3} B/synapse ({:.1} MB), measured {:.3} B/synapse ({:.1} MB) | f32/u32 reference {:.1} MB, saved {:.1} MB ({:.0}%)",
+            f.from,
+            f.to,
+            f.format,
+            f.synapses,
+            f.predicted_bytes as f64 / syn,
+            f.predicted_bytes as f64 / 1e6,
+            f.bytes as f64 / syn,
+            f.bytes as f64 / 1e6,
+            f.reference_bytes as f64 / 1e6,
+            (f.reference_bytes as f64 - f.bytes as f64) / 1e6,
+            100.0 * (1.0 - f.bytes as f64 / f.reference_bytes.max(1) as f64),
+        );
+        for r in &f.reasons {
+            let _ = writeln!(s, "      planner: {r}");
+        }
+    }
+    s
 }

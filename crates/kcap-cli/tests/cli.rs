@@ -335,12 +335,34 @@ fn an_explicit_area_reports_its_storage_format() {
     let f = d.write("exp.toml", &text);
     let out = d.out();
     let o = kcap(
-        &["run", f.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &[
+            "run",
+            f.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--report-memory",
+        ],
         &d.0,
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
         o.stdout.contains("A -> A") && o.stdout.contains("log-u8"),
+        "{}",
+        o.stdout
+    );
+    // --report-memory: predicted and measured bytes per synapse, and the saving.
+    assert!(
+        o.stdout.contains("memory report (stored fibers)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("predicted 3.") && o.stdout.contains("measured 3."),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("f32/u32 reference") && o.stdout.contains("saved"),
         "{}",
         o.stdout
     );
