@@ -119,6 +119,14 @@ pub struct BenchArgs {
     /// List the scenarios and exit
     #[arg(long)]
     list: bool,
+    /// Instead of timing: the storage-format accuracy report — every format
+    /// against the f32 reference on the same seeds and graph, in the named
+    /// scenario (small, small-beta, explicit-250k)
+    #[arg(long, value_name = "SCENARIO")]
+    accuracy: Option<String>,
+    /// Seeds of the accuracy report
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
 }
 
 /// Arguments of the hidden `__bench-child` subcommand.
@@ -267,6 +275,22 @@ fn cpu_name() -> String {
 
 /// `kcap bench`.
 pub fn cmd_bench(args: BenchArgs) -> Result<()> {
+    if let Some(name) = &args.accuracy {
+        let sc = kcap::accuracy::scenario(name).ok_or_else(|| {
+            UsageError(format!(
+                "unknown accuracy scenario {name:?}; known: {}",
+                kcap::accuracy::SCENARIOS.join(", ")
+            ))
+        })?;
+        let formats = kcap::accuracy::standard_formats();
+        let seeds: Vec<u64> = (1..=args.seeds).collect();
+        let rows = kcap::accuracy::report(&sc, &formats, &seeds)?;
+        print!("{}", kcap::accuracy::table(&sc, &formats, &rows));
+        if let Some(path) = &args.json {
+            crate::report::write_json(path, &serde_json::json!({ "scenario": sc, "rows": rows }))?;
+        }
+        return Ok(());
+    }
     if args.list {
         for s in SCENARIOS {
             let set = if s.in_default_set {

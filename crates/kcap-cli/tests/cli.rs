@@ -648,3 +648,40 @@ fn bench_runs_a_scenario_and_refuses_unknown_ones() {
         "pattern completion recovers the assembly: {s}"
     );
 }
+
+#[test]
+fn bench_accuracy_reports_every_format_against_the_reference() {
+    let d = Dir::new("accuracy");
+    let json = d.0.join("acc.json");
+    let o = kcap(
+        &[
+            "bench",
+            "--accuracy",
+            "small",
+            "--seeds",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &d.0,
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for label in [
+        "f16/stochastic",
+        "bf16/nearest",
+        "log-u8",
+        "bit/bitmap",
+        "auto",
+    ] {
+        assert!(o.stdout.contains(label), "{label} missing:\n{}", o.stdout);
+    }
+    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["rows"].as_array().unwrap().len(), 9);
+    let o = kcap(&["bench", "--accuracy", "huge"], &d.0);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("unknown accuracy scenario \"huge\""),
+        "{}",
+        o.stderr
+    );
+}

@@ -132,6 +132,69 @@ pub fn report(
     Ok(rows)
 }
 
+/// The named scenarios of the report: `small` (n = 20 000, k = 200,
+/// p = 0.02, β = 0.05, 25 steps), `small-beta` (same, β = 0.001, 50 steps —
+/// where bf16 with nearest rounding drops every update) and `explicit-250k`.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let (n, k, p, beta, steps) = match name {
+        "small" => (20_000, 200, 0.02, 0.05, 25),
+        "small-beta" => (20_000, 200, 0.02, 0.001, 50),
+        "explicit-250k" => (250_000, 500, 0.01, 0.05, 25),
+        _ => return None,
+    };
+    Some(Scenario {
+        name: name.into(),
+        n,
+        k,
+        p,
+        beta,
+        steps,
+    })
+}
+
+/// Names accepted by [`scenario`].
+pub const SCENARIOS: &[&str] = &["small", "small-beta", "explicit-250k"];
+
+/// The report as a text table: per format, means over seeds of bytes per
+/// synapse, winner agreement, final support (reference), final overlap and
+/// learning ratio.
+pub fn table(sc: &Scenario, formats: &[(String, FormatChoice)], rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let seeds: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.format == formats[0].0)
+        .map(|r| r.seed)
+        .collect();
+    let _ = writeln!(
+        s,
+        "scenario {} (n={}, k={}, p={}, beta={}, {} steps), seeds {:?}",
+        sc.name, sc.n, sc.k, sc.p, sc.beta, sc.steps, seeds
+    );
+    let _ = writeln!(
+        s,
+        "{:<18} {:>9} {:>10} {:>16} {:>14} {:>9}",
+        "format", "B/synapse", "agreement", "support (ref)", "final overlap", "learning"
+    );
+    for (label, _) in formats {
+        let r: Vec<&Row> = rows.iter().filter(|r| &r.format == label).collect();
+        let n = r.len().max(1) as f64;
+        let mean = |g: &dyn Fn(&Row) -> f64| r.iter().map(|x| g(x)).sum::<f64>() / n;
+        let _ = writeln!(
+            s,
+            "{:<18} {:>9.3} {:>9.1}% {:>8.0} ({:>5.0}) {:>13.1}% {:>9.3}",
+            label,
+            mean(&|x| x.bytes_per_synapse),
+            100.0 * mean(&|x| x.mean_agreement),
+            mean(&|x| x.final_support as f64),
+            mean(&|x| x.reference_support as f64),
+            100.0 * mean(&|x| x.final_overlap as f64) / sc.k as f64,
+            mean(&|x| x.learning_ratio),
+        );
+    }
+    s
+}
+
 /// The formats of the standard report, labelled.
 pub fn standard_formats() -> Vec<(String, FormatChoice)> {
     use crate::format::*;
