@@ -43,7 +43,10 @@ impl Cuda {
     pub fn on(dev: Arc<CudaDevice>) -> Result<Cuda> {
         dev.module(&crate::kernels::TOPK_F32)?;
         dev.module(&crate::kernels::ACCUMULATE_ROWS_F32)?;
-        Ok(Cuda { dev, topk_ws: Mutex::new(None) })
+        Ok(Cuda {
+            dev,
+            topk_ws: Mutex::new(None),
+        })
     }
 
     pub fn device(&self) -> &Arc<CudaDevice> {
@@ -51,7 +54,12 @@ impl Cuda {
     }
 
     /// `accumulate_rows` with errors returned instead of panicking.
-    pub fn try_accumulate_rows(&self, rows: &[Vec<Syn>], firing: &[u32], inputs: &mut [f32]) -> Result<()> {
+    pub fn try_accumulate_rows(
+        &self,
+        rows: &[Vec<Syn>],
+        firing: &[u32],
+        inputs: &mut [f32],
+    ) -> Result<()> {
         if firing.is_empty() || inputs.is_empty() {
             return Ok(());
         }
@@ -64,7 +72,12 @@ impl Cuda {
         row_ptr.push(0u64);
         for &i in firing {
             for s in &rows[i as usize] {
-                assert!((s.to as usize) < inputs.len(), "synapse target {} out of range {}", s.to, inputs.len());
+                assert!(
+                    (s.to as usize) < inputs.len(),
+                    "synapse target {} out of range {}",
+                    s.to,
+                    inputs.len()
+                );
                 to.push(s.to);
                 w.push(s.w);
                 bound += (s.w as f64).abs();
@@ -87,8 +100,17 @@ impl Cuda {
         let rows_idx: Vec<u32> = (0..firing.len() as u32).collect();
         let firing_d = s.clone_htod(&rows_idx).what("upload firing")?;
         let mut inputs_d = s.clone_htod(inputs).what("upload inputs")?;
-        let mut acc = s.alloc_zeros::<u64>(inputs.len()).what("alloc accumulator")?;
-        accumulate::accumulate_rows_f32(&self.dev, &csr, &firing_d, scale, &mut acc, &mut inputs_d)?;
+        let mut acc = s
+            .alloc_zeros::<u64>(inputs.len())
+            .what("alloc accumulator")?;
+        accumulate::accumulate_rows_f32(
+            &self.dev,
+            &csr,
+            &firing_d,
+            scale,
+            &mut acc,
+            &mut inputs_d,
+        )?;
         s.memcpy_dtoh(&inputs_d, inputs).what("download inputs")?;
         s.synchronize().what("synchronize")?;
         Ok(())

@@ -31,7 +31,11 @@ pub struct CudaDevice {
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CudaDevice({}: {}, sm_{}{})", self.ordinal, self.name, self.cc.0, self.cc.1)
+        write!(
+            f,
+            "CudaDevice({}: {}, sm_{}{})",
+            self.ordinal, self.name, self.cc.0, self.cc.1
+        )
     }
 }
 
@@ -47,7 +51,10 @@ pub fn device_count() -> Result<usize> {
     if !driver_available() {
         return Err(Error::NoDriver("libcuda.so could not be loaded".into()));
     }
-    cudarc::driver::result::init().map_err(|e| Error::NoDevice { ordinal: 0, why: format!("cuInit failed: {e:?}") })?;
+    cudarc::driver::result::init().map_err(|e| Error::NoDevice {
+        ordinal: 0,
+        why: format!("cuInit failed: {e:?}"),
+    })?;
     let n = CudaContext::device_count().what("cuDeviceGetCount")?;
     Ok(n.max(0) as usize)
 }
@@ -59,10 +66,15 @@ impl CudaDevice {
     pub fn new(ordinal: usize) -> Result<Arc<CudaDevice>> {
         let count = device_count()?;
         if ordinal >= count {
-            return Err(Error::NoDevice { ordinal, why: format!("the driver reports {count} device(s)") });
+            return Err(Error::NoDevice {
+                ordinal,
+                why: format!("the driver reports {count} device(s)"),
+            });
         }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| Error::NoDevice { ordinal, why: format!("context creation failed: {e:?}") })?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoDevice {
+            ordinal,
+            why: format!("context creation failed: {e:?}"),
+        })?;
         // SAFETY: this crate issues all work on the one stream below, so the
         // cross-stream tracking that event tracking provides is not needed
         // (it would add two events per allocation and per launch).
@@ -114,7 +126,9 @@ impl CudaDevice {
         let mut v: std::ffi::c_int = 0;
         // SAFETY: cuDriverGetVersion writes one int through a valid pointer;
         // the driver library is loaded (checked in `new`).
-        unsafe { sys::cuDriverGetVersion(&mut v) }.result().what("cuDriverGetVersion")?;
+        unsafe { sys::cuDriverGetVersion(&mut v) }
+            .result()
+            .what("cuDriverGetVersion")?;
         Ok((v / 1000, (v % 1000) / 10))
     }
 
@@ -140,12 +154,22 @@ impl CudaDevice {
     /// Function `name` of module `m`, compiling and loading the module on
     /// first use.
     pub fn function(&self, m: &Module, name: &'static str) -> Result<CudaFunction> {
-        if let Some(f) = self.functions.lock().expect("function cache poisoned").get(&(m.name, name)) {
+        if let Some(f) = self
+            .functions
+            .lock()
+            .expect("function cache poisoned")
+            .get(&(m.name, name))
+        {
             return Ok(f.clone());
         }
         let module = self.module(m)?;
-        let f = module.load_function(name).what(&format!("loading kernel {name} of module {}", m.name))?;
-        self.functions.lock().expect("function cache poisoned").insert((m.name, name), f.clone());
+        let f = module
+            .load_function(name)
+            .what(&format!("loading kernel {name} of module {}", m.name))?;
+        self.functions
+            .lock()
+            .expect("function cache poisoned")
+            .insert((m.name, name), f.clone());
         Ok(f)
     }
 

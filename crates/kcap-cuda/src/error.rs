@@ -17,8 +17,15 @@ pub enum Error {
     #[error("NVRTC not found: libnvrtc.so.13 could not be loaded (run scripts/nvrtc-setup.sh and put the folder it prints on LD_LIBRARY_PATH)")]
     NoNvrtc,
     /// A kernel failed to compile; `log` is NVRTC's log.
-    #[error("kernel module {module} failed to compile for {arch} (include dirs: {includes}): {log}")]
-    Compile { module: String, arch: String, includes: String, log: String },
+    #[error(
+        "kernel module {module} failed to compile for {arch} (include dirs: {includes}): {log}"
+    )]
+    Compile {
+        module: String,
+        arch: String,
+        includes: String,
+        log: String,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA driver error in {what}: {err}")]
     Driver { what: String, err: String },
@@ -35,11 +42,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn driver(what: impl Into<String>, err: cudarc::driver::DriverError) -> Error {
-        Error::Driver { what: what.into(), err: format!("{err:?}") }
+        Error::Driver {
+            what: what.into(),
+            err: format!("{err:?}"),
+        }
     }
 
     pub(crate) fn invalid(op: &'static str, why: impl Into<String>) -> Error {
-        Error::Invalid { op, why: why.into() }
+        Error::Invalid {
+            op,
+            why: why.into(),
+        }
     }
 }
 

@@ -24,11 +24,22 @@ const HEADERS: &[(&str, &str)] = &[
     ("topk.cuh", include_str!("../kernels/topk.cuh")),
 ];
 
-pub const TOPK_F32: Module = Module { name: "topk_f32", src: include_str!("../kernels/topk_f32.cu") };
-pub const TOPK_F16: Module = Module { name: "topk_f16", src: include_str!("../kernels/topk_f16.cu") };
-pub const ACCUMULATE_ROWS_F32: Module =
-    Module { name: "accumulate_rows_f32", src: include_str!("../kernels/accumulate_rows_f32.cu") };
-pub const RNG: Module = Module { name: "rng", src: include_str!("../kernels/rng.cu") };
+pub const TOPK_F32: Module = Module {
+    name: "topk_f32",
+    src: include_str!("../kernels/topk_f32.cu"),
+};
+pub const TOPK_F16: Module = Module {
+    name: "topk_f16",
+    src: include_str!("../kernels/topk_f16.cu"),
+};
+pub const ACCUMULATE_ROWS_F32: Module = Module {
+    name: "accumulate_rows_f32",
+    src: include_str!("../kernels/accumulate_rows_f32.cu"),
+};
+pub const RNG: Module = Module {
+    name: "rng",
+    src: include_str!("../kernels/rng.cu"),
+};
 
 /// Every kernel module of the crate (CI compiles each of them).
 pub const MODULES: &[Module] = &[TOPK_F32, TOPK_F16, ACCUMULATE_ROWS_F32, RNG];
@@ -45,7 +56,10 @@ pub fn expanded_source(m: &Module) -> String {
 fn expand_into<'a>(src: &'a str, out: &mut String, seen: &mut Vec<&'a str>) {
     for line in src.lines() {
         let t = line.trim_start();
-        let quoted = t.strip_prefix("#include").map(str::trim).and_then(|r| r.strip_prefix('"')?.strip_suffix('"'));
+        let quoted = t
+            .strip_prefix("#include")
+            .map(str::trim)
+            .and_then(|r| r.strip_prefix('"')?.strip_suffix('"'));
         match quoted.and_then(|name| HEADERS.iter().find(|(h, _)| *h == name)) {
             Some((name, text)) => {
                 if !seen.contains(name) {
@@ -124,15 +138,24 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
         return Err(Error::NoNvrtc);
     }
     let includes = include_dirs();
-    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "--ptxas-options=--verbose".into()];
-    options.extend(includes.iter().map(|p| format!("--include-path={}", p.display())));
+    let mut options = vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".into(),
+        "--ptxas-options=--verbose".into(),
+    ];
+    options.extend(
+        includes
+            .iter()
+            .map(|p| format!("--include-path={}", p.display())),
+    );
     let fail = |log: String| Error::Compile {
         module: m.name.to_string(),
         arch: arch.to_string(),
         includes: format!("{includes:?}"),
         log,
     };
-    let src = CString::new(expanded_source(m)).map_err(|_| fail("source holds a NUL byte".into()))?;
+    let src =
+        CString::new(expanded_source(m)).map_err(|_| fail("source holds a NUL byte".into()))?;
     let name = CString::new(format!("{}.cu", m.name)).expect("module names hold no NUL");
     let prog = result::create_program(&src, Some(&name)).map_err(|e| fail(format!("{e:?}")))?;
     // SAFETY: `prog` was created above from `src` and `name`, which outlive
@@ -145,9 +168,13 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
             .unwrap_or_default();
         let cubin = compiled.map_err(|e| format!("{e:?}")).and_then(|()| {
             let mut size = 0usize;
-            sys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(|e| format!("{e:?}"))?;
+            sys::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .map_err(|e| format!("{e:?}"))?;
             let mut buf = vec![0u8; size];
-            sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast()).result().map_err(|e| format!("{e:?}"))?;
+            sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+                .result()
+                .map_err(|e| format!("{e:?}"))?;
             Ok(buf)
         });
         let _ = result::destroy_program(prog);

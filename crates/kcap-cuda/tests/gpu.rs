@@ -46,14 +46,24 @@ fn upload<T: cudarc::driver::DeviceRepr>(d: &CudaDevice, v: &[T]) -> cudarc::dri
 }
 
 /// Device k-cap of a dense f32 vector, sorted ids.
-fn gpu_topk_f32(d: &CudaDevice, ws: &mut topk::TopkWorkspace, v: &[f32], k: usize) -> (Vec<u32>, bool) {
+fn gpu_topk_f32(
+    d: &CudaDevice,
+    ws: &mut topk::TopkWorkspace,
+    v: &[f32],
+    k: usize,
+) -> (Vec<u32>, bool) {
     let dv = upload(d, v);
     topk::topk(d, ws, &dv, k).expect("topk_f32");
     let o = ws.fetch_sorted(d).expect("topk_f32 result");
     (o.ids, o.prefiltered)
 }
 
-fn gpu_topk_f16(d: &CudaDevice, ws: &mut topk::TopkWorkspace, v: &[f16], k: usize) -> (Vec<u32>, bool) {
+fn gpu_topk_f16(
+    d: &CudaDevice,
+    ws: &mut topk::TopkWorkspace,
+    v: &[f16],
+    k: usize,
+) -> (Vec<u32>, bool) {
     let bits: Vec<u16> = v.iter().map(|h| h.to_bits()).collect();
     let dv = upload(d, &bits);
     topk::topk(d, ws, &dv, k).expect("topk_f16");
@@ -73,7 +83,20 @@ fn ks_for(n: usize) -> Vec<usize> {
 }
 
 fn sizes() -> Vec<usize> {
-    vec![2, 3, 31, 32, 33, 1000, 4097, 65_539, 1_000_000, (1 << 22) + 5, 10_000_000, 100_000_000]
+    vec![
+        2,
+        3,
+        31,
+        32,
+        33,
+        1000,
+        4097,
+        65_539,
+        1_000_000,
+        (1 << 22) + 5,
+        10_000_000,
+        100_000_000,
+    ]
 }
 
 #[test]
@@ -95,7 +118,9 @@ fn no_driver_or_device_is_an_error_not_a_panic() {
 
 #[test]
 fn topk_f32_random_matches_cpu() {
-    let Some(d) = device("topk_f32_random_matches_cpu") else { return };
+    let Some(d) = device("topk_f32_random_matches_cpu") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
     for n in sizes() {
         let mut s = Stream::keyed(1, &[n as u64]);
@@ -110,7 +135,9 @@ fn topk_f32_random_matches_cpu() {
 
 #[test]
 fn topk_f16_random_matches_cpu() {
-    let Some(d) = device("topk_f16_random_matches_cpu") else { return };
+    let Some(d) = device("topk_f16_random_matches_cpu") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
     for n in sizes() {
         let mut s = Stream::keyed(2, &[n as u64]);
@@ -127,15 +154,34 @@ fn topk_f16_random_matches_cpu() {
 
 #[test]
 fn topk_tie_heavy_and_special_values_match_cpu() {
-    let Some(d) = device("topk_tie_heavy_and_special_values_match_cpu") else { return };
+    let Some(d) = device("topk_tie_heavy_and_special_values_match_cpu") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
-    let specials = [0.0f32, -0.0, 1.0, -1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, 1e-40, f32::MAX];
+    let specials = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        1e-40,
+        f32::MAX,
+    ];
     for n in [5usize, 100, 10_000, 1_000_000, (1 << 22) + 1, 10_000_000] {
         let mut s = Stream::keyed(3, &[n as u64]);
         let few: Vec<f32> = (0..n).map(|_| s.below(7) as f32).collect();
         let equal = vec![0.25f32; n];
-        let special: Vec<f32> = (0..n).map(|_| specials[s.below(specials.len() as u64) as usize]).collect();
-        for (label, v) in [("seven values", &few), ("all equal", &equal), ("specials", &special)] {
+        let special: Vec<f32> = (0..n)
+            .map(|_| specials[s.below(specials.len() as u64) as usize])
+            .collect();
+        for (label, v) in [
+            ("seven values", &few),
+            ("all equal", &equal),
+            ("specials", &special),
+        ] {
             for k in ks_for(n) {
                 let (ids, pre) = gpu_topk_f32(&d, &mut ws, v, k);
                 assert_eq!(ids, kcap::cap::top_k(v, k), "{label} f32 n={n} k={k}");
@@ -151,12 +197,16 @@ fn topk_tie_heavy_and_special_values_match_cpu() {
 
 #[test]
 fn topk_prefilter_fallback_gives_the_same_answer() {
-    let Some(d) = device("topk_prefilter_fallback_gives_the_same_answer") else { return };
+    let Some(d) = device("topk_prefilter_fallback_gives_the_same_answer") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
     let n = 1usize << 23;
     // Every sampled position holds the maximum and nothing else does: the
     // sampled threshold passes only 65 536 elements, fewer than k.
-    let sampled: Vec<usize> = (0..topk::SAMPLE as u64).map(|s| (s * n as u64 / topk::SAMPLE as u64) as usize).collect();
+    let sampled: Vec<usize> = (0..topk::SAMPLE as u64)
+        .map(|s| (s * n as u64 / topk::SAMPLE as u64) as usize)
+        .collect();
     let mut v = vec![0.5f32; n];
     for &j in &sampled {
         v[j] = 1.0;
@@ -179,12 +229,16 @@ fn topk_prefilter_fallback_gives_the_same_answer() {
 
 #[test]
 fn topk_sparse_matches_sorted_reference() {
-    let Some(d) = device("topk_sparse_matches_sorted_reference") else { return };
+    let Some(d) = device("topk_sparse_matches_sorted_reference") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
     for m in [2usize, 50, 5000, 300_000, 3_000_000] {
         let mut s = Stream::keyed(5, &[m as u64]);
         // Distinct ids in random order (a random stride walk of a permutation).
-        let ids: Vec<u32> = (0..m as u64).map(|j| ((j * 2_654_435_761 + 12_345) % (4 * m as u64 + 1)) as u32).collect();
+        let ids: Vec<u32> = (0..m as u64)
+            .map(|j| ((j * 2_654_435_761 + 12_345) % (4 * m as u64 + 1)) as u32)
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -200,9 +254,17 @@ fn topk_sparse_matches_sorted_reference() {
             let mut want: Vec<u32> = order[..k].iter().map(|&j| ids[j]).collect();
             want.sort_unstable();
             topk::topk_sparse(&d, &mut ws, &di, &dv, k).unwrap();
-            assert_eq!(ws.fetch_sorted(&d).unwrap().ids, want, "sparse f32 m={m} k={k}");
+            assert_eq!(
+                ws.fetch_sorted(&d).unwrap().ids,
+                want,
+                "sparse f32 m={m} k={k}"
+            );
             topk::topk_sparse(&d, &mut ws, &di, &dh, k).unwrap();
-            assert_eq!(ws.fetch_sorted(&d).unwrap().ids, want, "sparse f16 m={m} k={k}");
+            assert_eq!(
+                ws.fetch_sorted(&d).unwrap().ids,
+                want,
+                "sparse f16 m={m} k={k}"
+            );
         }
         println!("sparse m={m}: ok");
     }
@@ -210,19 +272,29 @@ fn topk_sparse_matches_sorted_reference() {
 
 #[test]
 fn topk_rejects_bad_sizes_before_launching() {
-    let Some(d) = device("topk_rejects_bad_sizes_before_launching") else { return };
+    let Some(d) = device("topk_rejects_bad_sizes_before_launching") else {
+        return;
+    };
     let mut ws = topk::TopkWorkspace::new(&d).unwrap();
     let v = upload(&d, &[1.0f32, 2.0, 3.0]);
     for k in [0usize, 3, 4] {
-        assert!(matches!(topk::topk(&d, &mut ws, &v, k), Err(Error::Invalid { .. })), "k={k}");
+        assert!(
+            matches!(topk::topk(&d, &mut ws, &v, k), Err(Error::Invalid { .. })),
+            "k={k}"
+        );
     }
     let ids = upload(&d, &[1u32, 2]);
-    assert!(matches!(topk::topk_sparse(&d, &mut ws, &ids, &v, 1), Err(Error::Invalid { .. })));
+    assert!(matches!(
+        topk::topk_sparse(&d, &mut ws, &ids, &v, 1),
+        Err(Error::Invalid { .. })
+    ));
 }
 
 #[test]
 fn backend_top_k_matches_cpu_including_edge_k() {
-    let Some(c) = cuda("backend_top_k_matches_cpu_including_edge_k") else { return };
+    let Some(c) = cuda("backend_top_k_matches_cpu_including_edge_k") else {
+        return;
+    };
     let mut s = Stream::keyed(6, &[]);
     for n in [0usize, 1, 2, 10, 1000] {
         let v: Vec<f32> = (0..n).map(|_| s.below(5) as f32).collect();
@@ -238,15 +310,26 @@ fn random_rows(seed: u64, nrows: usize, n: usize, deg: usize) -> Vec<Vec<Syn>> {
     (0..nrows)
         .map(|_| {
             let len = s.below(2 * deg as u64 + 1) as usize;
-            (0..len).map(|_| Syn { to: s.below(n as u64) as u32, w: 1.05f32.powi(s.below(40) as i32) }).collect()
+            (0..len)
+                .map(|_| Syn {
+                    to: s.below(n as u64) as u32,
+                    w: 1.05f32.powi(s.below(40) as i32),
+                })
+                .collect()
         })
         .collect()
 }
 
 #[test]
 fn accumulate_matches_cpu_within_tolerance() {
-    let Some(c) = cuda("accumulate_matches_cpu_within_tolerance") else { return };
-    for (nrows, n, deg, nf) in [(10usize, 50usize, 5usize, 4usize), (2000, 10_000, 100, 1000), (20_000, 1_000_000, 500, 3000)] {
+    let Some(c) = cuda("accumulate_matches_cpu_within_tolerance") else {
+        return;
+    };
+    for (nrows, n, deg, nf) in [
+        (10usize, 50usize, 5usize, 4usize),
+        (2000, 10_000, 100, 1000),
+        (20_000, 1_000_000, 500, 3000),
+    ] {
         let rows = random_rows(7 + nrows as u64, nrows, n, deg);
         let mut s = Stream::keyed(8, &[nrows as u64]);
         let firing: Vec<u32> = (0..nf).map(|_| s.below(nrows as u64) as u32).collect();
@@ -265,9 +348,15 @@ fn accumulate_matches_cpu_within_tolerance() {
         let eps = 2f64.powi(-24);
         let mut worst = 0f64;
         for j in 0..n {
-            let tol = (cnt[j] + 1.0) * eps * (init[j].abs() as f64 + abs[j]) + cnt[j] * 2f64.powi(-32);
+            let tol =
+                (cnt[j] + 1.0) * eps * (init[j].abs() as f64 + abs[j]) + cnt[j] * 2f64.powi(-32);
             let diff = (g[j] as f64 - cpu[j] as f64).abs();
-            assert!(diff <= tol, "input {j}: gpu {} cpu {} diff {diff:e} > tol {tol:e}", g[j], cpu[j]);
+            assert!(
+                diff <= tol,
+                "input {j}: gpu {} cpu {} diff {diff:e} > tol {tol:e}",
+                g[j],
+                cpu[j]
+            );
             if tol > 0.0 {
                 worst = worst.max(diff / tol);
             }
@@ -278,7 +367,9 @@ fn accumulate_matches_cpu_within_tolerance() {
 
 #[test]
 fn accumulate_unit_weights_equal_cpu_exactly() {
-    let Some(c) = cuda("accumulate_unit_weights_equal_cpu_exactly") else { return };
+    let Some(c) = cuda("accumulate_unit_weights_equal_cpu_exactly") else {
+        return;
+    };
     let mut rows = random_rows(9, 5000, 100_000, 200);
     rows.iter_mut().flatten().for_each(|s| s.w = 1.0);
     let firing: Vec<u32> = (0..5000).step_by(3).collect();
@@ -294,15 +385,31 @@ fn accumulate_unit_weights_equal_cpu_exactly() {
 
 #[test]
 fn generator_words_and_keys_are_bit_identical() {
-    let Some(d) = device("generator_words_and_keys_are_bit_identical") else { return };
-    for (key, c0) in [(0u64, 0u64), (rng::derive(42, &[1, 2, 3]), 7), (u64::MAX, u64::MAX - 500)] {
+    let Some(d) = device("generator_words_and_keys_are_bit_identical") else {
+        return;
+    };
+    for (key, c0) in [
+        (0u64, 0u64),
+        (rng::derive(42, &[1, 2, 3]), 7),
+        (u64::MAX, u64::MAX - 500),
+    ] {
         let g = grng::words(&d, key, c0, 100_000).unwrap();
         for (i, w) in g.iter().enumerate() {
-            assert_eq!(*w, rng::word(key, c0.wrapping_add(i as u64)), "key {key:#x} counter {}", c0.wrapping_add(i as u64));
+            assert_eq!(
+                *w,
+                rng::word(key, c0.wrapping_add(i as u64)),
+                "key {key:#x} counter {}",
+                c0.wrapping_add(i as u64)
+            );
         }
     }
     let parents: Vec<u64> = (0..10_000u64).map(|i| rng::word(5, i)).collect();
-    for words in [vec![], vec![0u64], vec![1, 2, 3, u64::MAX], (0..17).collect::<Vec<u64>>()] {
+    for words in [
+        vec![],
+        vec![0u64],
+        vec![1, 2, 3, u64::MAX],
+        (0..17).collect::<Vec<u64>>(),
+    ] {
         let g = grng::derive(&d, &parents, &words).unwrap();
         for (p, h) in parents.iter().zip(&g) {
             assert_eq!(*h, rng::derive(*p, &words), "words {words:?}");
@@ -312,15 +419,31 @@ fn generator_words_and_keys_are_bit_identical() {
 
 #[test]
 fn uniform_and_ln_fast_are_bit_identical() {
-    let Some(d) = device("uniform_and_ln_fast_are_bit_identical") else { return };
+    let Some(d) = device("uniform_and_ln_fast_are_bit_identical") else {
+        return;
+    };
     let key = rng::derive(11, &[rng::purpose::WIRING, 3]);
     let (u, l) = grng::uniform_ln(&d, key, 1_000_000).unwrap();
     for i in 0..u.len() {
         let cu = rng::unit_open(rng::word(key, i as u64));
         assert_eq!(u[i].to_bits(), cu.to_bits(), "uniform {i}");
-        assert_eq!(l[i].to_bits(), kcap::stats::ln_fast(cu).to_bits(), "ln_fast(uniform {i} = {cu})");
+        assert_eq!(
+            l[i].to_bits(),
+            kcap::stats::ln_fast(cu).to_bits(),
+            "ln_fast(uniform {i} = {cu})"
+        );
     }
-    let mut xs = vec![1.0, 2.0, 0.5, 1e-300, 1e300, std::f64::consts::SQRT_2, std::f64::consts::FRAC_1_SQRT_2, f64::MIN_POSITIVE, f64::MAX];
+    let mut xs = vec![
+        1.0,
+        2.0,
+        0.5,
+        1e-300,
+        1e300,
+        std::f64::consts::SQRT_2,
+        std::f64::consts::FRAC_1_SQRT_2,
+        f64::MIN_POSITIVE,
+        f64::MAX,
+    ];
     let mut s = Stream::keyed(12, &[]);
     xs.extend((0..200_000).map(|_| {
         let e = s.below(2000) as i32 - 1000;
@@ -328,13 +451,19 @@ fn uniform_and_ln_fast_are_bit_identical() {
     }));
     let g = grng::ln_fast(&d, &xs).unwrap();
     for (x, y) in xs.iter().zip(&g) {
-        assert_eq!(y.to_bits(), kcap::stats::ln_fast(*x).to_bits(), "ln_fast({x:e})");
+        assert_eq!(
+            y.to_bits(),
+            kcap::stats::ln_fast(*x).to_bits(),
+            "ln_fast({x:e})"
+        );
     }
 }
 
 #[test]
 fn device_fills_match_the_cpu_generator() {
-    let Some(d) = device("device_fills_match_the_cpu_generator") else { return };
+    let Some(d) = device("device_fills_match_the_cpu_generator") else {
+        return;
+    };
     let n = 100_003usize;
     let mut f = d.stream().alloc_zeros::<f32>(n).unwrap();
     let mut h = d.stream().alloc_zeros::<u16>(n).unwrap();
@@ -342,7 +471,11 @@ fn device_fills_match_the_cpu_generator() {
     grng::fill_uniform_f32(&d, 77, &mut f).unwrap();
     grng::fill_uniform_f16(&d, 77, &mut h).unwrap();
     grng::fill_below_u32(&d, 78, 1_000_000_007, &mut b).unwrap();
-    let (f, h, b) = (d.stream().clone_dtoh(&f).unwrap(), d.stream().clone_dtoh(&h).unwrap(), d.stream().clone_dtoh(&b).unwrap());
+    let (f, h, b) = (
+        d.stream().clone_dtoh(&f).unwrap(),
+        d.stream().clone_dtoh(&h).unwrap(),
+        d.stream().clone_dtoh(&b).unwrap(),
+    );
     let mut s = Stream::new(78);
     for i in 0..n {
         let u = rng::unit_open(rng::word(77, i as u64)) as f32;
@@ -354,7 +487,9 @@ fn device_fills_match_the_cpu_generator() {
 
 #[test]
 fn lazy_brain_runs_on_the_cuda_backend() {
-    let Some(c) = cuda("lazy_brain_runs_on_the_cuda_backend") else { return };
+    let Some(c) = cuda("lazy_brain_runs_on_the_cuda_backend") else {
+        return;
+    };
     let run = |backend: Option<Arc<dyn Backend>>| {
         let mut b = kcap::Brain::new(0.01, 7).unwrap();
         if let Some(be) = backend {
@@ -362,9 +497,11 @@ fn lazy_brain_runs_on_the_cuda_backend() {
         }
         b.add_stimulus("s", 317).unwrap();
         b.add_area("A", 100_000, 317, 0.05).unwrap();
-        b.project(&kcap::Projection::new().fire("s", ["A"])).unwrap();
+        b.project(&kcap::Projection::new().fire("s", ["A"]))
+            .unwrap();
         for _ in 0..15 {
-            b.project(&kcap::Projection::new().fire("s", ["A"]).fire("A", ["A"])).unwrap();
+            b.project(&kcap::Projection::new().fire("s", ["A"]).fire("A", ["A"]))
+                .unwrap();
         }
         (b.winners("A").unwrap().to_vec(), b.backend_name())
     };

@@ -48,7 +48,11 @@ fn every_kernel_compiles_for_sm_90() {
             Err(e) => failures.push(format!("{}: {e}", m.name)),
         }
     }
-    assert!(failures.is_empty(), "kernels that do not compile:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "kernels that do not compile:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -68,7 +72,10 @@ fn a_broken_kernel_is_reported_with_the_log() {
     if !nvrtc_or_skip("a_broken_kernel_is_reported_with_the_log") {
         return;
     }
-    let bad = kernels::Module { name: "broken", src: "extern \"C\" __global__ void f() { undefined_thing(); }" };
+    let bad = kernels::Module {
+        name: "broken",
+        src: "extern \"C\" __global__ void f() { undefined_thing(); }",
+    };
     let e = kernels::compile(&bad, "sm_90").unwrap_err().to_string();
     assert!(e.contains("broken") && e.contains("undefined_thing"), "{e}");
 }

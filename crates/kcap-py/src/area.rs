@@ -42,8 +42,17 @@ impl AreaMap {
     }
 
     fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let Ok(name) = name.extract::<&str>() else { return Ok(false) };
-        Ok(self.brain.bind(py).borrow().inner()?.model().area_id(name).is_ok())
+        let Ok(name) = name.extract::<&str>() else {
+            return Ok(false);
+        };
+        Ok(self
+            .brain
+            .bind(py)
+            .borrow()
+            .inner()?
+            .model()
+            .area_id(name)
+            .is_ok())
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -51,7 +60,10 @@ impl AreaMap {
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(PyList::new(py, self.names(py)?)?.into_any().try_iter()?.into_any())
+        Ok(PyList::new(py, self.names(py)?)?
+            .into_any()
+            .try_iter()?
+            .into_any())
     }
 
     /// Area names, in the order the areas were added.
@@ -66,7 +78,10 @@ impl AreaMap {
 
     fn items(&self, py: Python<'_>) -> PyResult<Vec<(String, PyArea)>> {
         let b = self.brain.bind(py);
-        self.names(py)?.into_iter().map(|n| PyArea::new(b, &n).map(|a| (n, a))).collect()
+        self.names(py)?
+            .into_iter()
+            .map(|n| PyArea::new(b, &n).map(|a| (n, a)))
+            .collect()
     }
 
     #[pyo3(signature = (name, default=None))]
@@ -94,12 +109,25 @@ pub struct PyArea {
 
 impl PyArea {
     pub fn new(brain: &Bound<'_, PyBrain>, name: &str) -> PyResult<Self> {
-        let index = brain.borrow().inner()?.model().area_id(name).map_err(|_| unknown("area", name))?;
-        Ok(PyArea { brain: brain.clone().unbind(), name: name.into(), index })
+        let index = brain
+            .borrow()
+            .inner()?
+            .model()
+            .area_id(name)
+            .map_err(|_| unknown("area", name))?;
+        Ok(PyArea {
+            brain: brain.clone().unbind(),
+            name: name.into(),
+            index,
+        })
     }
 
     /// Reads the library brain and this area's state.
-    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&kcap::Brain, &kcap::AreaState) -> R) -> PyResult<R> {
+    fn with<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&kcap::Brain, &kcap::AreaState) -> R,
+    ) -> PyResult<R> {
         let b = self.brain.bind(py).borrow();
         let inner = b.inner()?;
         let st = inner.area(&self.name).map_err(|_| stale(&self.name))?;
@@ -108,7 +136,10 @@ impl PyArea {
 
     fn spec<R>(&self, py: Python<'_>, f: impl FnOnce(&kcap::model::AreaSpec) -> R) -> PyResult<R> {
         let b = self.brain.bind(py).borrow();
-        let spec = b.inner()?.area_spec(&self.name).map_err(|_| stale(&self.name))?;
+        let spec = b
+            .inner()?
+            .area_spec(&self.name)
+            .map_err(|_| stale(&self.name))?;
         Ok(f(spec))
     }
 
@@ -118,14 +149,24 @@ impl PyArea {
         let (names, n) = {
             let m = b.inner()?.model();
             if stimuli {
-                (m.stimuli.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), m.stimuli.len())
+                (
+                    m.stimuli.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                    m.stimuli.len(),
+                )
             } else {
-                (m.areas.iter().map(|a| a.name.clone()).collect::<Vec<_>>(), m.areas.len())
+                (
+                    m.areas.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+                    m.areas.len(),
+                )
             }
         };
         let d = PyDict::new(py);
         for (i, name) in names.iter().enumerate().take(n) {
-            let src = if stimuli { Source::Stim(i) } else { Source::Area(i) };
+            let src = if stimuli {
+                Source::Stim(i)
+            } else {
+                Source::Area(i)
+            };
             d.set_item(name, b.raw_beta(src, self.index)?)?;
         }
         Ok(d)
@@ -133,7 +174,10 @@ impl PyArea {
 }
 
 fn stale(name: &str) -> PyErr {
-    new_err(Kind::UnknownName, format!("area {name:?} no longer exists in this brain (it was re-initialised)"))
+    new_err(
+        Kind::UnknownName,
+        format!("area {name:?} no longer exists in this brain (it was re-initialised)"),
+    )
 }
 
 #[pymethods]
@@ -171,13 +215,18 @@ impl PyArea {
             let m = b.inner()?.model();
             (m.stimuli.len(), m.areas.len())
         };
-        let sources = (0..n_stim).map(Source::Stim).chain((0..n_area).map(Source::Area));
+        let sources = (0..n_stim)
+            .map(Source::Stim)
+            .chain((0..n_area).map(Source::Area));
         let mut pinned = Vec::new();
         for src in sources {
             pinned.push((src, b.raw_beta(src, self.index)?));
         }
         if !(beta >= 0.0 && beta.is_finite()) {
-            return Err(crate::errors::invalid(format!("beta of area {:?} must be finite and >= 0, got {beta}", self.name)));
+            return Err(crate::errors::invalid(format!(
+                "beta of area {:?} must be finite and >= 0, got {beta}",
+                self.name
+            )));
         }
         let inner = b.inner_mut()?;
         for (src, old) in pinned {
@@ -204,7 +253,12 @@ impl PyArea {
     #[setter]
     fn set_winners(&self, py: Python<'_>, winners: &Bound<'_, PyAny>) -> PyResult<()> {
         let ids = convert::neuron_ids(winners, "winners")?;
-        self.brain.bind(py).borrow_mut().inner_mut()?.set_winners(&self.name, ids).py_err()
+        self.brain
+            .bind(py)
+            .borrow_mut()
+            .inner_mut()?
+            .set_winners(&self.name, ids)
+            .py_err()
     }
 
     /// Current winners as a NumPy ``uint32`` array (kcap extension).
@@ -220,21 +274,33 @@ impl PyArea {
     fn saved_w(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
         let b = self.brain.bind(py).borrow();
         let st = b.inner()?.area(&self.name).map_err(|_| stale(&self.name))?;
-        Ok(st.history.iter().filter(|s| b.size_saved(s.step)).map(|s| s.support).collect())
+        Ok(st
+            .history
+            .iter()
+            .filter(|s| b.size_saved(s.step))
+            .map(|s| s.support)
+            .collect())
     }
 
     /// Winners after each step in which this area was a target (while the
     /// brain's ``save_winners`` was on), as lists.
     #[getter]
     fn saved_winners(&self, py: Python<'_>) -> PyResult<Vec<Vec<u32>>> {
-        self.with(py, |_, st| st.history.iter().filter_map(|s| s.winners.clone()).collect())
+        self.with(py, |_, st| {
+            st.history
+                .iter()
+                .filter_map(|s| s.winners.clone())
+                .collect()
+        })
     }
 
     /// Neurons that fired for the first time in the last step into this
     /// area (``-1`` before the first one).
     #[getter]
     fn num_first_winners(&self, py: Python<'_>) -> PyResult<i64> {
-        self.with(py, |_, st| st.history.last().map_or(-1, |s| s.first_winners as i64))
+        self.with(py, |_, st| {
+            st.history.last().map_or(-1, |s| s.first_winners as i64)
+        })
     }
 
     /// Whether the area keeps its winners when projected into.
@@ -247,7 +313,12 @@ impl PyArea {
     fn set_fixed_assembly(&self, py: Python<'_>, fixed: bool) -> PyResult<()> {
         let mut b = self.brain.bind(py).borrow_mut();
         let inner = b.inner_mut()?;
-        if fixed { inner.fix(&self.name) } else { inner.unfix(&self.name) }.py_err()
+        if fixed {
+            inner.fix(&self.name)
+        } else {
+            inner.unfix(&self.name)
+        }
+        .py_err()
     }
 
     /// Freezes the current assembly: the area keeps its winners when
@@ -258,14 +329,22 @@ impl PyArea {
         if inner.winners(&self.name).py_err()?.is_empty() {
             return Err(new_err(
                 Kind::NoAssembly,
-                format!("area {:?} has no assembly to fix: project into it first or use activate()", self.name),
+                format!(
+                    "area {:?} has no assembly to fix: project into it first or use activate()",
+                    self.name
+                ),
             ));
         }
         inner.fix(&self.name).py_err()
     }
 
     fn unfix_assembly(&self, py: Python<'_>) -> PyResult<()> {
-        self.brain.bind(py).borrow_mut().inner_mut()?.unfix(&self.name).py_err()
+        self.brain
+            .bind(py)
+            .borrow_mut()
+            .inner_mut()?
+            .unfix(&self.name)
+            .py_err()
     }
 
     /// ``True`` for an area of the explicit engine (stored connectivity).
@@ -312,7 +391,10 @@ impl PyArea {
     fn update_area_beta(&self, py: Python<'_>, name: &str, new_beta: f64) -> PyResult<()> {
         let mut b = self.brain.bind(py).borrow_mut();
         let inner = b.inner_mut()?;
-        inner.model().area_id(name).map_err(|_| unknown("area", name))?;
+        inner
+            .model()
+            .area_id(name)
+            .map_err(|_| unknown("area", name))?;
         inner.set_beta(name, &self.name, new_beta).py_err()
     }
 
@@ -320,7 +402,10 @@ impl PyArea {
     fn update_beta_by_stimulus(&self, py: Python<'_>, name: &str, new_beta: f64) -> PyResult<()> {
         let mut b = self.brain.bind(py).borrow_mut();
         let inner = b.inner_mut()?;
-        inner.model().stim_id(name).map_err(|_| unknown("stimulus", name))?;
+        inner
+            .model()
+            .stim_id(name)
+            .map_err(|_| unknown("stimulus", name))?;
         inner.set_beta(name, &self.name, new_beta).py_err()
     }
 
@@ -340,7 +425,9 @@ impl PyArea {
     }
 
     fn __hash__(&self) -> u64 {
-        (self.brain.as_ptr() as u64).wrapping_mul(31).wrapping_add(self.index as u64)
+        (self.brain.as_ptr() as u64)
+            .wrapping_mul(31)
+            .wrapping_add(self.index as u64)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

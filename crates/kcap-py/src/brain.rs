@@ -29,14 +29,23 @@ pub const PLANNED_DEVICES: &[&str] = &["cuda"];
 /// Engines this build of the library implements, found by asking it (so
 /// the bindings follow the library as engines land, without a change here).
 pub fn available_engines() -> Vec<&'static str> {
-    [("lazy", EngineKind::Lazy), ("explicit", EngineKind::Explicit), ("procedural", EngineKind::Procedural)]
-        .into_iter()
-        .filter(|(_, kind)| {
-            let Ok(mut b) = Brain::new(0.5, 0) else { return false };
-            !matches!(b.add_area_with("probe", 64, 8, 0.0, *kind), Err(kcap::KcapError::Unsupported(_)))
-        })
-        .map(|(name, _)| name)
-        .collect()
+    [
+        ("lazy", EngineKind::Lazy),
+        ("explicit", EngineKind::Explicit),
+        ("procedural", EngineKind::Procedural),
+    ]
+    .into_iter()
+    .filter(|(_, kind)| {
+        let Ok(mut b) = Brain::new(0.5, 0) else {
+            return false;
+        };
+        !matches!(
+            b.add_area_with("probe", 64, 8, 0.0, *kind),
+            Err(kcap::KcapError::Unsupported(_))
+        )
+    })
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// Storage formats (the formats issue); only the first of each exists yet.
@@ -125,15 +134,25 @@ pub fn count(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
         return Ok(v);
     }
     if let Ok(f) = obj.extract::<f64>() {
-        if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(63) && !obj.is_instance_of::<pyo3::types::PyBool>() {
+        if f >= 0.0
+            && f.fract() == 0.0
+            && f < 2f64.powi(63)
+            && !obj.is_instance_of::<pyo3::types::PyBool>()
+        {
             return Ok(f as u64);
         }
     }
-    Err(invalid(format!("{what} must be a non-negative integer, got {}", obj.repr()?)))
+    Err(invalid(format!(
+        "{what} must be a non-negative integer, got {}",
+        obj.repr()?
+    )))
 }
 
 fn random_seed() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     (t as u64) ^ ((std::process::id() as u64) << 32)
 }
 
@@ -147,7 +166,14 @@ impl PyBrain {
         text_signature = "(p, save_size=True, save_winners=False, seed=0, device='cpu', *, w_max=None, tail='normal')"
     )]
     fn __new__(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
-        PyBrain { inner: None, p: 0.0, save_size: true, save_winners: false, device: "cpu".into(), unsized_steps: Vec::new() }
+        PyBrain {
+            inner: None,
+            p: 0.0,
+            save_size: true,
+            save_winners: false,
+            device: "cpu".into(),
+            unsized_steps: Vec::new(),
+        }
     }
 
     #[pyo3(signature = (p, save_size=true, save_winners=false, seed=Some(0), device="cpu", *, w_max=None, tail="normal"))]
@@ -164,15 +190,26 @@ impl PyBrain {
     ) -> PyResult<()> {
         check_choice("device", device, DEVICES, PLANNED_DEVICES).map_err(|e| {
             if device == "cuda" {
-                not_available("CUDA backend not available yet: this build runs on device=\"cpu\" only")
+                not_available(
+                    "CUDA backend not available yet: this build runs on device=\"cpu\" only",
+                )
             } else {
                 e
             }
         })?;
-        let tail: TailSampler =
-            tail.parse().map_err(|_| invalid(format!("unknown tail {tail:?}: accepted values are \"normal\", \"exact\"")))?;
+        let tail: TailSampler = tail.parse().map_err(|_| {
+            invalid(format!(
+                "unknown tail {tail:?}: accepted values are \"normal\", \"exact\""
+            ))
+        })?;
         let seed = seed.unwrap_or_else(random_seed);
-        let opts = BrainOptions { seed, tail, save_winners, w_max, ..Default::default() };
+        let opts = BrainOptions {
+            seed,
+            tail,
+            save_winners,
+            w_max,
+            ..Default::default()
+        };
         self.inner = Some(Brain::with_options(p, opts).py_err()?);
         self.p = p;
         self.save_size = save_size;
@@ -268,7 +305,9 @@ impl PyBrain {
     /// Adds a stimulus: ``size`` neurons that all fire when it is projected.
     fn add_stimulus(&mut self, stimulus_name: &str, size: &Bound<'_, PyAny>) -> PyResult<()> {
         let size = count(size, "stimulus size")?;
-        self.inner_mut()?.add_stimulus(stimulus_name, size).py_err()?;
+        self.inner_mut()?
+            .add_stimulus(stimulus_name, size)
+            .py_err()?;
         Ok(())
     }
 
@@ -292,7 +331,12 @@ impl PyBrain {
         let engine: EngineKind = engine.parse().py_err()?;
         check_choice("weights", weights.unwrap_or("f32"), WEIGHTS.0, WEIGHTS.1)?;
         check_choice("indices", indices.unwrap_or("u32"), INDICES.0, INDICES.1)?;
-        check_choice("rounding", rounding.unwrap_or("nearest"), ROUNDING.0, ROUNDING.1)?;
+        check_choice(
+            "rounding",
+            rounding.unwrap_or("nearest"),
+            ROUNDING.0,
+            ROUNDING.1,
+        )?;
         let n = count(n, "n")?;
         let save = self.save_winners;
         let given = weights.is_some() || indices.is_some() || rounding.is_some();
@@ -388,7 +432,9 @@ impl PyBrain {
 
     /// Plasticity of the synapses from area ``from_area`` into ``to_area``.
     fn update_plasticity(&mut self, from_area: &str, to_area: &str, new_beta: f64) -> PyResult<()> {
-        self.inner_mut()?.set_beta(from_area, to_area, new_beta).py_err()
+        self.inner_mut()?
+            .set_beta(from_area, to_area, new_beta)
+            .py_err()
     }
 
     /// Several plasticities at once, in the reference's format:
@@ -406,10 +452,14 @@ impl PyBrain {
         for (map, from_kind) in [(area_update_map, "area"), (stim_update_map, "stimulus")] {
             let Some(map) = map else { continue };
             for (to_area, rules) in map_items(map)? {
-                b.model().area_id(&to_area).map_err(|_| unknown("area", &to_area))?;
+                b.model()
+                    .area_id(&to_area)
+                    .map_err(|_| unknown("area", &to_area))?;
                 for rule in rules.try_iter()? {
                     let (from, beta): (String, f64) = rule?.extract().map_err(|_| {
-                        pyo3::exceptions::PyTypeError::new_err("update rules must be (name, new_beta) pairs")
+                        pyo3::exceptions::PyTypeError::new_err(
+                            "update rules must be (name, new_beta) pairs",
+                        )
                     })?;
                     let ok = match b.model().source(&from) {
                         Ok(Source::Area(_)) => from_kind == "area",
@@ -425,7 +475,9 @@ impl PyBrain {
         }
         for (_, _, beta) in &updates {
             if !(*beta >= 0.0 && beta.is_finite()) {
-                return Err(invalid(format!("plasticity beta must be finite and >= 0, got {beta}")));
+                return Err(invalid(format!(
+                    "plasticity beta must be finite and >= 0, got {beta}"
+                )));
             }
         }
         let b = self.inner_mut()?;
@@ -464,7 +516,10 @@ impl PyBrain {
 
     /// Current winners of an area as a NumPy ``uint32`` array (sorted ids).
     fn winners<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        Ok(PyArray1::from_slice(py, self.inner()?.winners(area).py_err()?))
+        Ok(PyArray1::from_slice(
+            py,
+            self.inner()?.winners(area).py_err()?,
+        ))
     }
 
     /// Replaces the winners of an area by neurons that have fired before
@@ -484,9 +539,27 @@ impl PyBrain {
     fn history<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyDict>> {
         let h = &self.inner()?.area(area).py_err()?.history;
         let d = PyDict::new(py);
-        d.set_item("step", h.iter().map(|s| s.step).collect::<Vec<_>>().into_pyarray(py))?;
-        d.set_item("support", h.iter().map(|s| s.support).collect::<Vec<_>>().into_pyarray(py))?;
-        d.set_item("first_winners", h.iter().map(|s| s.first_winners).collect::<Vec<_>>().into_pyarray(py))?;
+        d.set_item(
+            "step",
+            h.iter()
+                .map(|s| s.step)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "support",
+            h.iter()
+                .map(|s| s.support)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "first_winners",
+            h.iter()
+                .map(|s| s.first_winners)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
         Ok(d)
     }
 
@@ -494,7 +567,12 @@ impl PyBrain {
     /// step (recording: ``save_winners`` or :meth:`record_winners`).
     fn winner_history<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyList>> {
         let h = &self.inner()?.area(area).py_err()?.history;
-        PyList::new(py, h.iter().filter_map(|s| s.winners.as_deref()).map(|w| PyArray1::from_slice(py, w)))
+        PyList::new(
+            py,
+            h.iter()
+                .filter_map(|s| s.winners.as_deref())
+                .map(|w| PyArray1::from_slice(py, w)),
+        )
     }
 
     /// Turns winner recording of one area on or off.
@@ -521,10 +599,12 @@ impl PyBrain {
     /// Connection probability of the fiber ``source → area`` (before the
     /// first step only).
     fn set_fiber_p(&mut self, source: &str, area: &str, p: f64) -> PyResult<()> {
-        self.inner_mut()?.set_fiber_p(source, area, p).map_err(|e| match e {
-            kcap::KcapError::Unsupported(m) => PyRuntimeError::new_err(m),
-            e => crate::errors::to_py(e),
-        })
+        self.inner_mut()?
+            .set_fiber_p(source, area, p)
+            .map_err(|e| match e {
+                kcap::KcapError::Unsupported(m) => PyRuntimeError::new_err(m),
+                e => crate::errors::to_py(e),
+            })
     }
 
     /// Plasticity of the fiber ``source → area`` (stimulus or area source).
@@ -610,7 +690,11 @@ impl PyBrain {
 
 /// `(name, value)` pairs of a dict or mapping keyed by names.
 fn map_items<'py>(map: &Bound<'py, PyAny>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    let items = if let Ok(d) = map.cast::<PyDict>() { d.items().into_any() } else { map.call_method0("items")? };
+    let items = if let Ok(d) = map.cast::<PyDict>() {
+        d.items().into_any()
+    } else {
+        map.call_method0("items")?
+    };
     let mut out = Vec::new();
     for pair in items.try_iter()? {
         let (k, v): (String, Bound<'py, PyAny>) = pair?.extract()?;

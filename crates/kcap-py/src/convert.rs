@@ -23,16 +23,22 @@ pub fn names(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(vec![s.to_str()?.to_owned()]);
     }
-    let iter = obj
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a name or an iterable of names, got {}", type_name(obj))))?;
+    let iter = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a name or an iterable of names, got {}",
+            type_name(obj)
+        ))
+    })?;
     let mut out = Vec::new();
     for item in iter {
         let item = item?;
         match item.cast::<PyString>() {
             Ok(s) => out.push(s.to_str()?.to_owned()),
             Err(_) => {
-                return Err(PyTypeError::new_err(format!("{what} must contain names (str), got {}", type_name(&item))));
+                return Err(PyTypeError::new_err(format!(
+                    "{what} must contain names (str), got {}",
+                    type_name(&item)
+                )));
             }
         }
     }
@@ -40,20 +46,29 @@ pub fn names(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into())
 }
 
 /// `(key, value)` pairs of a dict or of any mapping with `.items()`.
-fn items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+fn items<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
     if let Ok(d) = obj.cast::<PyDict>() {
         return Ok(d.iter().collect());
     }
     if obj.is_none() {
         return Ok(Vec::new());
     }
-    let items = obj
-        .call_method0("items")
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a dict (or mapping), got {}", type_name(obj))))?;
+    let items = obj.call_method0("items").map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a dict (or mapping), got {}",
+            type_name(obj)
+        ))
+    })?;
     let mut out = Vec::new();
     for pair in items.try_iter()? {
         let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
@@ -65,14 +80,21 @@ fn items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<(Bound<'py, P
 fn key_str(k: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
     match k.cast::<PyString>() {
         Ok(s) => Ok(s.to_str()?.to_owned()),
-        Err(_) => Err(PyTypeError::new_err(format!("keys of {what} must be names (str), got {}", type_name(k)))),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "keys of {what} must be names (str), got {}",
+            type_name(k)
+        ))),
     }
 }
 
 /// Builds and validates one step from the reference's two dicts:
 /// `areas_by_stim = {stim: [area, ...]}` and
 /// `dst_areas_by_src_area = {area: [area, ...]}`.
-pub fn projection(brain: &Brain, areas_by_stim: &Bound<'_, PyAny>, dst_by_src: &Bound<'_, PyAny>) -> PyResult<Projection> {
+pub fn projection(
+    brain: &Brain,
+    areas_by_stim: &Bound<'_, PyAny>,
+    dst_by_src: &Bound<'_, PyAny>,
+) -> PyResult<Projection> {
     let model = brain.model();
     let mut proj = Projection::new();
     for (k, v) in items(areas_by_stim, "areas_by_stim")? {
@@ -125,7 +147,10 @@ fn check_targets(brain: &Brain, targets: &[String]) -> PyResult<()> {
 pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         if arr.ndim() != 1 {
-            return Err(invalid(format!("{what} must be one-dimensional, got an array of shape {:?}", arr.shape())));
+            return Err(invalid(format!(
+                "{what} must be one-dimensional, got an array of shape {:?}",
+                arr.shape()
+            )));
         }
         let dtype = arr.dtype();
         if dtype.is_equiv_to(&numpy::dtype::<u32>(obj.py())) {
@@ -139,23 +164,38 @@ pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
         // Other dtypes take the generic path (bool and float items are
         // rejected there, other integer widths converted one by one).
     }
-    let iter = obj
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be an iterable of neuron ids, got {}", type_name(obj))))?;
+    let iter = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be an iterable of neuron ids, got {}",
+            type_name(obj)
+        ))
+    })?;
     let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
     for item in iter {
         let item = item?;
-        if item.is_instance_of::<pyo3::types::PyBool>() || item.is_instance_of::<pyo3::types::PyFloat>() {
-            return Err(PyTypeError::new_err(format!("{what} must contain integers, got {}", type_name(&item))));
+        if item.is_instance_of::<pyo3::types::PyBool>()
+            || item.is_instance_of::<pyo3::types::PyFloat>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "{what} must contain integers, got {}",
+                type_name(&item)
+            )));
         }
-        let v: i64 = item
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("{what} must contain integers, got {}", type_name(&item))))?;
+        let v: i64 = item.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must contain integers, got {}",
+                type_name(&item)
+            ))
+        })?;
         out.push(id(v, what)?);
     }
     Ok(out)
 }
 
 fn id(v: i64, what: &str) -> PyResult<u32> {
-    u32::try_from(v).map_err(|_| invalid(format!("{what}: neuron id {v} is out of range (ids are 0 <= id < 2^32)")))
+    u32::try_from(v).map_err(|_| {
+        invalid(format!(
+            "{what}: neuron id {v} is out of range (ids are 0 <= id < 2^32)"
+        ))
+    })
 }

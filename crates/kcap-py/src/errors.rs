@@ -63,7 +63,9 @@ static ERRORS: PyOnceLock<Errors> = PyOnceLock::new();
 
 fn create(py: Python<'_>) -> PyResult<Errors> {
     let m = PyModule::from_code(py, ERRORS_PY, c"kcap/errors.py", c"kcap._errors")?;
-    let get = |name: &str| -> PyResult<Py<PyType>> { Ok(m.getattr(name)?.cast_into::<PyType>()?.unbind()) };
+    let get = |name: &str| -> PyResult<Py<PyType>> {
+        Ok(m.getattr(name)?.cast_into::<PyType>()?.unbind())
+    };
     Ok(Errors {
         base: get("KcapError")?,
         unknown_name: get("UnknownNameError")?,
@@ -128,7 +130,9 @@ pub fn new_err(kind: Kind, msg: impl Into<String>) -> PyErr {
 /// The exception kind of a library error.
 pub fn kind_of(e: &KcapError) -> Kind {
     match e {
-        KcapError::UnknownArea(_) | KcapError::UnknownStimulus(_) | KcapError::UnknownName(_) => Kind::UnknownName,
+        KcapError::UnknownArea(_) | KcapError::UnknownStimulus(_) | KcapError::UnknownName(_) => {
+            Kind::UnknownName
+        }
         KcapError::NoWinners(_) => Kind::NoAssembly,
         KcapError::AreaTooSmall { .. } => Kind::AreaTooSmall,
         KcapError::Unsupported(_) => Kind::NotAvailable,
@@ -168,11 +172,21 @@ pub fn not_available(msg: impl Into<String>) -> PyErr {
 /// Checks `value` against a keyword's accepted values: unknown values are an
 /// `InvalidParameterError` (a `ValueError`) listing them all; known values
 /// that this build does not implement are a `NotAvailableError`.
-pub fn check_choice(keyword: &str, value: &str, available: &[&str], planned: &[&str]) -> PyResult<()> {
+pub fn check_choice(
+    keyword: &str,
+    value: &str,
+    available: &[&str],
+    planned: &[&str],
+) -> PyResult<()> {
     if available.contains(&value) {
         return Ok(());
     }
-    let list = |v: &[&str]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let list = |v: &[&str]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let accepted: Vec<&str> = available.iter().chain(planned).copied().collect();
     if planned.contains(&value) {
         return Err(not_available(format!(
@@ -180,5 +194,8 @@ pub fn check_choice(keyword: &str, value: &str, available: &[&str], planned: &[&
             list(available)
         )));
     }
-    Err(invalid(format!("unknown {keyword} {value:?}: accepted values are {}", list(&accepted))))
+    Err(invalid(format!(
+        "unknown {keyword} {value:?}: accepted values are {}",
+        list(&accepted)
+    )))
 }

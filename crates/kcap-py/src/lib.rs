@@ -47,7 +47,12 @@ fn kcap_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::overlap, m)?)?;
     m.add_function(wrap_pyfunction!(ops::best_match, m)?)?;
     m.add_function(wrap_pyfunction!(ops::run, m)?)?;
-    m.add("DEVICES", (brain::DEVICES.iter().chain(brain::PLANNED_DEVICES)).copied().collect::<Vec<_>>())?;
+    m.add(
+        "DEVICES",
+        (brain::DEVICES.iter().chain(brain::PLANNED_DEVICES))
+            .copied()
+            .collect::<Vec<_>>(),
+    )?;
     m.add("ENGINES", vec!["lazy", "explicit", "procedural"])?;
     m.add("AVAILABLE_ENGINES", brain::available_engines())?;
     Ok(())

@@ -37,7 +37,9 @@ pub fn project_rounds<'py>(
     rounds: usize,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
     check_rounds(rounds)?;
-    let w = brain.borrow_mut().run_steps(py, |b| kcap::ops::project_rounds(b, stim, area, rounds))?;
+    let w = brain
+        .borrow_mut()
+        .run_steps(py, |b| kcap::ops::project_rounds(b, stim, area, rounds))?;
     Ok(w.into_pyarray(py))
 }
 
@@ -55,7 +57,9 @@ pub fn reciprocal_project<'py>(
     rounds: usize,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
     check_rounds(rounds)?;
-    let w = brain.borrow_mut().run_steps(py, |br| kcap::ops::reciprocal_project(br, stim, a, b, rounds))?;
+    let w = brain.borrow_mut().run_steps(py, |br| {
+        kcap::ops::reciprocal_project(br, stim, a, b, rounds)
+    })?;
     Ok(w.into_pyarray(py))
 }
 
@@ -92,9 +96,9 @@ pub fn merge<'py>(
     c: &str,
     rounds: usize,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let w = brain
-        .borrow_mut()
-        .run_steps(py, |b| kcap::ops::merge(b, (&first.0, &first.1), (&second.0, &second.1), c, rounds))?;
+    let w = brain.borrow_mut().run_steps(py, |b| {
+        kcap::ops::merge(b, (&first.0, &first.1), (&second.0, &second.1), c, rounds)
+    })?;
     Ok(w.into_pyarray(py))
 }
 
@@ -104,20 +108,34 @@ pub fn merge<'py>(
 /// of the original assembly are among the final winners.
 #[pyfunction]
 #[pyo3(signature = (brain, area, fraction=0.5, rounds=5))]
-pub fn pattern_completion(py: Python<'_>, brain: &Bound<'_, PyBrain>, area: &str, fraction: f64, rounds: usize) -> PyResult<usize> {
-    brain.borrow_mut().run_steps(py, |b| kcap::ops::pattern_completion(b, area, fraction, rounds))
+pub fn pattern_completion(
+    py: Python<'_>,
+    brain: &Bound<'_, PyBrain>,
+    area: &str,
+    fraction: f64,
+    rounds: usize,
+) -> PyResult<usize> {
+    brain.borrow_mut().run_steps(py, |b| {
+        kcap::ops::pattern_completion(b, area, fraction, rounds)
+    })
 }
 
 /// Number of neurons two winner sets share (any iterables of ids).
 #[pyfunction]
 pub fn overlap(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
-    Ok(kcap::ops::overlap(&neuron_ids(a, "a")?, &neuron_ids(b, "b")?))
+    Ok(kcap::ops::overlap(
+        &neuron_ids(a, "a")?,
+        &neuron_ids(b, "b")?,
+    ))
 }
 
 /// Which of ``assemblies`` the winner set matches best: ``(index, overlap)``
 /// of the largest overlap (ties: lowest index), ``None`` for no assemblies.
 #[pyfunction]
-pub fn best_match(winners: &Bound<'_, PyAny>, assemblies: &Bound<'_, PyAny>) -> PyResult<Option<(usize, usize)>> {
+pub fn best_match(
+    winners: &Bound<'_, PyAny>,
+    assemblies: &Bound<'_, PyAny>,
+) -> PyResult<Option<(usize, usize)>> {
     let w = neuron_ids(winners, "winners")?;
     let mut list = Vec::new();
     for a in assemblies.try_iter()? {
@@ -132,12 +150,16 @@ fn find_kcap(explicit: Option<PathBuf>) -> Option<PathBuf> {
         return Some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("kcap")).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join("kcap"))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Runs an experiment file exactly as ``kcap run FILE`` does (same parser,
@@ -164,12 +186,19 @@ pub fn run<'py>(
     let out_dir = match &out {
         Some(o) => o.clone(),
         None => {
-            let stem = experiment_file.file_stem().and_then(|s| s.to_str()).unwrap_or("experiment");
+            let stem = experiment_file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("experiment");
             PathBuf::from("out").join(stem)
         }
     };
     let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("run").arg(&experiment_file).arg("--out").arg(&out_dir).arg("--quiet");
+    cmd.arg("run")
+        .arg(&experiment_file)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--quiet");
     if let Some(t) = threads {
         cmd.arg("--threads").arg(t.to_string());
     }
@@ -178,13 +207,25 @@ pub fn run<'py>(
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start {}: {e}", bin.display())))?;
     if !output.status.success() {
         let msg = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        let msg = format!("kcap run {} failed ({}): {msg}", experiment_file.display(), output.status);
+        let msg = format!(
+            "kcap run {} failed ({}): {msg}",
+            experiment_file.display(),
+            output.status
+        );
         // The tool exits with 2 for an invalid file or usage, 1 for a
         // failure during the simulation.
-        return Err(if output.status.code() == Some(2) { invalid(msg) } else { PyRuntimeError::new_err(msg) });
+        return Err(if output.status.code() == Some(2) {
+            invalid(msg)
+        } else {
+            PyRuntimeError::new_err(msg)
+        });
     }
     let results = out_dir.join("results.json");
-    let text = std::fs::read_to_string(&results)
-        .map_err(|e| PyRuntimeError::new_err(format!("kcap run succeeded but {} is unreadable: {e}", results.display())))?;
+    let text = std::fs::read_to_string(&results).map_err(|e| {
+        PyRuntimeError::new_err(format!(
+            "kcap run succeeded but {} is unreadable: {e}",
+            results.display()
+        ))
+    })?;
     py.import("json")?.call_method1("loads", (text,))
 }

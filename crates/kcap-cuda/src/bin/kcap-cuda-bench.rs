@@ -33,7 +33,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_it(dev: &CudaDevice, reps: usize, mut f: impl FnMut() -> kcap_cuda::Result<()>) -> kcap_cuda::Result<Vec<f64>> {
+fn time_it(
+    dev: &CudaDevice,
+    reps: usize,
+    mut f: impl FnMut() -> kcap_cuda::Result<()>,
+) -> kcap_cuda::Result<Vec<f64>> {
     let mut ts = Vec::with_capacity(reps);
     for _ in 0..reps {
         dev.synchronize()?;
@@ -65,7 +69,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 i += 1;
             }
             "--only" => {
-                only = Some(args.get(i + 1).ok_or("--only needs names")?.split(',').map(String::from).collect());
+                only = Some(
+                    args.get(i + 1)
+                        .ok_or("--only needs names")?
+                        .split(',')
+                        .map(String::from)
+                        .collect(),
+                );
                 i += 1;
             }
             "--no-check" => check = false,
@@ -88,7 +98,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     let t0 = Instant::now();
     dev.warm_up()?;
-    println!("kernels compiled and loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "kernels compiled and loaded in {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     let mut ws = topk::TopkWorkspace::new(&dev)?;
     let mut rows: Vec<Row> = Vec::new();
     let s = dev.stream().clone();
@@ -107,25 +120,37 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             rng::fill_uniform_f16(&dev, 0x5eed_0001, &mut v)?;
             topk::topk(&dev, &mut ws, &v, k)?;
             let out = ws.fetch_sorted(&dev)?;
-            let mut note = format!("prefilter {}", if out.prefiltered { "held" } else { "fell back" });
+            let mut note = format!(
+                "prefilter {}",
+                if out.prefiltered { "held" } else { "fell back" }
+            );
             if check {
                 let host = s.clone_dtoh(&v)?;
                 topk::check_topk(n as usize, |i| topk::key_f16(host[i]), &out.ids, k)?;
                 note.push_str(", exact check ok");
             }
-            (time_it(&dev, reps, || topk::topk(&dev, &mut ws, &v, k).map(|_| ()))?, note)
+            (
+                time_it(&dev, reps, || topk::topk(&dev, &mut ws, &v, k).map(|_| ()))?,
+                note,
+            )
         } else {
             let mut v = s.alloc_zeros::<f32>(n as usize)?;
             rng::fill_uniform_f32(&dev, 0x5eed_0002, &mut v)?;
             topk::topk(&dev, &mut ws, &v, k)?;
             let out = ws.fetch_sorted(&dev)?;
-            let mut note = format!("prefilter {}", if out.prefiltered { "held" } else { "fell back" });
+            let mut note = format!(
+                "prefilter {}",
+                if out.prefiltered { "held" } else { "fell back" }
+            );
             if check {
                 let host = s.clone_dtoh(&v)?;
                 topk::check_topk(n as usize, |i| topk::key_f32(host[i]), &out.ids, k)?;
                 note.push_str(", exact check ok");
             }
-            (time_it(&dev, reps, || topk::topk(&dev, &mut ws, &v, k).map(|_| ()))?, note)
+            (
+                time_it(&dev, reps, || topk::topk(&dev, &mut ws, &v, k).map(|_| ()))?,
+                note,
+            )
         };
         let ms = median(ts);
         let bytes = n as f64 * if f16 { 2.0 } else { 4.0 };
@@ -161,14 +186,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     inputs: &mut cudarc::driver::CudaSlice<f32>,
                     acc: &mut cudarc::driver::CudaSlice<u64>|
          -> kcap_cuda::Result<()> {
-            s.memset_zeros(inputs).map_err(|e| kcap_cuda::Error::Driver { what: "memset".into(), err: format!("{e:?}") })?;
+            s.memset_zeros(inputs)
+                .map_err(|e| kcap_cuda::Error::Driver {
+                    what: "memset".into(),
+                    err: format!("{e:?}"),
+                })?;
             accumulate::accumulate_rows_f32(&dev, &csr, &firing, scale, acc, inputs)?;
             topk::topk(&dev, ws, inputs, k)?;
             Ok(())
         };
         step(&mut ws, &mut inputs, &mut acc)?;
         let out = ws.fetch_sorted(&dev)?;
-        let mut note = format!("{m} events; prefilter {}", if out.prefiltered { "held" } else { "fell back" });
+        let mut note = format!(
+            "{m} events; prefilter {}",
+            if out.prefiltered { "held" } else { "fell back" }
+        );
         if check {
             let host = s.clone_dtoh(&inputs)?;
             let total: f64 = host.iter().map(|&x| x as f64).sum();
@@ -195,7 +227,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("| scenario | n | k | implementation | median ms | GB/s (input read once) | notes |");
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
-        println!("| {} | {:.0e} | {} | {} | {:.3} | {:.0} | {} |", r.name, r.n as f64, r.k, r.what, r.ms, r.gbs, r.note);
+        println!(
+            "| {} | {:.0e} | {} | {} | {:.3} | {:.0} | {} |",
+            r.name, r.n as f64, r.k, r.what, r.ms, r.gbs, r.note
+        );
     }
     Ok(())
 }

@@ -71,25 +71,52 @@ pub fn accumulate_rows_f32(
 ) -> Result<()> {
     let op = "accumulate_rows_f32";
     if csr.row_ptr.is_empty() {
-        return Err(Error::invalid(op, "row_ptr is empty (it needs rows + 1 entries)"));
+        return Err(Error::invalid(
+            op,
+            "row_ptr is empty (it needs rows + 1 entries)",
+        ));
     }
     if csr.to.len() != csr.w.len() {
-        return Err(Error::invalid(op, format!("{} targets but {} weights", csr.to.len(), csr.w.len())));
+        return Err(Error::invalid(
+            op,
+            format!("{} targets but {} weights", csr.to.len(), csr.w.len()),
+        ));
     }
     if acc.len() != inputs.len() {
-        return Err(Error::invalid(op, format!("accumulator holds {} words for {} inputs", acc.len(), inputs.len())));
+        return Err(Error::invalid(
+            op,
+            format!(
+                "accumulator holds {} words for {} inputs",
+                acc.len(),
+                inputs.len()
+            ),
+        ));
     }
-    if inputs.len() > u32::MAX as usize || firing.len() > u32::MAX as usize || csr.rows() > u32::MAX as usize {
-        return Err(Error::invalid(op, "more than 2^32 - 1 inputs, rows or firing rows"));
+    if inputs.len() > u32::MAX as usize
+        || firing.len() > u32::MAX as usize
+        || csr.rows() > u32::MAX as usize
+    {
+        return Err(Error::invalid(
+            op,
+            "more than 2^32 - 1 inputs, rows or firing rows",
+        ));
     }
     if !(0..=MAX_SCALE_BITS).contains(&scale_bits) {
-        return Err(Error::invalid(op, format!("scale_bits = {scale_bits} outside 0..={MAX_SCALE_BITS}")));
+        return Err(Error::invalid(
+            op,
+            format!("scale_bits = {scale_bits} outside 0..={MAX_SCALE_BITS}"),
+        ));
     }
     let m = kernels::ACCUMULATE_ROWS_F32;
     let add = dev.function(&m, "accumulate_rows_f32")?;
     let finish = dev.function(&m, "accumulate_rows_f32_finish")?;
     let s = dev.stream();
-    let (n, nrows, nfiring, nnz) = (inputs.len() as u32, csr.rows() as u32, firing.len() as u32, csr.to.len() as u64);
+    let (n, nrows, nfiring, nnz) = (
+        inputs.len() as u32,
+        csr.rows() as u32,
+        firing.len() as u32,
+        csr.to.len() as u64,
+    );
     let scale = (2.0f64).powi(scale_bits);
     let inv = (2.0f64).powi(-scale_bits);
     s.memset_zeros(acc).what("zero accumulator")?;

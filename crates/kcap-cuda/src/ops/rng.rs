@@ -83,7 +83,10 @@ pub fn uniform_ln(dev: &CudaDevice, key: u64, n: usize) -> Result<(Vec<f64>, Vec
             .launch(cfg(grid_for(n as u64, BLOCK, dev.sm_count(), 8), BLOCK))
             .what("launch rng_uniform_ln_f64")?;
     }
-    let (mut u, mut l) = (s.clone_dtoh(&u).what("copy")?, s.clone_dtoh(&l).what("copy")?);
+    let (mut u, mut l) = (
+        s.clone_dtoh(&u).what("copy")?,
+        s.clone_dtoh(&l).what("copy")?,
+    );
     u.truncate(n);
     l.truncate(n);
     Ok((u, l))
@@ -152,9 +155,17 @@ pub fn fill_uniform_f16(dev: &CudaDevice, key: u64, out: &mut CudaSlice<u16>) ->
 
 /// Fills `out` with `Stream::below`-style draws `(word(key, i) · bound) >> 64`,
 /// uniform in `[0, bound)`. Asynchronous.
-pub fn fill_below_u32(dev: &CudaDevice, key: u64, bound: u64, out: &mut CudaSlice<u32>) -> Result<()> {
+pub fn fill_below_u32(
+    dev: &CudaDevice,
+    key: u64,
+    bound: u64,
+    out: &mut CudaSlice<u32>,
+) -> Result<()> {
     if bound == 0 || bound > 1 << 32 {
-        return Err(Error::invalid("rng_below_u32", format!("bound = {bound} outside 1..=2^32")));
+        return Err(Error::invalid(
+            "rng_below_u32",
+            format!("bound = {bound} outside 1..=2^32"),
+        ));
     }
     let f = dev.function(&kernels::RNG, "rng_below_u32")?;
     let n = out.len() as u64;

@@ -130,14 +130,22 @@ pub struct TopkPlan {
 fn pass_blocks_per_sm() -> u32 {
     static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *V.get_or_init(|| {
-        std::env::var("KCAP_TOPK_PASS_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).filter(|&v| v >= 1).unwrap_or(4)
+        std::env::var("KCAP_TOPK_PASS_BLOCKS_PER_SM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v| v >= 1)
+            .unwrap_or(4)
     })
 }
 
 impl TopkPlan {
     /// The plan for k of n values (`1 <= k < n`).
     pub fn new(n: u64, k: u32, dtype: Dtype, sparse: bool, sm_count: u32) -> TopkPlan {
-        let ib = if sparse { 32 } else { (64 - (n - 1).leading_zeros()).max(1) };
+        let ib = if sparse {
+            32
+        } else {
+            (64 - (n - 1).leading_zeros()).max(1)
+        };
         let bits = dtype.vbits() + ib;
         let nd = bits.div_ceil(MAX_DIGIT);
         // Widths as even as possible, the wider ones first.
@@ -169,7 +177,18 @@ impl TopkPlan {
             Some(_) => grid.min(pass_blocks_per_sm() * sm_count.max(1)),
             None => grid,
         };
-        TopkPlan { n, k, dtype, sparse, ib, digit_lo, prefilter, cap, grid, pass_grid }
+        TopkPlan {
+            n,
+            k,
+            dtype,
+            sparse,
+            ib,
+            digit_lo,
+            prefilter,
+            cap,
+            grid,
+            pass_grid,
+        }
     }
 }
 
@@ -211,7 +230,8 @@ impl TopkWorkspace {
 
     /// Device bytes held.
     pub fn bytes(&self) -> usize {
-        (self.buf0.len() + self.buf1.len()) * 8 + (self.out.len() + self.sample.len() + self.state.len()) * 4
+        (self.buf0.len() + self.buf1.len()) * 8
+            + (self.out.len() + self.sample.len() + self.state.len()) * 4
     }
 
     /// The ids chosen by the last call, unordered, on the device.
@@ -223,8 +243,17 @@ impl TopkWorkspace {
     /// that the kernels emitted exactly k of them. Synchronizes.
     pub fn fetch_sorted(&self, dev: &CudaDevice) -> Result<TopkOutcome> {
         let k = self.last_k;
-        let st = dev.stream().clone_dtoh(&self.state.slice(..20)).what("copy top-k state")?;
-        let mut ids = if k > 0 { dev.stream().clone_dtoh(&self.out.slice(..k)).what("copy top-k ids")? } else { vec![] };
+        let st = dev
+            .stream()
+            .clone_dtoh(&self.state.slice(..20))
+            .what("copy top-k state")?;
+        let mut ids = if k > 0 {
+            dev.stream()
+                .clone_dtoh(&self.out.slice(..k))
+                .what("copy top-k ids")?
+        } else {
+            vec![]
+        };
         if st[ST_FINISHED] != 1 || st[ST_OVERFLOW] != 0 || st[ST_OUT_COUNT] as usize != k {
             return Err(Error::Internal {
                 op: "topk",
@@ -235,7 +264,10 @@ impl TopkWorkspace {
             });
         }
         ids.sort_unstable();
-        Ok(TopkOutcome { ids, prefiltered: st[ST_PREFILTER_OK] == 1 })
+        Ok(TopkOutcome {
+            ids,
+            prefiltered: st[ST_PREFILTER_OK] == 1,
+        })
     }
 }
 
@@ -252,7 +284,12 @@ pub struct TopkOutcome {
 /// largest values, ties to the lowest id. Requires `1 <= k < len <= 2^32`.
 /// Asynchronous: the ids are in `ws` ([`TopkWorkspace::ids`]) once the
 /// stream reaches them.
-pub fn topk<T: TopkValue>(dev: &CudaDevice, ws: &mut TopkWorkspace, values: &CudaSlice<T>, k: usize) -> Result<TopkPlan> {
+pub fn topk<T: TopkValue>(
+    dev: &CudaDevice,
+    ws: &mut TopkWorkspace,
+    values: &CudaSlice<T>,
+    k: usize,
+) -> Result<TopkPlan> {
     let (ptr, _g) = values.device_ptr(dev.stream());
     launch(dev, ws, T::DTYPE, ptr, None, values.len(), k)
 }
@@ -268,7 +305,10 @@ pub fn topk_sparse<T: TopkValue>(
     k: usize,
 ) -> Result<TopkPlan> {
     if ids.len() != values.len() {
-        return Err(Error::invalid("topk_sparse", format!("{} ids but {} values", ids.len(), values.len())));
+        return Err(Error::invalid(
+            "topk_sparse",
+            format!("{} ids but {} values", ids.len(), values.len()),
+        ));
     }
     let (vp, _g) = values.device_ptr(dev.stream());
     let (ip, _h) = ids.device_ptr(dev.stream());
@@ -288,13 +328,22 @@ fn launch(
 ) -> Result<TopkPlan> {
     let op = "topk";
     if n == 0 || k == 0 || k >= n {
-        return Err(Error::invalid(op, format!("need 1 <= k < n, got k = {k}, n = {n}")));
+        return Err(Error::invalid(
+            op,
+            format!("need 1 <= k < n, got k = {k}, n = {n}"),
+        ));
     }
     if ids.is_none() && n as u64 > 1u64 << 32 {
-        return Err(Error::invalid(op, format!("n = {n} exceeds 2^32 (ids are u32)")));
+        return Err(Error::invalid(
+            op,
+            format!("n = {n} exceeds 2^32 (ids are u32)"),
+        ));
     }
     if ids.is_some() && n as u64 > u32::MAX as u64 {
-        return Err(Error::invalid(op, format!("a sparse list of {n} entries exceeds 2^32 - 1")));
+        return Err(Error::invalid(
+            op,
+            format!("a sparse list of {n} entries exceeds 2^32 - 1"),
+        ));
     }
     let plan = TopkPlan::new(n as u64, k as u32, dtype, ids.is_some(), dev.sm_count());
     ws.ensure(dev, plan.cap as usize, k)?;
@@ -305,7 +354,11 @@ fn launch(
         values,
         ids: ids.unwrap_or(0),
         n: n as u64,
-        base: if ids.is_some() { u32::MAX as u64 } else { n as u64 - 1 },
+        base: if ids.is_some() {
+            u32::MAX as u64
+        } else {
+            n as u64 - 1
+        },
         ib: plan.ib,
         k: k as u32,
         cap: plan.cap as u32,
@@ -318,10 +371,26 @@ fn launch(
         target: plan.prefilter.unwrap_or(0),
         st: ws.state.device_ptr(s).0,
     };
-    let cfg = |grid: u32, block: u32| LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+    let cfg = |grid: u32, block: u32| LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let names = match dtype {
-        Dtype::F32 => ["topk_init_f32", "topk_sample_f32", "topk_threshold_f32", "topk_prefilter_f32", "topk_pass_f32"],
-        Dtype::F16 => ["topk_init_f16", "topk_sample_f16", "topk_threshold_f16", "topk_prefilter_f16", "topk_pass_f16"],
+        Dtype::F32 => [
+            "topk_init_f32",
+            "topk_sample_f32",
+            "topk_threshold_f32",
+            "topk_prefilter_f32",
+            "topk_pass_f32",
+        ],
+        Dtype::F16 => [
+            "topk_init_f16",
+            "topk_sample_f16",
+            "topk_threshold_f16",
+            "topk_prefilter_f16",
+            "topk_pass_f16",
+        ],
     };
     let [init, sample, threshold, prefilter, pass] = names.map(|name| dev.function(&m, name));
     let (init, pass) = (init?, pass?);
@@ -334,15 +403,31 @@ fn launch(
     // signatures `(TopkArgs)` and `(TopkArgs, u32)`.
     unsafe {
         if plan.prefilter.is_none() {
-            s.launch_builder(&init).arg(&a).launch(cfg(1, BLOCK)).what("launch topk_init")?;
+            s.launch_builder(&init)
+                .arg(&a)
+                .launch(cfg(1, BLOCK))
+                .what("launch topk_init")?;
         } else {
             // topk_sample's block 0 initialises the state.
-            s.launch_builder(&sample?).arg(&a).launch(cfg(SAMPLE / BLOCK, BLOCK)).what("launch topk_sample")?;
-            s.launch_builder(&threshold?).arg(&a).launch(cfg(1, 1024)).what("launch topk_threshold")?;
-            s.launch_builder(&prefilter?).arg(&a).launch(cfg(plan.grid, BLOCK)).what("launch topk_prefilter")?;
+            s.launch_builder(&sample?)
+                .arg(&a)
+                .launch(cfg(SAMPLE / BLOCK, BLOCK))
+                .what("launch topk_sample")?;
+            s.launch_builder(&threshold?)
+                .arg(&a)
+                .launch(cfg(1, 1024))
+                .what("launch topk_threshold")?;
+            s.launch_builder(&prefilter?)
+                .arg(&a)
+                .launch(cfg(plan.grid, BLOCK))
+                .what("launch topk_prefilter")?;
         }
         for &lo in plan.digit_lo.iter().chain(std::iter::once(&0u32)) {
-            s.launch_builder(&pass).arg(&a).arg(&lo).launch(cfg(plan.pass_grid, BLOCK)).what("launch topk_pass")?;
+            s.launch_builder(&pass)
+                .arg(&a)
+                .arg(&lo)
+                .launch(cfg(plan.pass_grid, BLOCK))
+                .what("launch topk_pass")?;
         }
     }
     Ok(plan)
@@ -354,7 +439,12 @@ fn launch(
 /// smallest chosen key K must be chosen, and the chosen ties at K must be the
 /// lowest-indexed ones. For tests and benchmarks on inputs too large for
 /// [`kcap::cap::top_k`].
-pub fn check_topk(n: usize, key: impl Fn(usize) -> u32, ids: &[u32], k: usize) -> std::result::Result<(), String> {
+pub fn check_topk(
+    n: usize,
+    key: impl Fn(usize) -> u32,
+    ids: &[u32],
+    k: usize,
+) -> std::result::Result<(), String> {
     if ids.len() != k.min(n) {
         return Err(format!("{} ids for k = {k}, n = {n}", ids.len()));
     }
@@ -375,12 +465,18 @@ pub fn check_topk(n: usize, key: impl Fn(usize) -> u32, ids: &[u32], k: usize) -
     for i in 0..n {
         let (kv, c) = (key(i), chosen[i / 64] >> (i % 64) & 1 == 1);
         if kv > kmin && !c {
-            return Err(format!("index {i} (key {kv:#x}) beats the smallest chosen key {kmin:#x} but is not chosen"));
+            return Err(format!(
+                "index {i} (key {kv:#x}) beats the smallest chosen key {kmin:#x} but is not chosen"
+            ));
         }
         if kv == kmin {
             match (c, skipped_tie) {
                 (false, None) => skipped_tie = Some(i),
-                (true, Some(j)) => return Err(format!("tie at key {kmin:#x}: index {i} chosen over lower index {j}")),
+                (true, Some(j)) => {
+                    return Err(format!(
+                        "tie at key {kmin:#x}: index {i} chosen over lower index {j}"
+                    ))
+                }
                 _ => {}
             }
         }
@@ -409,7 +505,12 @@ mod tests {
 
     #[test]
     fn digits_cover_the_key() {
-        for (n, dt, sparse) in [(2u64, Dtype::F16, false), (1_000_000_000, Dtype::F16, false), (100, Dtype::F32, true), (1 << 32, Dtype::F32, false)] {
+        for (n, dt, sparse) in [
+            (2u64, Dtype::F16, false),
+            (1_000_000_000, Dtype::F16, false),
+            (100, Dtype::F32, true),
+            (1 << 32, Dtype::F32, false),
+        ] {
             let p = TopkPlan::new(n, 1, dt, sparse, 132);
             let bits = dt.vbits() + p.ib;
             let mut hi = bits;
