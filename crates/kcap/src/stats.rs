@@ -430,12 +430,13 @@ pub fn sample_distinct(total: u64, x: u64, rng: &mut Stream, scratch: &mut Vec<u
 #[inline(always)]
 pub fn ln_fast(x: f64) -> f64 {
     let bits = x.to_bits();
-    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
-    if m > std::f64::consts::SQRT_2 {
-        m *= 0.5;
-        e += 1;
-    }
+    let frac = bits & 0x000f_ffff_ffff_ffff;
+    // Mantissa m = 1.frac > √2 exactly when frac exceeds √2's (0x3ff6a09e667f3bcd);
+    // then m is halved (an exact exponent decrement) — without a branch, so
+    // there is no misprediction on every other draw.
+    let big = (frac > 0x0006_a09e_667f_3bcd) as u64;
+    let e = ((bits >> 52) & 0x7ff) as i64 - 1023 + big as i64;
+    let m = f64::from_bits((frac | 0x3ff0_0000_0000_0000) - (big << 52));
     let s = (m - 1.0) / (m + 1.0);
     let s2 = s * s;
     let poly = 1.0

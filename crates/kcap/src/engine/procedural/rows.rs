@@ -95,28 +95,6 @@ fn unit_open_i(bits: u64) -> f64 {
     ((bits >> 11) as i64 as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
-/// [`ln_fast`] without its data-dependent branch: bitwise the same result
-/// (tested), but no misprediction on every other draw.
-#[inline(always)]
-pub fn ln_fast_branchless(x: f64) -> f64 {
-    let bits = x.to_bits();
-    let frac = bits & 0x000f_ffff_ffff_ffff;
-    // m > √2 exactly when the fraction bits exceed those of √2 (0x3ff6a09e667f3bcd).
-    let big = (frac > 0x0006_a09e_667f_3bcd) as u64;
-    let e = ((bits >> 52) & 0x7ff) as i64 - 1023 + big as i64;
-    // Halving m = 1.frac is an exact exponent decrement.
-    let m = f64::from_bits((frac | 0x3ff0_0000_0000_0000) - (big << 52));
-    let s = (m - 1.0) / (m + 1.0);
-    let s2 = s * s;
-    let poly = 1.0
-        + s2 * (1.0 / 3.0
-            + s2 * (1.0 / 5.0
-                + s2 * (1.0 / 7.0
-                    + s2 * (1.0 / 9.0
-                        + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0 + s2 * (1.0 / 15.0)))))));
-    2.0 * s * poly + e as f64 * std::f64::consts::LN_2
-}
-
 /// Calls `f(local)` for every target of block `b` (width `len`) of the row
 /// with key `row`, in increasing order: the reference recipe, written
 /// plainly (see the module header).
@@ -310,7 +288,7 @@ fn skip(table: &[u16], sh: u32, c: f64, w: u64, rem: u64) -> u64 {
     if e != SLOW {
         return e as u64;
     }
-    let g = ln_fast_branchless(unit_open_i(w)) * c;
+    let g = ln_fast(unit_open_i(w)) * c;
     if g >= rem as i64 as f64 {
         return rem;
     }
@@ -321,41 +299,6 @@ fn skip(table: &[u16], sh: u32, c: f64, w: u64, rem: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::rng::Stream;
-
-    #[test]
-    fn ln_fast_branchless_is_bitwise_ln_fast() {
-        let mut r = Stream::new(17);
-        for _ in 0..2_000_000 {
-            let x = r.uniform();
-            assert_eq!(
-                ln_fast(x).to_bits(),
-                ln_fast_branchless(x).to_bits(),
-                "x = {x:e}"
-            );
-        }
-        let s2 = std::f64::consts::SQRT_2;
-        let edge = [
-            s2,
-            f64::from_bits(s2.to_bits() + 1),
-            f64::from_bits(s2.to_bits() - 1),
-            s2 / 2.0,
-            f64::from_bits((s2 / 2.0).to_bits() + 1),
-            1.0,
-            f64::from_bits(1f64.to_bits() - 1),
-            0.5,
-            1e-300,
-            2.2250738585072014e-308,
-            1.5,
-            1e300,
-        ];
-        for x in edge {
-            assert_eq!(
-                ln_fast(x).to_bits(),
-                ln_fast_branchless(x).to_bits(),
-                "x = {x:e}"
-            );
-        }
-    }
 
     #[test]
     fn unit_open_through_i64_is_bitwise() {
