@@ -7,41 +7,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const KCAP: &str = env!("CARGO_BIN_EXE_kcap");
+mod common;
+use common::{Dir, KCAP};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("kcap-ckpt-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.0.join(file);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Output {
-    code: i32,
-    stderr: String,
-}
-
-fn kcap(args: &[&str]) -> Output {
-    let o = Command::new(KCAP).args(args).output().expect("run kcap");
-    Output {
-        code: o.status.code().expect("exit code"),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+/// Runs `kcap args` in the current folder.
+fn kcap(args: &[&str]) -> common::Output {
+    common::kcap(args, Path::new("."))
 }
 
 /// n = 1e4, 20 steps, two areas, an action-only entry at a step boundary

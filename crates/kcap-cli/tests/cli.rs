@@ -10,54 +10,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const KCAP: &str = env!("CARGO_BIN_EXE_kcap");
-
-/// A fresh folder for one test, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("kcap-cli-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let p = self.0.join(file);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    fn out(&self) -> PathBuf {
-        self.0.join("out")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn kcap(args: &[&str], cwd: &Path) -> Output {
-    let o = Command::new(KCAP)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run kcap");
-    Output {
-        code: o.status.code().expect("exit code"),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
+mod common;
+use common::{kcap, Dir};
 
 /// Files under `dir` (recursively), as names.
 fn files_in(dir: &Path) -> Vec<String> {
