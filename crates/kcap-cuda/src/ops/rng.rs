@@ -9,7 +9,7 @@ use super::{cfg, grid_for};
 use crate::device::CudaDevice;
 use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 
 const BLOCK: u32 = 256;
 
@@ -118,37 +118,34 @@ pub fn ln_fast(dev: &CudaDevice, xs: &[f64]) -> Result<Vec<f64>> {
 /// Fills `out` with `f32(unit_open(word(key, i)))` (uniform in (0, 1],
 /// like `torch.rand`). Asynchronous.
 pub fn fill_uniform_f32(dev: &CudaDevice, key: u64, out: &mut CudaSlice<f32>) -> Result<()> {
-    let f = dev.function(&kernels::RNG, "rng_uniform_f32")?;
-    let n = out.len() as u64;
-    let s = dev.stream();
-    // SAFETY: the kernel writes out[i] for i < n = out.len(); argument types
-    // match `rng_uniform_f32(u64, float*, u64)`.
-    unsafe {
-        s.launch_builder(&f)
-            .arg(&key)
-            .arg(out)
-            .arg(&n)
-            .launch(cfg(grid_for(n, BLOCK, dev.sm_count(), 8), BLOCK))
-            .what("launch rng_uniform_f32")?;
-    }
-    Ok(())
+    fill_keyed(dev, "rng_uniform_f32", key, out)
 }
 
 /// Fills `out` with the f16 bits of `fill_uniform_f32`'s values rounded to
 /// half precision (nearest even). Asynchronous.
 pub fn fill_uniform_f16(dev: &CudaDevice, key: u64, out: &mut CudaSlice<u16>) -> Result<()> {
-    let f = dev.function(&kernels::RNG, "rng_uniform_f16")?;
+    fill_keyed(dev, "rng_uniform_f16", key, out)
+}
+
+/// Launches the RNG kernel `name(u64 key, T* out, u64 n)` over all of `out`.
+fn fill_keyed<T: DeviceRepr>(
+    dev: &CudaDevice,
+    name: &'static str,
+    key: u64,
+    out: &mut CudaSlice<T>,
+) -> Result<()> {
+    let f = dev.function(&kernels::RNG, name)?;
     let n = out.len() as u64;
     let s = dev.stream();
-    // SAFETY: the kernel writes out[i] for i < n = out.len(); argument types
-    // match `rng_uniform_f16(u64, u16*, u64)`.
+    // SAFETY: the kernels named here write out[i] for i < n = out.len(); their
+    // signature is `(u64 key, T* out, u64 n)` with T the element type of `out`.
     unsafe {
         s.launch_builder(&f)
             .arg(&key)
             .arg(out)
             .arg(&n)
             .launch(cfg(grid_for(n, BLOCK, dev.sm_count(), 8), BLOCK))
-            .what("launch rng_uniform_f16")?;
+            .what(&format!("launch {name}"))?;
     }
     Ok(())
 }
