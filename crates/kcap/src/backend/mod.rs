@@ -8,6 +8,9 @@
 
 pub mod cpu;
 
+use crate::engine::procedural::{ProceduralState, Selection, View};
+use crate::engine::TargetPlan;
+
 /// One stored synapse: target neuron id and weight.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
@@ -30,5 +33,21 @@ pub trait Backend: Send + Sync {
     /// index, returned in increasing order (see [`crate::cap`]).
     fn top_k(&self, values: &[f32], k: usize) -> Vec<u32> {
         crate::cap::top_k(values, k)
+    }
+
+    /// The selection of a procedural target (what
+    /// [`ProceduralState::select`] computes), when this backend runs it
+    /// itself; `None` (the default) leaves it to the CPU engine. An
+    /// implementation must return the CPU's winners exactly, with the
+    /// synapses onto them recorded (see [`crate::engine::procedural::device`]).
+    fn procedural_select(
+        &self,
+        state: &ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Option<crate::error::Result<Selection>> {
+        let _ = (state, view, plan, firing);
+        None
     }
 }

@@ -27,6 +27,7 @@
 //! - results are identical for any rayon thread count.
 
 mod aggregate;
+pub mod device;
 pub mod learned;
 pub mod rows;
 
