@@ -3,11 +3,12 @@
 ``import kcap as brain`` runs scripts written for the reference ``brain.py``
 (``Brain``, ``add_stimulus``, ``add_area``, ``project``, ``area_by_name``);
 kcap's own API adds the operations as single calls, overlap measures, NumPy
-results and ``run(experiment_file)``. See docs/python.md.
+results, ``run(experiment_file)`` and checkpoints (``Brain.save``,
+``kcap.load``, pickling). See docs/python.md.
 """
 
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, SupportsIndex, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, SupportsIndex, Tuple, TypeVar, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,13 @@ AVAILABLE_ENGINES: list[str]
 Names = Union[str, Iterable[str]]
 NeuronIds = Union[Iterable[SupportsIndex], npt.NDArray[np.integer[Any]]]
 WinnersArray = npt.NDArray[np.uint32]
+WeightsName = Literal["f32", "f16", "bf16", "log-u8", "bit", "auto"]
+IndicesName = Literal["u32", "u16"]
+LayoutName = Literal["csr", "bitmap"]
+RoundingName = Literal["nearest", "stochastic"]
+AccumulatorName = Literal["f32", "fixed"]
+PathLike = Union[str, os.PathLike[str]]
+_B = TypeVar("_B", bound="Brain")
 
 # ----- exceptions -------------------------------------------------------------
 
@@ -41,6 +49,9 @@ class AreaTooSmallError(KcapError, RuntimeError):
 
 class InvalidParameterError(KcapError, ValueError):
     """A parameter outside its range, an unknown engine/device/format name, a duplicate name."""
+
+class CheckpointError(KcapError, ValueError):
+    """A checkpoint (file or pickle) that is not one, is truncated or corrupt, or comes from a newer kcap."""
 
 class NotAvailableError(KcapError, NotImplementedError):
     """A feature that exists in the API but not yet in this build (explicit engine, CUDA, formats)."""
@@ -100,16 +111,35 @@ class Brain:
         beta: float,
         *,
         engine: Literal["lazy", "explicit", "procedural"] = "lazy",
-        weights: Optional[Literal["f32", "f16", "bf16", "log-u8", "bit", "auto"]] = None,
-        indices: Optional[Literal["u32", "u16"]] = None,
-        rounding: Optional[Literal["nearest", "stochastic"]] = None,
+        weights: Optional[WeightsName] = None,
+        indices: Optional[IndicesName] = None,
+        layout: Optional[LayoutName] = None,
+        rounding: Optional[RoundingName] = None,
+        accumulator: Optional[AccumulatorName] = None,
     ) -> None:
         """An area of ``n`` neurons, ``k`` winners per step, default
-        plasticity ``beta``. Storage formats (``weights``, ``indices``,
-        ``rounding``; ``weights="auto"`` for the planner) apply to the stored
-        fibers of explicit areas and raise ValueError for lazy ones. Unknown
-        engine/format values raise InvalidParameterError (ValueError) listing
-        the accepted ones; known ones not in this build raise NotAvailableError."""
+        plasticity ``beta``. Storage formats (as in ``set_fiber_format``)
+        apply to the fibers an explicit area creates with the areas that
+        exist, and raise ValueError for lazy ones. Unknown engine/format
+        values raise InvalidParameterError (ValueError) listing the accepted
+        ones; known ones not in this build raise NotAvailableError."""
+    def set_fiber_format(
+        self,
+        source: str,
+        area: str,
+        *,
+        weights: Optional[WeightsName] = None,
+        indices: Optional[IndicesName] = None,
+        layout: Optional[LayoutName] = None,
+        rounding: Optional[RoundingName] = None,
+        accumulator: Optional[AccumulatorName] = None,
+    ) -> None:
+        """Storage format of the fiber ``source → area`` between two explicit
+        areas; parts not given are the reference's (f32/u32/csr/nearest/f32),
+        ``weights="auto"`` alone lets the planner choose. Rebuilds the fiber
+        (same synapses); before the first step only (RuntimeError after).
+        Unknown names: UnknownNameError; a stimulus or lazy area, a bad value
+        or combination: InvalidParameterError."""
     def memory_report(self) -> List[Dict[str, Any]]:
         """Per stored fiber: from, to, format, synapses, bytes,
         predicted_bytes, reference_bytes, reasons."""
@@ -180,6 +210,24 @@ class Brain:
         """``{"area_synapses", "stimulus_entries", "bytes"}`` of stored connectivity."""
     def area(self, name: str) -> Area:
         """Same as ``area_by_name[name]``."""
+
+    # checkpoints and pickling
+    def save(self, path: PathLike) -> None:
+        """Saves the complete state atomically to a kcap checkpoint file
+        (OSError subclasses for file-system errors)."""
+    @classmethod
+    def load(cls: type[_B], path: PathLike) -> _B:
+        """A brain saved by ``save`` (or a CLI checkpoint), continuing exactly
+        as the saved one; on a subclass, an instance of it (``__init__`` not
+        run). FileNotFoundError for a missing file, CheckpointError for a
+        corrupt, truncated or newer-format one."""
+    def __getstate__(self) -> Tuple[bytes, Dict[str, Any]]:
+        """Pickle state: (checkpoint bytes, instance ``__dict__``)."""
+    def __setstate__(self, state: Tuple[bytes, Dict[str, Any]]) -> None: ...
+    def __reduce__(self) -> Tuple[Any, ...]: ...
+
+def load(path: PathLike) -> Brain:
+    """Same as ``Brain.load(path)``."""
 
 class AreaMap(Mapping[str, "Area"]):
     """Read-only live mapping ``{area name: Area}`` of a brain."""

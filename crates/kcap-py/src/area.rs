@@ -356,11 +356,7 @@ impl PyArea {
     /// The engine of the area: ``"lazy"``, ``"explicit"`` or ``"procedural"``.
     #[getter]
     fn engine(&self, py: Python<'_>) -> PyResult<&'static str> {
-        self.spec(py, |s| match s.engine {
-            EngineKind::Lazy => "lazy",
-            EngineKind::Explicit => "explicit",
-            EngineKind::Procedural => "procedural",
-        })
+        self.spec(py, |s| crate::brain::engine_name(s.engine))
     }
 
     /// ``{stimulus name: beta}`` of the fibers into this area (a snapshot).

@@ -17,41 +17,140 @@
 use crate::area::{AreaMap, PyArea};
 use crate::convert;
 use crate::errors::{check_choice, invalid, not_available, unknown, PyResultExt};
+use crate::persist;
 use kcap::{Brain, BrainOptions, EngineKind, Source, TailSampler};
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
+use std::path::{Path, PathBuf};
 
 /// Devices accepted by `device=`; only the first exists in this build.
 pub const DEVICES: &[&str] = &["cpu"];
 pub const PLANNED_DEVICES: &[&str] = &["cuda"];
+/// The engines by their Python names (`engine=` values, `Area.engine`).
+pub const ENGINES: [(&str, EngineKind); 3] = [
+    ("lazy", EngineKind::Lazy),
+    ("explicit", EngineKind::Explicit),
+    ("procedural", EngineKind::Procedural),
+];
+
+/// The Python name of an engine.
+pub fn engine_name(kind: EngineKind) -> &'static str {
+    ENGINES
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map_or("unknown", |(name, _)| name)
+}
+
 /// Engines this build of the library implements, found by asking it (so
 /// the bindings follow the library as engines land, without a change here).
 pub fn available_engines() -> Vec<&'static str> {
-    [
-        ("lazy", EngineKind::Lazy),
-        ("explicit", EngineKind::Explicit),
-        ("procedural", EngineKind::Procedural),
-    ]
-    .into_iter()
-    .filter(|(_, kind)| {
-        let Ok(mut b) = Brain::new(0.5, 0) else {
-            return false;
-        };
-        !matches!(
-            b.add_area_with("probe", 64, 8, 0.0, *kind),
-            Err(kcap::KcapError::Unsupported(_))
-        )
-    })
-    .map(|(name, _)| name)
-    .collect()
+    ENGINES
+        .into_iter()
+        .filter(|(_, kind)| {
+            let Ok(mut b) = Brain::new(0.5, 0) else {
+                return false;
+            };
+            !matches!(
+                b.add_area_with("probe", 64, 8, 0.0, *kind),
+                Err(kcap::KcapError::Unsupported(_))
+            )
+        })
+        .map(|(name, _)| name)
+        .collect()
 }
 
-/// Storage formats (the formats issue); only the first of each exists yet.
-const WEIGHTS: (&[&str], &[&str]) = (&["f32", "f16", "bf16", "log-u8", "bit", "auto"], &[]);
-const INDICES: (&[&str], &[&str]) = (&["u32", "u16"], &[]);
-const ROUNDING: (&[&str], &[&str]) = (&["nearest", "stochastic"], &[]);
+/// Accepted values of the storage-format keywords (SPEC §4; the first of
+/// each is the reference's). `weights="auto"` lets the planner choose.
+const WEIGHTS: &[&str] = &["f32", "f16", "bf16", "log-u8", "bit", "auto"];
+const INDICES: &[&str] = &["u32", "u16"];
+const LAYOUTS: &[&str] = &["csr", "bitmap"];
+const ROUNDING: &[&str] = &["nearest", "stochastic"];
+const ACCUMULATORS: &[&str] = &["f32", "fixed"];
+
+/// The storage-format keywords of `add_area` and `set_fiber_format`, as
+/// given (`None`: not given).
+#[derive(Clone, Copy, Default)]
+pub struct FormatArgs<'a> {
+    pub weights: Option<&'a str>,
+    pub indices: Option<&'a str>,
+    pub layout: Option<&'a str>,
+    pub rounding: Option<&'a str>,
+    pub accumulator: Option<&'a str>,
+}
+
+/// One format keyword's value (`accepted[0]` if not given), checked.
+fn part<'a>(keyword: &str, value: Option<&'a str>, accepted: &[&'a str]) -> PyResult<&'a str> {
+    let v = value.unwrap_or(accepted[0]);
+    check_choice(keyword, v, accepted, &[])?;
+    Ok(v)
+}
+
+impl<'a> FormatArgs<'a> {
+    /// The keywords in their Python order.
+    pub fn new(
+        weights: Option<&'a str>,
+        indices: Option<&'a str>,
+        layout: Option<&'a str>,
+        rounding: Option<&'a str>,
+        accumulator: Option<&'a str>,
+    ) -> Self {
+        FormatArgs {
+            weights,
+            indices,
+            layout,
+            rounding,
+            accumulator,
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.weights.is_some()
+            || self.indices.is_some()
+            || self.layout.is_some()
+            || self.rounding.is_some()
+            || self.accumulator.is_some()
+    }
+
+    /// The format these keywords name: parts not given are the reference's;
+    /// `weights="auto"` is the planner's choice and takes no other part.
+    /// Unknown values and impossible combinations are `InvalidParameterError`s.
+    fn choice(&self) -> PyResult<kcap::FormatChoice> {
+        let weights = part("weights", self.weights, WEIGHTS)?;
+        let f = kcap::FiberFormat {
+            weights: if weights == "auto" {
+                Default::default()
+            } else {
+                weights.parse().py_err()?
+            },
+            indices: part("indices", self.indices, INDICES)?.parse().py_err()?,
+            layout: part("layout", self.layout, LAYOUTS)?.parse().py_err()?,
+            rounding: part("rounding", self.rounding, ROUNDING)?
+                .parse()
+                .py_err()?,
+            accumulator: part("accumulator", self.accumulator, ACCUMULATORS)?
+                .parse()
+                .py_err()?,
+        };
+        if weights == "auto" {
+            let others = FormatArgs {
+                weights: None,
+                ..*self
+            };
+            if others.given() {
+                return Err(invalid(
+                    "weights=\"auto\" lets the planner choose every part of the format: \
+                     do not combine it with indices=, layout=, rounding= or accumulator=",
+                ));
+            }
+            return Ok(kcap::FormatChoice::Auto);
+        }
+        // Combination rules (the size rules are checked against the fiber).
+        f.validate(1).map_err(|e| invalid(e.to_string()))?;
+        Ok(kcap::FormatChoice::Fixed(f))
+    }
+}
 
 /// A simulated brain: areas of n neurons of which k fire per step, stimuli,
 /// random connectivity of probability p and Hebbian plasticity.
@@ -81,6 +180,41 @@ impl PyBrain {
 
     pub fn inner_mut(&mut self) -> PyResult<&mut Brain> {
         self.inner.as_mut().ok_or_else(not_initialised)
+    }
+
+    /// Replaces everything by a decoded checkpoint (a loaded brain runs on
+    /// the CPU).
+    fn restore(&mut self, r: persist::Restored) {
+        self.p = r.brain.model().p;
+        self.inner = Some(r.brain);
+        self.save_size = r.save_size;
+        self.save_winners = r.save_winners;
+        self.device = "cpu".into();
+        self.unsized_steps = r.unsized_steps;
+    }
+
+    /// This brain's checkpoint bytes (library state and the binding's bookkeeping).
+    fn checkpoint_bytes(&self, py: Python<'_>) -> PyResult<Vec<u8>> {
+        persist::encode(
+            py,
+            self.inner()?,
+            self.save_size,
+            self.save_winners,
+            &self.unsized_steps,
+        )
+    }
+
+    /// A new, uninitialised instance of `cls` (a subclass's `__init__` is
+    /// not run, as when unpickling), restored from checkpoint bytes.
+    pub fn load_into<'py>(
+        cls: &Bound<'py, PyType>,
+        bytes: &[u8],
+        origin: &Path,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let restored = persist::decode(cls.py(), bytes, origin)?;
+        let obj = cls.call_method1("__new__", (cls,))?;
+        obj.cast::<PyBrain>()?.borrow_mut().restore(restored);
+        Ok(obj)
     }
 
     /// Whether the size after `step` belongs in the reference's `saved_w`.
@@ -313,9 +447,11 @@ impl PyBrain {
 
     /// Adds an area of ``n`` neurons, ``k`` winners per step and default
     /// plasticity ``beta`` for synapses into it. kcap keywords: ``engine``
-    /// (``"lazy"``; ``"explicit"`` and ``"procedural"`` as those engines
-    /// land) and the storage formats ``weights``, ``indices``, ``rounding``.
-    #[pyo3(signature = (area_name, n, k, beta, *, engine="lazy", weights=None, indices=None, rounding=None))]
+    /// (``"lazy"``, ``"explicit"``; ``"procedural"`` as that engine lands)
+    /// and, for explicit areas, the storage format of the fibers created with
+    /// the area (``weights``, ``indices``, ``layout``, ``rounding``,
+    /// ``accumulator``; see :meth:`set_fiber_format`).
+    #[pyo3(signature = (area_name, n, k, beta, *, engine="lazy", weights=None, indices=None, layout=None, rounding=None, accumulator=None))]
     #[allow(clippy::too_many_arguments)]
     fn add_area(
         &mut self,
@@ -326,36 +462,22 @@ impl PyBrain {
         engine: &str,
         weights: Option<&str>,
         indices: Option<&str>,
+        layout: Option<&str>,
         rounding: Option<&str>,
+        accumulator: Option<&str>,
     ) -> PyResult<()> {
         let engine: EngineKind = engine.parse().py_err()?;
-        check_choice("weights", weights.unwrap_or("f32"), WEIGHTS.0, WEIGHTS.1)?;
-        check_choice("indices", indices.unwrap_or("u32"), INDICES.0, INDICES.1)?;
-        check_choice(
-            "rounding",
-            rounding.unwrap_or("nearest"),
-            ROUNDING.0,
-            ROUNDING.1,
-        )?;
+        let args = FormatArgs::new(weights, indices, layout, rounding, accumulator);
+        let choice = args.choice()?;
         let n = count(n, "n")?;
         let save = self.save_winners;
-        let given = weights.is_some() || indices.is_some() || rounding.is_some();
+        let given = args.given();
         if given && engine != EngineKind::Explicit {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "add_area({area_name:?}): storage formats (weights=, indices=, rounding=) apply to explicit areas \
-                 (engine=\"explicit\"); lazy areas store f32 weights"
+                "add_area({area_name:?}): storage formats (weights=, indices=, layout=, rounding=, accumulator=) \
+                 apply to explicit areas (engine=\"explicit\"); lazy areas store f32 weights"
             )));
         }
-        let choice = if weights == Some("auto") {
-            kcap::FormatChoice::Auto
-        } else {
-            kcap::FormatChoice::Fixed(kcap::FiberFormat {
-                weights: weights.unwrap_or("f32").parse().py_err()?,
-                indices: indices.unwrap_or("u32").parse().py_err()?,
-                rounding: rounding.unwrap_or("nearest").parse().py_err()?,
-                ..Default::default()
-            })
-        };
         let b = self.inner_mut()?;
         let previous = b.default_format();
         if given {
@@ -366,6 +488,58 @@ impl PyBrain {
         added.py_err()?;
         b.record_winners(area_name, save).py_err()?;
         Ok(())
+    }
+
+    /// Storage format of the stored fiber ``source → area`` between two
+    /// explicit areas (SPEC §4), e.g.
+    /// ``set_fiber_format("A", "B", weights="log-u8", indices="u16")``.
+    /// Parts not given are the reference's (``weights="f32"``,
+    /// ``indices="u32"``, ``layout="csr"``, ``rounding="nearest"``,
+    /// ``accumulator="f32"``); ``weights="auto"`` alone lets the planner
+    /// choose. If both areas exist the fiber is rebuilt in the new format
+    /// (the same synapses; before the first step only). See
+    /// :meth:`memory_report`.
+    #[pyo3(signature = (source, area, *, weights=None, indices=None, layout=None, rounding=None, accumulator=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_fiber_format(
+        &mut self,
+        source: &str,
+        area: &str,
+        weights: Option<&str>,
+        indices: Option<&str>,
+        layout: Option<&str>,
+        rounding: Option<&str>,
+        accumulator: Option<&str>,
+    ) -> PyResult<()> {
+        let choice = FormatArgs::new(weights, indices, layout, rounding, accumulator).choice()?;
+        let b = self.inner_mut()?;
+        for (name, role) in [(source, "source"), (area, "target")] {
+            let engine = match b.model().source(name) {
+                Ok(Source::Area(i)) => b.model().areas[i].engine,
+                Ok(Source::Stim(_)) => {
+                    return Err(invalid(format!(
+                        "set_fiber_format({source:?}, {area:?}): {name:?} is a stimulus; storage formats apply to \
+                         fibers between two explicit areas"
+                    )))
+                }
+                Err(_) => return Err(unknown(&format!("area ({role})"), name)),
+            };
+            if engine != EngineKind::Explicit {
+                return Err(invalid(format!(
+                    "set_fiber_format({source:?}, {area:?}): {name:?} is a {} area; storage formats apply to \
+                     fibers between two explicit areas (add_area(..., engine=\"explicit\"))",
+                    engine_name(engine)
+                )));
+            }
+        }
+        if let kcap::FormatChoice::Fixed(f) = choice {
+            f.validate(b.area_spec(area).py_err()?.n).py_err()?;
+        }
+        b.set_fiber_format(source, area, choice)
+            .map_err(|e| match e {
+                kcap::KcapError::Unsupported(m) => PyRuntimeError::new_err(m),
+                e => crate::errors::to_py(e),
+            })
     }
 
     /// Per stored fiber: format, synapses, bytes held, predicted and
@@ -685,6 +859,70 @@ impl PyBrain {
     /// The live view of one area (same as ``area_by_name[name]``).
     fn area(slf: Bound<'_, Self>, name: &str) -> PyResult<PyArea> {
         PyArea::new(&slf, name)
+    }
+
+    // ----- checkpoints and pickling ------------------------------------
+
+    /// Saves the brain's complete state (areas, stimuli, learned weights,
+    /// winners, history, formats, the ``save_size``/``save_winners``
+    /// bookkeeping) to ``path``, atomically: a crash mid-write leaves any
+    /// previous file intact. The file is a kcap checkpoint, the format the
+    /// CLI writes with ``--checkpoint-every``. Errors of the file system are
+    /// ``OSError`` (e.g. ``FileNotFoundError`` for a missing folder).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let bytes = self.checkpoint_bytes(py)?;
+        persist::write(py, &path, &bytes)
+    }
+
+    /// Loads a brain saved by :meth:`save` (or a CLI checkpoint); it
+    /// continues exactly as the saved brain would have. Called on a
+    /// subclass it returns an instance of that subclass, restored without
+    /// running its ``__init__``. A missing file raises ``FileNotFoundError``;
+    /// a file that is not a valid checkpoint (corrupt, truncated, from a
+    /// newer kcap) raises :class:`kcap.CheckpointError`.
+    #[classmethod]
+    fn load<'py>(cls: &Bound<'py, PyType>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+        let bytes = persist::read(cls.py(), &path)?;
+        Self::load_into(cls, &bytes, &path)
+    }
+
+    /// Pickle state: ``(checkpoint bytes, instance __dict__)``.
+    fn __getstate__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let bytes = slf.borrow().checkpoint_bytes(py)?;
+        let dict = slf.getattr("__dict__")?.call_method0("copy")?;
+        PyTuple::new(py, [PyBytes::new(py, &bytes).into_any(), dict])
+    }
+
+    /// Restores a pickled brain (the state of :meth:`__getstate__`).
+    fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (bytes, dict): (Vec<u8>, Bound<'_, PyDict>) = state.extract().map_err(|_| {
+            PyTypeError::new_err(
+                "Brain.__setstate__ expects (checkpoint bytes, dict), the state of Brain.__getstate__",
+            )
+        })?;
+        let restored = persist::decode(slf.py(), &bytes, Path::new("<pickled Brain>"))?;
+        slf.borrow_mut().restore(restored);
+        slf.getattr("__dict__")?.call_method1("update", (dict,))?;
+        Ok(())
+    }
+
+    /// Pickling (any protocol) and ``copy``: rebuilds through
+    /// ``cls.__new__(cls)`` and :meth:`__setstate__`, so subclasses with
+    /// their own constructor signature pickle too; a subclass may override
+    /// ``__getstate__``/``__setstate__``.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let newobj = py.import("copyreg")?.getattr("__newobj__")?;
+        let state = slf.call_method0("__getstate__")?;
+        PyTuple::new(
+            py,
+            [
+                newobj,
+                PyTuple::new(py, [slf.get_type()])?.into_any(),
+                state,
+            ],
+        )
     }
 }
 

@@ -43,6 +43,12 @@ class InvalidParameterError(KcapError, ValueError):
     or device name, a duplicate name.'''
     __module__ = 'kcap'
 
+class CheckpointError(KcapError, ValueError):
+    '''A checkpoint (file or pickle) that cannot be loaded: not a kcap
+    checkpoint, truncated, corrupt (checksum mismatch), or written by a newer
+    kcap.'''
+    __module__ = 'kcap'
+
 class NotAvailableError(KcapError, NotImplementedError):
     '''A feature that exists in the API but not (yet) in this build: another
     engine, the CUDA device, a storage format.'''
@@ -56,6 +62,7 @@ pub struct Errors {
     pub no_assembly: Py<PyType>,
     pub area_too_small: Py<PyType>,
     pub invalid: Py<PyType>,
+    pub checkpoint: Py<PyType>,
     pub not_available: Py<PyType>,
 }
 
@@ -72,6 +79,7 @@ fn create(py: Python<'_>) -> PyResult<Errors> {
         no_assembly: get("NoAssemblyError")?,
         area_too_small: get("AreaTooSmallError")?,
         invalid: get("InvalidParameterError")?,
+        checkpoint: get("CheckpointError")?,
         not_available: get("NotAvailableError")?,
     })
 }
@@ -91,6 +99,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("NoAssemblyError", &e.no_assembly),
         ("AreaTooSmallError", &e.area_too_small),
         ("InvalidParameterError", &e.invalid),
+        ("CheckpointError", &e.checkpoint),
         ("NotAvailableError", &e.not_available),
     ] {
         m.add(name, ty.clone_ref(py))?;
@@ -105,6 +114,7 @@ pub enum Kind {
     NoAssembly,
     AreaTooSmall,
     Invalid,
+    Checkpoint,
     NotAvailable,
 }
 
@@ -118,11 +128,12 @@ pub fn new_err(kind: Kind, msg: impl Into<String>) -> PyErr {
                 Kind::NoAssembly => &e.no_assembly,
                 Kind::AreaTooSmall => &e.area_too_small,
                 Kind::Invalid => &e.invalid,
+                Kind::Checkpoint => &e.checkpoint,
                 Kind::NotAvailable => &e.not_available,
             };
             PyErr::from_type(ty.bind(py).clone(), msg)
         }
-        // Only if the interpreter cannot compile six class statements.
+        // Only if the interpreter cannot compile seven class statements.
         Err(err) => err,
     })
 }
@@ -136,13 +147,32 @@ pub fn kind_of(e: &KcapError) -> Kind {
         KcapError::NoWinners(_) => Kind::NoAssembly,
         KcapError::AreaTooSmall { .. } => Kind::AreaTooSmall,
         KcapError::Unsupported(_) => Kind::NotAvailable,
+        KcapError::Checkpoint { .. } => Kind::Checkpoint,
         _ => Kind::Invalid,
     }
 }
 
-/// Converts a library error into the matching Python exception.
+/// Converts a library error into the matching Python exception (file
+/// errors become `OSError`).
 pub fn to_py(e: KcapError) -> PyErr {
+    if let KcapError::Io { .. } = e {
+        return pyo3::exceptions::PyOSError::new_err(e.to_string());
+    }
     new_err(kind_of(&e), e.to_string())
+}
+
+/// An operating-system error on `path` as the matching `OSError` subclass
+/// (`FileNotFoundError`, `PermissionError`, `IsADirectoryError`, ...), with
+/// `errno`, `strerror` and `filename` set as Python's own file functions do.
+pub fn os_error(e: &std::io::Error, path: &std::path::Path) -> PyErr {
+    let text = e.to_string();
+    let strerror = match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    let errno = e.raw_os_error().unwrap_or(0);
+    // OSError(errno, strerror, filename) picks the subclass from errno.
+    pyo3::exceptions::PyOSError::new_err((errno, strerror, path.display().to_string()))
 }
 
 /// `Result` adapter: `brain.project(..).py_err()?` converts library errors.

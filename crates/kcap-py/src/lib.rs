@@ -12,7 +12,8 @@
 //!
 //! Layout: [`brain`] — the `Brain` class; [`area`] — live area views and the
 //! `area_by_name` mapping; [`ops`] — operations as single Rust calls and
-//! `run`; [`convert`] — argument conversion; [`errors`] — exceptions.
+//! `run`; [`convert`] — argument conversion; [`errors`] — exceptions;
+//! [`persist`] — checkpoints and pickling.
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,15 @@ pub mod brain;
 pub mod convert;
 pub mod errors;
 pub mod ops;
+pub mod persist;
+
+/// Loads a brain saved by ``Brain.save`` (or a CLI checkpoint): the same as
+/// ``kcap.Brain.load(path)``.
+#[pyfunction]
+fn load<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let bytes = persist::read(py, &path)?;
+    brain::PyBrain::load_into(&py.get_type::<brain::PyBrain>(), &bytes, &path)
+}
 
 /// kcap — a fast simulator of the assembly calculus (NEMO).
 ///
@@ -30,7 +40,8 @@ pub mod ops;
 /// ``saved_winners``, ``fix_assembly()``. kcap's own API adds the
 /// operations as single calls (``project_rounds``, ``reciprocal_project``,
 /// ``associate``, ``merge``, ``pattern_completion``), overlap measures,
-/// NumPy results and ``run(experiment_file)``.
+/// NumPy results, ``run(experiment_file)``, and checkpoints
+/// (``Brain.save``, ``kcap.load``, pickling).
 #[pymodule]
 #[pyo3(name = "kcap")]
 fn kcap_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -47,13 +58,17 @@ fn kcap_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::overlap, m)?)?;
     m.add_function(wrap_pyfunction!(ops::best_match, m)?)?;
     m.add_function(wrap_pyfunction!(ops::run, m)?)?;
+    m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add(
         "DEVICES",
         (brain::DEVICES.iter().chain(brain::PLANNED_DEVICES))
             .copied()
             .collect::<Vec<_>>(),
     )?;
-    m.add("ENGINES", vec!["lazy", "explicit", "procedural"])?;
+    m.add(
+        "ENGINES",
+        brain::ENGINES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+    )?;
     m.add("AVAILABLE_ENGINES", brain::available_engines())?;
     Ok(())
 }

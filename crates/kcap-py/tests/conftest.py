@@ -1,5 +1,8 @@
 """Shared fixtures of the kcap Python test suite."""
 
+import os
+import shutil
+
 import pytest
 
 import kcap
@@ -26,3 +29,34 @@ def trained(brain):
     for _ in range(9):
         brain.project({"s": ["A"]}, {"A": ["A"]})
     return brain
+
+
+# The kcap command-line tool, if built (scripts/test-python.sh sets KCAP_BIN).
+REAL_KCAP = os.environ.get("KCAP_BIN") or shutil.which("kcap")
+needs_cli = pytest.mark.skipif(not REAL_KCAP, reason="the kcap command-line tool is not built (set KCAP_BIN)")
+
+
+def tiny_experiment(path, seed=1, repeat=4):
+    """Writes an experiment file: stimulus "stim" (50) into area "A"
+    (n = 10 000, k = 50, p = beta = 0.05), one step, then `repeat` steps
+    with A recurrent. Returns `path`."""
+    path.write_text(f"""\
+name = "tiny"
+[brain]
+p = 0.05
+seed = {seed}
+[[stimulus]]
+name = "stim"
+size = 50
+[[area]]
+name = "A"
+n = 10_000
+k = 50
+beta = 0.05
+[[step]]
+fire = {{ stim = ["A"] }}
+[[step]]
+repeat = {repeat}
+fire = {{ stim = ["A"], A = ["A"] }}
+""")
+    return path

@@ -4,8 +4,6 @@ parameters, the operations as single Rust calls, overlap measures,
 compute the same thing."""
 
 import json
-import os
-import shutil
 import stat
 import textwrap
 from pathlib import Path
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 
 import kcap
-from conftest import BETA, K, N, P
+from conftest import BETA, K, N, P, REAL_KCAP, needs_cli, tiny_experiment
 
 
 def test_winners_are_sorted_uint32_arrays(trained):
@@ -248,31 +246,9 @@ def test_run_without_the_cli_says_how_to_get_it(monkeypatch):
         kcap.run("x.toml")
 
 
-REAL_KCAP = os.environ.get("KCAP_BIN") or shutil.which("kcap")
-
-
-@pytest.mark.skipif(not REAL_KCAP, reason="the kcap command-line tool is not built (set KCAP_BIN)")
+@needs_cli
 def test_run_with_the_real_cli(tmp_path):
-    exp = tmp_path / "tiny.toml"
-    exp.write_text(textwrap.dedent("""\
-        name = "tiny"
-        [brain]
-        p = 0.05
-        seed = 1
-        [[stimulus]]
-        name = "stim"
-        size = 50
-        [[area]]
-        name = "A"
-        n = 10_000
-        k = 50
-        beta = 0.05
-        [[step]]
-        fire = { stim = ["A"] }
-        [[step]]
-        repeat = 4
-        fire = { stim = ["A"], A = ["A"] }
-        """))
+    exp = tiny_experiment(tmp_path / "tiny.toml")
     results = kcap.run(exp, out=tmp_path / "out", kcap_bin=REAL_KCAP)
     assert isinstance(results, dict)
     assert (tmp_path / "out" / "results.json").exists()

@@ -44,10 +44,17 @@ fn codec() -> impl Options {
 
 /// Serialises a brain into checkpoint bytes.
 pub fn to_bytes(brain: &Brain) -> Result<Vec<u8>> {
+    to_bytes_with_notes(brain, serde_json::Value::Null)
+}
+
+/// Like [`to_bytes`], with `notes` (any JSON, e.g. a front end's own
+/// bookkeeping) stored under the header's `"notes"` key (omitted if null).
+/// Readers that do not know the key ignore it, so the format is unchanged.
+pub fn to_bytes_with_notes(brain: &Brain, notes: serde_json::Value) -> Result<Vec<u8>> {
     let payload = codec()
         .serialize(&brain.state())
         .map_err(|e| KcapError::Unsupported(format!("cannot serialise the brain: {e}")))?;
-    let header = serde_json::json!({
+    let mut header = serde_json::json!({
         "format": "kcap checkpoint",
         "version": VERSION,
         "kcap": env!("CARGO_PKG_VERSION"),
@@ -56,8 +63,11 @@ pub fn to_bytes(brain: &Brain) -> Result<Vec<u8>> {
         "areas": brain.area_names(),
         "stimuli": brain.stimulus_names(),
         "payload_bytes": payload.len(),
-    })
-    .to_string();
+    });
+    if !notes.is_null() {
+        header["notes"] = notes;
+    }
+    let header = header.to_string();
     let mut out = Vec::with_capacity(payload.len() + header.len() + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -141,6 +151,19 @@ fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
 /// Rebuilds a brain from checkpoint bytes (`path` only names the source in errors).
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Brain> {
     let (_, payload) = frame(bytes, path)?;
+    decode(payload, path)
+}
+
+/// Rebuilds a brain and returns the parsed header too (its `"notes"`
+/// included), validating the file once.
+pub fn from_bytes_with_header(bytes: &[u8], path: &Path) -> Result<(Brain, serde_json::Value)> {
+    let (h, payload) = frame(bytes, path)?;
+    let header =
+        serde_json::from_slice(h).map_err(|e| err(path, format!("malformed header: {e}")))?;
+    Ok((decode(payload, path)?, header))
+}
+
+fn decode(payload: &[u8], path: &Path) -> Result<Brain> {
     let state: BrainState = codec()
         .with_limit(payload.len() as u64 * 4 + 1024)
         .deserialize(payload)
@@ -151,18 +174,22 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Brain> {
 /// Writes `bytes` to `path` atomically: temporary file in the same folder,
 /// fsync, rename over `path`, fsync of the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| KcapError::Io {
+    write_atomic_io(path, bytes).map_err(|e| KcapError::Io {
         path: path.display().to_string(),
         why: e.to_string(),
-    };
+    })
+}
+
+/// [`write_atomic`] with the operating system's error (kind and errno kept,
+/// for front ends that map them, e.g. to Python's `FileNotFoundError`).
+pub fn write_atomic_io(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| KcapError::Io {
-        path: path.display().to_string(),
-        why: "not a file name".into(),
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
@@ -181,7 +208,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result
 }
 
 /// Saves a checkpoint of `brain` at `path` (atomic).
@@ -270,6 +297,36 @@ mod tests {
         huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(e(&huge).contains("truncated"));
         assert_eq!(header(&good, path).unwrap()["step"], 5);
+    }
+
+    #[test]
+    fn notes_travel_in_the_header_and_leave_the_brain_alone() {
+        let b = trained(6);
+        let notes = serde_json::json!({"front end": {"flag": true, "runs": [[1, 3]]}});
+        let bytes = to_bytes_with_notes(&b, notes.clone()).unwrap();
+        let (c, h) = from_bytes_with_header(&bytes, Path::new("mem")).unwrap();
+        assert_eq!(h["notes"], notes);
+        assert_eq!(h["step"], 5);
+        assert_eq!(c.area("A").unwrap().history, b.area("A").unwrap().history);
+        // Without notes the key is absent, and plain readers ignore it.
+        let plain = to_bytes(&b).unwrap();
+        assert!(header(&plain, Path::new("mem"))
+            .unwrap()
+            .get("notes")
+            .is_none());
+        assert_eq!(
+            from_bytes(&bytes, Path::new("mem"))
+                .unwrap()
+                .winners("A")
+                .unwrap(),
+            b.winners("A").unwrap()
+        );
+    }
+
+    #[test]
+    fn atomic_save_io_error_keeps_its_kind() {
+        let e = write_atomic_io(Path::new("/nonexistent-kcap-dir/x.ckpt"), b"x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
