@@ -19,6 +19,6 @@ for line in sys.stdin:
 cp "$(pick gpu test)" .dev/cuda/gpu
 cp "$(pick nvrtc test)" .dev/cuda/nvrtc
 cp "$(pick kcap_cuda lib)" .dev/cuda/unit
-cargo build --release -p kcap-cuda --bin kcap-cuda-bench 2>/dev/null
-cp "${CARGO_TARGET_DIR:-target}/release/kcap-cuda-bench" .dev/cuda/
+cargo build --release -p kcap-cuda --bins 2>/dev/null
+cp "${CARGO_TARGET_DIR:-target}/release/kcap-cuda-bench" "${CARGO_TARGET_DIR:-target}/release/kcap-cuda-proc" .dev/cuda/
 ls -la .dev/cuda

@@ -21,14 +21,19 @@
 use crate::device::CudaDevice;
 use crate::error::{DriverResultExt, Result};
 use crate::ops::accumulate::{self, DeviceCsr};
+use crate::ops::procedural::{self, ProcOptions, ProcWorkspace};
 use crate::ops::topk::{self, TopkWorkspace};
 use kcap::backend::{Backend, Syn};
+use kcap::engine::procedural::{ProceduralState, Selection, View};
+use kcap::engine::TargetPlan;
 use std::sync::{Arc, Mutex};
 
 /// The CUDA backend on one device.
 pub struct Cuda {
     dev: Arc<CudaDevice>,
     topk_ws: Mutex<Option<TopkWorkspace>>,
+    proc_ws: Mutex<Option<ProcWorkspace>>,
+    proc_opts: ProcOptions,
 }
 
 impl Cuda {
@@ -46,6 +51,8 @@ impl Cuda {
         Ok(Cuda {
             dev,
             topk_ws: Mutex::new(None),
+            proc_ws: Mutex::new(None),
+            proc_opts: ProcOptions::default(),
         })
     }
 
@@ -137,7 +144,45 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    /// The selection of a procedural target on the device, exactly the
+    /// CPU engine's ([`ProceduralState::select`]), with the synapses onto
+    /// the winners found on the device. `Ok(None)` when the step does not
+    /// fit the device kernels (more than [`procedural::MAX_SLOTS`] firing
+    /// rows or [`procedural::MAX_FIBERS`] fibers): the CPU engine runs it.
+    pub fn try_procedural_select(
+        &self,
+        state: &ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> kcap::Result<Option<Selection>> {
+        let step = state.device_step(view, plan, firing)?;
+        if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
+            return Ok(None);
+        }
+        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
+        if guard.is_none() {
+            *guard = Some(ProcWorkspace::new(&self.dev)?);
+        }
+        let ws = guard.as_mut().expect("just set");
+        let out = procedural::select(&self.dev, ws, &step, &self.proc_opts)?;
+        out.into_selection(&step).map(Some)
+    }
+}
+
 impl Backend for Cuda {
+    fn procedural_select(
+        &self,
+        state: &ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Option<kcap::Result<Selection>> {
+        self.try_procedural_select(state, view, plan, firing)
+            .transpose()
+    }
+
     fn name(&self) -> String {
         format!("cuda:{}", self.dev.ordinal())
     }

@@ -41,8 +41,13 @@ pub const RNG: Module = Module {
     src: include_str!("../kernels/rng.cu"),
 };
 
+pub const PROCEDURAL: Module = Module {
+    name: "procedural",
+    src: include_str!("../kernels/procedural.cu"),
+};
+
 /// Every kernel module of the crate (CI compiles each of them).
-pub const MODULES: &[Module] = &[TOPK_F32, TOPK_F16, ACCUMULATE_ROWS_F32, RNG];
+pub const MODULES: &[Module] = &[TOPK_F32, TOPK_F16, ACCUMULATE_ROWS_F32, RNG, PROCEDURAL];
 
 /// The source of `m` with the project's quoted includes expanded (each
 /// header once, like `#pragma once`).

@@ -512,3 +512,192 @@ fn lazy_brain_runs_on_the_cuda_backend() {
     let same = gpu.iter().filter(|w| cpu.contains(w)).count();
     println!("lazy brain, 16 steps: {same} of 317 final winners equal to the CPU run's");
 }
+
+/// A procedural brain model: stimuli of the given sizes into one area.
+fn proc_model(n: u64, k: usize, p: f64, stims: &[u64], beta: f64) -> kcap::model::Model {
+    use kcap::model::{AreaSpec, EngineKind, Model, StimSpec};
+    let mut m = Model::new(p).unwrap();
+    for (i, &size) in stims.iter().enumerate() {
+        m.add_stimulus(StimSpec {
+            name: format!("s{i}"),
+            size,
+        })
+        .unwrap();
+    }
+    m.add_area(AreaSpec {
+        name: "A".into(),
+        n,
+        k,
+        beta,
+        engine: EngineKind::Procedural,
+    })
+    .unwrap();
+    m
+}
+
+/// Runs `steps` steps of stimuli → A (and A → A from step 2) on the CPU
+/// engine and on the GPU (with `opts`), and requires identical winners,
+/// inputs (bitwise), received counts, event counts and learned synapses at
+/// every step.
+fn proc_gpu_equals_cpu(
+    dev: &Arc<CudaDevice>,
+    model: &kcap::model::Model,
+    steps: usize,
+    opts: &kcap_cuda::ops::procedural::ProcOptions,
+    what: &str,
+) {
+    use kcap::engine::procedural::{ProceduralState, View};
+    use kcap::engine::TargetPlan;
+    use kcap_cuda::ops::procedural::{select, ProcWorkspace};
+    let mut ws = ProcWorkspace::new(dev).unwrap();
+    let (mut cpu, mut gpu) = (ProceduralState::new(), ProceduralState::new());
+    let mut winners: Vec<u64> = Vec::new();
+    let v = View { model, seed: 11 };
+    for step in 0..steps {
+        let plan = TargetPlan {
+            target: 0,
+            stims: (0..model.stimuli.len()).collect(),
+            areas: if step == 0 { vec![] } else { vec![0] },
+        };
+        let firing: Vec<&[u64]> = vec![&winners];
+        let want = cpu.select(&v, &plan, &firing).unwrap();
+        let ds = gpu.device_step(&v, &plan, &firing).unwrap();
+        let out = select(dev, &mut ws, &ds, opts).unwrap();
+        let got = out.into_selection(&ds).unwrap();
+        assert_eq!(
+            got.winners,
+            want.winners,
+            "{what}: winners differ at step {}",
+            step + 1
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&got.inputs),
+            bits(&want.inputs),
+            "{what}: inputs differ at step {}",
+            step + 1
+        );
+        assert_eq!(
+            got.received,
+            want.received,
+            "{what}: received, step {}",
+            step + 1
+        );
+        assert_eq!(got.events, want.events, "{what}: events, step {}", step + 1);
+        cpu.hebbian_selected(&v, &plan, &firing, &want).unwrap();
+        gpu.hebbian_selected(&v, &plan, &firing, &got).unwrap();
+        assert_eq!(
+            cpu.learned_synapses(),
+            gpu.learned_synapses(),
+            "{what}: learned, step {}",
+            step + 1
+        );
+        winners = got.winners;
+    }
+    for src in (0..model.stimuli.len())
+        .map(kcap::Source::Stim)
+        .chain([kcap::Source::Area(0)])
+    {
+        assert_eq!(
+            cpu.learned(src, 0),
+            gpu.learned(src, 0),
+            "{what}: learned weights of {src:?}"
+        );
+    }
+    println!("procedural GPU == CPU ({what}): {steps} steps identical");
+}
+
+#[test]
+fn procedural_step_on_gpu_equals_cpu() {
+    let Some(dev) = device("procedural_step_on_gpu_equals_cpu") else {
+        return;
+    };
+    use kcap_cuda::ops::procedural::ProcOptions;
+    let def = ProcOptions::default();
+    // A last block shorter than 2^16, β > 0 so corrections and learned weights matter.
+    let m = proc_model(2_000_003, 400, 0.01, &[400], 0.1);
+    proc_gpu_equals_cpu(&dev, &m, 6, &def, "n=2e6 p=0.01 default");
+    // Several chunks, the exact logarithm only, a narrow shared-memory table.
+    for (opts, what) in [
+        (
+            ProcOptions {
+                chunk_blocks: 3,
+                ..def
+            },
+            "chunks of 3 blocks",
+        ),
+        (
+            ProcOptions {
+                fast_log: false,
+                ..def
+            },
+            "exact logarithm only",
+        ),
+        (
+            ProcOptions {
+                table_bits: 12,
+                fast_log: false,
+                ..def
+            },
+            "12-bit table",
+        ),
+        (
+            ProcOptions {
+                table_bits: 15,
+                ..def
+            },
+            "15-bit table + fast log",
+        ),
+    ] {
+        proc_gpu_equals_cpu(&dev, &m, 4, &opts, what);
+    }
+    // p = 10^-3 (BENCH.md's 1e9 regime, where the fast path decides less).
+    let m = proc_model(3_000_000, 1000, 1e-3, &[1000], 0.05);
+    proc_gpu_equals_cpu(&dev, &m, 4, &def, "n=3e6 p=1e-3");
+    // Two stimuli with different p (no shared table), and a fixed fiber.
+    let mut m = proc_model(1_500_000, 300, 0.01, &[300, 200], 0.1);
+    m.set_p(kcap::Source::Stim(1), 0, 0.02).unwrap();
+    m.set_beta(kcap::Source::Stim(1), 0, 0.0).unwrap();
+    proc_gpu_equals_cpu(&dev, &m, 4, &def, "two stimuli, different p, one fixed");
+    // Fewer than k neurons receive input: the lowest ids fill the cap.
+    let m = proc_model(1_000_000, 1000, 2e-5, &[5], 0.1);
+    proc_gpu_equals_cpu(&dev, &m, 3, &def, "fewer than k receive input");
+}
+
+#[test]
+fn procedural_fast_log_bound_is_measured() {
+    let Some(dev) = device("procedural_fast_log_bound_is_measured") else {
+        return;
+    };
+    let b = kcap_cuda::ops::procedural::log2_bound(&dev).unwrap();
+    println!("fast log2 error bound on {}: {b:?}", dev.name());
+    // The hardware log2 is accurate to ~2^-22; the bound adds the
+    // truncation to 24 bits and a factor 2 of margin.
+    let b = b.expect("the device's __log2f error is within 2^-20");
+    assert!(b > 2f64.powf(-22.4) && b < 2f64.powi(-18), "bound {b}");
+}
+
+#[test]
+fn procedural_brain_uses_the_gpu_through_the_backend() {
+    let Some(c) = cuda("procedural_brain_uses_the_gpu_through_the_backend") else {
+        return;
+    };
+    use kcap::engine::procedural::{ProceduralState, View};
+    use kcap::engine::TargetPlan;
+    let m = proc_model(1_000_000, 200, 0.01, &[200], 0.05);
+    let v = View { model: &m, seed: 3 };
+    let st = ProceduralState::new();
+    let plan = TargetPlan {
+        target: 0,
+        stims: vec![0],
+        areas: vec![],
+    };
+    let firing: Vec<&[u64]> = vec![&[]];
+    let got = c
+        .procedural_select(&st, &v, &plan, &firing)
+        .expect("the CUDA backend runs procedural steps")
+        .unwrap();
+    let want = st.select(&v, &plan, &firing).unwrap();
+    assert_eq!(got.winners, want.winners);
+    assert!(got.has_synapses());
+}

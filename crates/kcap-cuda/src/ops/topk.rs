@@ -294,6 +294,24 @@ pub fn topk<T: TopkValue>(
     launch(dev, ws, T::DTYPE, ptr, None, values.len(), k)
 }
 
+/// [`topk`] over the first `len` elements of `values`.
+pub fn topk_prefix<T: TopkValue>(
+    dev: &CudaDevice,
+    ws: &mut TopkWorkspace,
+    values: &CudaSlice<T>,
+    len: usize,
+    k: usize,
+) -> Result<TopkPlan> {
+    if len > values.len() {
+        return Err(Error::invalid(
+            "topk",
+            format!("prefix of {len} elements of a vector of {}", values.len()),
+        ));
+    }
+    let (ptr, _g) = values.device_ptr(dev.stream());
+    launch(dev, ws, T::DTYPE, ptr, None, len, k)
+}
+
 /// The k-cap over a sparse candidate list: the `k` ids of `ids` with the
 /// largest `values` (entry `j` is `(ids[j], values[j])`), ties to the lowest
 /// id. Ids must be distinct. Requires `1 <= k < len`, equal lengths.

@@ -17,6 +17,7 @@ use super::{ProceduralState, Selection, View};
 use crate::engine::TargetPlan;
 use crate::error::{invalid, Result};
 use crate::model::Source;
+use rayon::prelude::*;
 
 /// One fiber into the target, prepared for a device.
 #[derive(Clone, Debug)]
@@ -80,20 +81,28 @@ impl ProceduralState {
         let tables = self.fiber_list(v, plan);
         let fibers = self.prepare(v, plan, firing, &tables, true);
         let plastic = Self::plastic(v, plan);
+        // Per fiber in plan order, blocks in parallel (collected in order).
         let mut corr: Vec<(u64, u32, f32)> = Vec::new();
         for f in &fibers {
             if let Some(l) = f.learned {
-                for &b in l.blocks.keys() {
-                    l.corrections(
-                        b,
-                        |row| f.rows.contains(row),
-                        |local, d| corr.push((b, local, d)),
-                    );
-                }
+                let blocks: Vec<u64> = l.blocks.keys().copied().collect();
+                let per: Vec<Vec<(u64, u32, f32)>> = blocks
+                    .par_iter()
+                    .map(|&b| {
+                        let mut v = Vec::new();
+                        l.corrections(
+                            b,
+                            |row| f.rows.contains(row),
+                            |local, d| v.push((b, local, d)),
+                        );
+                        v
+                    })
+                    .collect();
+                corr.extend(per.into_iter().flatten());
             }
         }
         // Stable: within a (block, target), (fiber, row) order is kept.
-        corr.sort_by_key(|c| (c.0, c.1));
+        corr.par_sort_by_key(|c| (c.0, c.1));
         let mut step = DeviceStep {
             target: t,
             n: v.model.areas[t].n,

@@ -85,45 +85,32 @@ impl FiberLearned {
     /// `b`): `w ← min(w·m, cap)` in f32, from w = 1 for synapses not stored
     /// yet. Weights that end at exactly 1.0 are not stored.
     pub fn potentiate(&mut self, b: u64, keys: &[u64], m: f32, cap: f32) {
-        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
         if keys.is_empty() {
             return;
         }
-        let blk = self.blocks.entry(b).or_default();
-        let mut out = LearnedBlock {
-            keys: Vec::with_capacity(blk.keys.len() + keys.len()),
-            weights: Vec::with_capacity(blk.keys.len() + keys.len()),
-        };
-        let (mut i, mut j) = (0, 0);
-        let mut push = |k: u64, w: f32| {
-            if w != 1.0 {
-                out.keys.push(k);
-                out.weights.push(w);
-            }
-        };
-        while i < blk.keys.len() || j < keys.len() {
-            let (a, u) = (
-                blk.keys.get(i).copied().unwrap_or(u64::MAX),
-                keys.get(j).copied().unwrap_or(u64::MAX),
-            );
-            if a < u {
-                push(a, blk.weights[i]);
-                i += 1;
-            } else if u < a {
-                push(u, (1.0f32 * m).min(cap));
-                j += 1;
-            } else {
-                push(a, (blk.weights[i] * m).min(cap));
-                i += 1;
-                j += 1;
-            }
-        }
-        out.keys.shrink_to_fit();
-        out.weights.shrink_to_fit();
+        let out = merge(self.blocks.get(&b), keys, m, cap);
         if out.keys.is_empty() {
             self.blocks.remove(&b);
         } else {
-            *blk = out;
+            self.blocks.insert(b, out);
+        }
+    }
+
+    /// [`Self::potentiate`] for many blocks at once, merged in parallel:
+    /// `groups` holds `(block, keys)` with distinct blocks. Same result as
+    /// potentiating the groups one by one.
+    pub fn potentiate_many(&mut self, groups: &[(u64, Vec<u64>)], m: f32, cap: f32) {
+        use rayon::prelude::*;
+        let merged: Vec<LearnedBlock> = groups
+            .par_iter()
+            .map(|(b, keys)| merge(self.blocks.get(b), keys, m, cap))
+            .collect();
+        for ((b, _), out) in groups.iter().zip(merged) {
+            if out.keys.is_empty() {
+                self.blocks.remove(b);
+            } else {
+                self.blocks.insert(*b, out);
+            }
         }
     }
 
@@ -151,6 +138,46 @@ impl FiberLearned {
             }
         }
     }
+}
+
+/// `blk` (or an empty block) with each synapse of `keys` (sorted, distinct)
+/// potentiated: `w ← min(w·m, cap)` in f32, from w = 1 for synapses not
+/// stored yet; weights that end at exactly 1.0 are dropped.
+fn merge(blk: Option<&LearnedBlock>, keys: &[u64], m: f32, cap: f32) -> LearnedBlock {
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    let empty = LearnedBlock::default();
+    let blk = blk.unwrap_or(&empty);
+    let mut out = LearnedBlock {
+        keys: Vec::with_capacity(blk.keys.len() + keys.len()),
+        weights: Vec::with_capacity(blk.keys.len() + keys.len()),
+    };
+    let (mut i, mut j) = (0, 0);
+    let mut push = |k: u64, w: f32| {
+        if w != 1.0 {
+            out.keys.push(k);
+            out.weights.push(w);
+        }
+    };
+    while i < blk.keys.len() || j < keys.len() {
+        let (a, u) = (
+            blk.keys.get(i).copied().unwrap_or(u64::MAX),
+            keys.get(j).copied().unwrap_or(u64::MAX),
+        );
+        if a < u {
+            push(a, blk.weights[i]);
+            i += 1;
+        } else if u < a {
+            push(u, (1.0f32 * m).min(cap));
+            j += 1;
+        } else {
+            push(a, (blk.weights[i] * m).min(cap));
+            i += 1;
+            j += 1;
+        }
+    }
+    out.keys.shrink_to_fit();
+    out.weights.shrink_to_fit();
+    out
 }
 
 #[cfg(test)]

@@ -525,28 +525,33 @@ impl ProceduralState {
         plastic: &[(usize, Source, f32, f32)],
         mut ups: Vec<(usize, u64, u64)>,
     ) -> u64 {
-        ups.sort_unstable();
+        ups.par_sort_unstable();
         ups.dedup();
         let n = ups.len() as u64;
         let t = plan.target;
         let _ = v;
+        // Per fiber, the (block, keys) groups, merged in parallel.
         let mut i = 0;
         while i < ups.len() {
-            let (fi, b) = (ups[i].0, ups[i].1);
-            let mut j = i;
-            while j < ups.len() && ups[j].0 == fi && ups[j].1 == b {
-                j += 1;
+            let fi = ups[i].0;
+            let mut groups: Vec<(u64, Vec<u64>)> = Vec::new();
+            while i < ups.len() && ups[i].0 == fi {
+                let b = ups[i].1;
+                let mut keys = Vec::new();
+                while i < ups.len() && ups[i].0 == fi && ups[i].1 == b {
+                    keys.push(ups[i].2);
+                    i += 1;
+                }
+                groups.push((b, keys));
             }
             let &(_, src, m, cap) = plastic
                 .iter()
                 .find(|p| p.0 == fi)
                 .expect("update of a plastic fiber");
-            let keys: Vec<u64> = ups[i..j].iter().map(|u| u.2).collect();
             self.learned
                 .entry((src, t))
                 .or_default()
-                .potentiate(b, &keys, m, cap);
-            i = j;
+                .potentiate_many(&groups, m, cap);
         }
         self.learned.retain(|_, l| !l.is_empty());
         n

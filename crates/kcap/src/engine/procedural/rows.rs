@@ -168,10 +168,20 @@ pub struct SkipTable {
 impl SkipTable {
     /// The table for connection probability `p` ∈ (0, 1].
     pub fn new(p: f64) -> SkipTable {
-        let c = skip_scale(p);
         // Bins much narrower than the skip's step (≈ p·u wide near u): 2¹⁵
         // bins leave ~2 % of draws slow at p = 0.01, 2¹⁶ ~8 % at p = 10⁻³.
-        let bits = if p >= 0.004 { 15 } else { MAX_TABLE_BITS };
+        SkipTable::with_bits(p, if p >= 0.004 { 15 } else { MAX_TABLE_BITS })
+    }
+
+    /// The table over the top `bits` (1..=16) bits of the draw: fewer bits,
+    /// a smaller table (a GPU keeps it in shared memory) and more slow draws;
+    /// exact for any `bits`.
+    pub fn with_bits(p: f64, bits: u32) -> SkipTable {
+        assert!(
+            (1..=MAX_TABLE_BITS).contains(&bits),
+            "table bits {bits} not in 1..=16"
+        );
+        let c = skip_scale(p);
         let n = 1usize << bits;
         let sh = 64 - bits;
         let skip = |w: u64| (ln_fast(crate::rng::unit_open(w)) * c).floor();
@@ -201,6 +211,12 @@ impl SkipTable {
     /// The scale `c = 1/ln(1−p)` of this table.
     pub fn scale(&self) -> f64 {
         self.c
+    }
+
+    /// Index bits and entries (a skip, or `u16::MAX`: take the logarithm),
+    /// for a device that walks rows with the same table.
+    pub fn entries(&self) -> (u32, &[u16]) {
+        (self.bits, &self.table)
     }
 
     /// Bytes held.
@@ -328,6 +344,26 @@ mod tests {
                     let n = tab.walk(block_key(rk, b), len, |l| got.push(l));
                     assert_eq!(got, want, "p {p} row {row} block {b} len {len}");
                     assert_eq!(n as usize, got.len());
+                }
+            }
+        }
+    }
+
+    /// Narrower tables (as a GPU keeps in shared memory) are exact too.
+    #[test]
+    fn narrow_tables_match_reference_recipe() {
+        for &p in &[0.01, 1e-3, 1e-4] {
+            let c = skip_scale(p);
+            for bits in [8, 12, 14, 15] {
+                let tab = SkipTable::with_bits(p, bits);
+                assert_eq!(tab.entries().1.len(), 1 << bits);
+                for row in 0..60u64 {
+                    let rk = row_key(fiber_key(4, Source::Stim(0), 1), row);
+                    let mut want = Vec::new();
+                    block_targets_ref(rk, 5, BLOCK as u32, c, |l| want.push(l));
+                    let mut got = Vec::new();
+                    tab.walk(block_key(rk, 5), BLOCK as u32, |l| got.push(l));
+                    assert_eq!(got, want, "p {p} bits {bits} row {row}");
                 }
             }
         }
