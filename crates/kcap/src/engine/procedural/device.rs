@@ -81,28 +81,28 @@ impl ProceduralState {
         let tables = self.fiber_list(v, plan);
         let fibers = self.prepare(v, plan, firing, &tables, true);
         let plastic = Self::plastic(v, plan);
-        // Per fiber in plan order, blocks in parallel (collected in order).
-        let mut corr: Vec<(u64, u32, f32)> = Vec::new();
-        for f in &fibers {
-            if let Some(l) = f.learned {
-                let blocks: Vec<u64> = l.blocks.keys().copied().collect();
-                let per: Vec<Vec<(u64, u32, f32)>> = blocks
-                    .par_iter()
-                    .map(|&b| {
-                        let mut v = Vec::new();
-                        l.corrections(
-                            b,
-                            |row| f.rows.contains(row),
-                            |local, d| v.push((b, local, d)),
-                        );
-                        v
-                    })
-                    .collect();
-                corr.extend(per.into_iter().flatten());
-            }
-        }
-        // Stable: within a (block, target), (fiber, row) order is kept.
-        corr.par_sort_by_key(|c| (c.0, c.1));
+        // Block by block in parallel: every fiber's corrections in plan
+        // order, then a stable sort by target keeps (fiber, row) order.
+        let mut blocks: Vec<u64> = fibers
+            .iter()
+            .filter_map(|f| f.learned)
+            .flat_map(|l| l.blocks.keys().copied())
+            .collect();
+        blocks.par_sort_unstable();
+        blocks.dedup();
+        let per: Vec<Vec<(u32, f32)>> = blocks
+            .par_iter()
+            .map(|&b| {
+                let mut v = Vec::new();
+                for f in fibers.iter() {
+                    if let Some(l) = f.learned {
+                        l.corrections(b, |row| f.rows.contains(row), |local, d| v.push((local, d)));
+                    }
+                }
+                v.sort_by_key(|c| c.0);
+                v
+            })
+            .collect();
         let mut step = DeviceStep {
             target: t,
             n: v.model.areas[t].n,
@@ -110,8 +110,8 @@ impl ProceduralState {
             fibers: Vec::with_capacity(fibers.len()),
             corr_blocks: Vec::new(),
             corr_off: Vec::new(),
-            corr_local: Vec::with_capacity(corr.len()),
-            corr_delta: Vec::with_capacity(corr.len()),
+            corr_local: Vec::new(),
+            corr_delta: Vec::new(),
         };
         for (i, ((src, _), f)) in tables.iter().zip(&fibers).enumerate() {
             let p = v.model.p(*src, t);
@@ -127,15 +127,18 @@ impl ProceduralState {
                 plastic: plastic.iter().any(|q| q.0 == i),
             });
         }
-        for (i, &(b, local, d)) in corr.iter().enumerate() {
-            if step.corr_blocks.last() != Some(&b) {
-                step.corr_blocks.push(b);
-                step.corr_off.push(i as u32);
+        for (&b, v) in blocks.iter().zip(&per) {
+            if v.is_empty() {
+                continue;
             }
-            step.corr_local.push(local);
-            step.corr_delta.push(d);
+            step.corr_blocks.push(b);
+            step.corr_off.push(step.corr_local.len() as u32);
+            for &(local, d) in v {
+                step.corr_local.push(local);
+                step.corr_delta.push(d);
+            }
         }
-        step.corr_off.push(corr.len() as u32);
+        step.corr_off.push(step.corr_local.len() as u32);
         Ok(step)
     }
 

@@ -96,22 +96,24 @@ impl FiberLearned {
         }
     }
 
-    /// [`Self::potentiate`] for many blocks at once, merged in parallel:
-    /// `groups` holds `(block, keys)` with distinct blocks. Same result as
-    /// potentiating the groups one by one.
+    /// [`Self::potentiate`] for many blocks at once, merged in place and in
+    /// parallel: `groups` holds `(block, keys)` sorted by block, distinct
+    /// blocks. Same result as potentiating the groups one by one.
     pub fn potentiate_many(&mut self, groups: &[(u64, Vec<u64>)], m: f32, cap: f32) {
         use rayon::prelude::*;
-        let merged: Vec<LearnedBlock> = groups
-            .par_iter()
-            .map(|(b, keys)| merge(self.blocks.get(b), keys, m, cap))
-            .collect();
-        for ((b, _), out) in groups.iter().zip(merged) {
-            if out.keys.is_empty() {
-                self.blocks.remove(b);
-            } else {
-                self.blocks.insert(*b, out);
+        debug_assert!(groups.windows(2).all(|g| g[0].0 < g[1].0));
+        let find = |b: &u64| groups.binary_search_by_key(b, |g| g.0).ok();
+        self.blocks.par_iter_mut().for_each(|(b, blk)| {
+            if let Some(g) = find(b) {
+                merge_in_place(blk, &groups[g].1, m, cap);
+            }
+        });
+        for (b, keys) in groups {
+            if !self.blocks.contains_key(b) {
+                self.blocks.insert(*b, merge(None, keys, m, cap));
             }
         }
+        self.blocks.retain(|_, blk| !blk.keys.is_empty());
     }
 
     /// Calls `f(local, w − 1)` for each stored synapse of block `b` whose
@@ -180,6 +182,67 @@ fn merge(blk: Option<&LearnedBlock>, keys: &[u64], m: f32, cap: f32) -> LearnedB
     out
 }
 
+/// [`merge`] into `blk` itself: existing weights are updated where they
+/// stand and new synapses are placed by a merge from the back, so a block
+/// that gains a few synapses is not copied.
+fn merge_in_place(blk: &mut LearnedBlock, keys: &[u64], m: f32, cap: f32) {
+    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    let old = blk.keys.len();
+    // Update the synapses already stored; count the new ones.
+    let (mut i, mut fresh) = (0, 0);
+    for &k in keys {
+        while i < old && blk.keys[i] < k {
+            i += 1;
+        }
+        if i < old && blk.keys[i] == k {
+            blk.weights[i] = (blk.weights[i] * m).min(cap);
+        } else {
+            fresh += 1;
+        }
+    }
+    if fresh > 0 {
+        let w_new = (1.0f32 * m).min(cap);
+        blk.keys.resize(old + fresh, 0);
+        blk.weights.resize(old + fresh, 0.0);
+        // From the back: stored entries (ia) and new keys (jb) into slot o.
+        let (mut ia, mut jb, mut o) = (old, keys.len(), old + fresh);
+        while jb > 0 {
+            let k = keys[jb - 1];
+            if ia > 0 && blk.keys[ia - 1] > k {
+                o -= 1;
+                ia -= 1;
+                blk.keys[o] = blk.keys[ia];
+                blk.weights[o] = blk.weights[ia];
+            } else if ia > 0 && blk.keys[ia - 1] == k {
+                // Already stored (updated above): it moves with the stored run.
+                o -= 1;
+                ia -= 1;
+                blk.keys[o] = blk.keys[ia];
+                blk.weights[o] = blk.weights[ia];
+                jb -= 1;
+            } else {
+                o -= 1;
+                blk.keys[o] = k;
+                blk.weights[o] = w_new;
+                jb -= 1;
+            }
+        }
+        debug_assert_eq!(o, ia);
+    }
+    // Weights that end at exactly 1.0 are not stored.
+    if blk.weights.contains(&1.0) {
+        let (keys, weights): (Vec<u64>, Vec<f32>) = blk
+            .keys
+            .iter()
+            .zip(&blk.weights)
+            .filter(|(_, &w)| w != 1.0)
+            .map(|(&k, &w)| (k, w))
+            .unzip();
+        blk.keys = keys;
+        blk.weights = weights;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +285,34 @@ mod tests {
         let mut got = Vec::new();
         f.corrections(0, |r| r == 2, |l, d| got.push((l, d)));
         assert_eq!(got, vec![(5, 0.25), (7, 0.25)]);
+    }
+
+    /// The parallel in-place merge equals block-by-block `potentiate`, over
+    /// rounds of random updates (new and stored synapses, caps, w_max = 1).
+    #[test]
+    fn potentiate_many_equals_potentiate() {
+        let mut r = crate::rng::Stream::new(42);
+        for (m, cap) in [(1.25f32, f32::INFINITY), (1.5, 2.0), (1.1, 1.0)] {
+            let (mut one, mut many) = (FiberLearned::default(), FiberLearned::default());
+            for _round in 0..12 {
+                let mut groups: Vec<(u64, Vec<u64>)> = Vec::new();
+                for b in 0..20u64 {
+                    if r.below(3) == 0 {
+                        continue;
+                    }
+                    let mut keys: Vec<u64> = (0..r.below(40))
+                        .map(|_| pack(r.below(30), r.below(64) as u32))
+                        .collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    groups.push((b, keys));
+                }
+                for (b, keys) in &groups {
+                    one.potentiate(*b, keys, m, cap);
+                }
+                many.potentiate_many(&groups, m, cap);
+                assert_eq!(one, many, "m {m} cap {cap}");
+            }
+        }
     }
 }
