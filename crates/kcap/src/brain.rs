@@ -5,6 +5,9 @@
 use crate::backend::{cpu::Cpu, Backend};
 use crate::engine::explicit::connect_explicit_area;
 use crate::engine::lazy::{Growth, LazyState, View};
+use crate::engine::procedural::{
+    self, check_memory, ProceduralState, StepProgress, View as ProceduralView,
+};
 use crate::engine::TargetPlan;
 use crate::error::{KcapError, Result};
 use crate::format::plan::{plan as plan_format, FiberShape};
@@ -12,7 +15,7 @@ use crate::format::FiberFormat;
 use crate::model::{AreaSpec, EngineKind, Model, Source, StimSpec};
 use crate::rng::{purpose, Stream};
 use crate::stats::TailSampler;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One projection step's wiring: which sources fire into which areas.
@@ -54,25 +57,133 @@ pub struct AreaStep {
     pub support: u64,
     /// Winners that fired for the first time in this step.
     pub first_winners: u64,
-    /// The winner ids after the step, when winner recording is on.
+    /// The winner ids after the step, when winner recording is on (ids
+    /// that fit in u32: every area but a procedural one of n > 2³²).
     pub winners: Option<Vec<u32>>,
+    /// The winner ids of a procedural area of n > 2³², when recording.
+    pub winners_u64: Option<Vec<u64>>,
+}
+
+impl AreaStep {
+    /// The recorded winners as u64 ids, whichever field holds them.
+    pub fn winner_ids(&self) -> Option<Vec<u64>> {
+        match (&self.winners, &self.winners_u64) {
+            (Some(w), _) => Some(w.iter().map(|&i| i as u64).collect()),
+            (None, Some(w)) => Some(w.clone()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Dynamic state of one area.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AreaState {
-    /// Current winners, sorted ids.
+    /// Current winners, sorted ids, for every area whose ids fit in u32:
+    /// lazy and explicit areas, and procedural areas of n ≤ 2³². Empty for
+    /// a larger procedural area (its winners are in `winners_u64`).
     pub winners: Vec<u32>,
+    /// Current winners (sorted) of a procedural area of n > 2³²; empty
+    /// for every other area. [`AreaState::winner_ids`] reads either field.
+    pub winners_u64: Vec<u64>,
     /// Fixed areas keep their winners when projected into.
     pub fixed: bool,
     /// Support w: distinct neurons that ever fired.
     pub support: u64,
     /// Explicit areas: bit set of neurons that ever fired.
     pub ever: Option<Vec<u64>>,
+    /// Procedural areas: the neurons that ever fired (at most steps·k ids;
+    /// saved sorted, so equal states give equal checkpoints).
+    #[serde(with = "sorted_set")]
+    pub fired: Option<HashSet<u64>>,
     /// Record the winner list in the history at every step.
     pub save_winners: bool,
     /// One entry per step in which this area was a projection target.
     pub history: Vec<AreaStep>,
+}
+
+impl AreaState {
+    /// The current winners as u64 ids (sorted), whichever field holds them.
+    pub fn winner_ids(&self) -> Vec<u64> {
+        if self.winners_u64.is_empty() {
+            self.winners.iter().map(|&i| i as u64).collect()
+        } else {
+            self.winners_u64.clone()
+        }
+    }
+
+    /// Number of current winners.
+    pub fn winner_count(&self) -> usize {
+        self.winners.len().max(self.winners_u64.len())
+    }
+
+    /// Stores sorted winners in the field that fits (`wide`: ids may not fit in u32).
+    fn store_winners(&mut self, wide: bool, ids: Vec<u64>) {
+        if wide {
+            self.winners.clear();
+            self.winners_u64 = ids;
+        } else {
+            self.winners = ids.into_iter().map(|i| i as u32).collect();
+            self.winners_u64.clear();
+        }
+    }
+
+    /// Makes `ids` (sorted, distinct, existing) the winners, counting them
+    /// in the support of an explicit or procedural area.
+    fn take_winners(&mut self, engine: EngineKind, wide: bool, ids: Vec<u64>) {
+        match engine {
+            EngineKind::Explicit => {
+                let ever = self
+                    .ever
+                    .as_mut()
+                    .expect("explicit area has an ever-fired set");
+                self.support += mark_ever(ever, ids.iter().copied());
+            }
+            EngineKind::Procedural => {
+                self.mark_fired(&ids);
+            }
+            EngineKind::Lazy => {}
+        }
+        self.store_winners(wide, ids);
+    }
+
+    /// Records `ids` as fired (procedural areas); returns how many were new.
+    fn mark_fired(&mut self, ids: &[u64]) -> u64 {
+        let set = self
+            .fired
+            .as_mut()
+            .expect("procedural area has a fired set");
+        let new = ids.iter().filter(|&&i| set.insert(i)).count() as u64;
+        self.support += new;
+        new
+    }
+}
+
+/// Serde of the fired set as a sorted list.
+mod sorted_set {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashSet;
+
+    pub fn serialize<S: Serializer>(v: &Option<HashSet<u64>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref()
+            .map(|set| {
+                let mut ids: Vec<u64> = set.iter().copied().collect();
+                ids.sort_unstable();
+                ids
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HashSet<u64>>, D::Error> {
+        Ok(Option::<Vec<u64>>::deserialize(d)?.map(|v| v.into_iter().collect()))
+    }
+}
+
+/// Bytes per stored potentiated synapse of a procedural fiber (u64 key + f32).
+const LEARNED_BYTES: u64 = 12;
+
+/// True when the neuron ids of an area may not fit in u32.
+fn is_wide(spec: &AreaSpec) -> bool {
+    spec.engine == EngineKind::Procedural && spec.n > 1 << 32
 }
 
 /// Options of a brain beyond p.
@@ -133,9 +244,37 @@ pub(crate) struct BrainState {
     model: Model,
     opts: BrainOptions,
     step: u64,
-    areas: Vec<AreaState>,
+    pub(crate) areas: Vec<AreaState>,
     lazy: LazyState,
     fiber_formats: HashMap<(usize, usize), FormatChoice>,
+    procedural: ProceduralState,
+}
+
+impl BrainState {
+    /// Consistency checks of a decoded checkpoint beyond what decoding
+    /// guarantees (the parts a step would otherwise trip over).
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        if self.areas.len() != self.model.areas.len() {
+            return Err(format!(
+                "{} area states for {} areas",
+                self.areas.len(),
+                self.model.areas.len()
+            ));
+        }
+        for (spec, st) in self.model.areas.iter().zip(&self.areas) {
+            let procedural = spec.engine == EngineKind::Procedural;
+            if procedural != st.fired.is_some() {
+                return Err(format!(
+                    "area {:?}: fired set does not match its engine",
+                    spec.name
+                ));
+            }
+            if st.winner_ids().iter().any(|&i| i >= spec.n) {
+                return Err(format!("area {:?}: a winner is not below n", spec.name));
+            }
+        }
+        self.procedural.check_loaded(&self.model)
+    }
 }
 
 /// Borrowed twin of [`BrainState`] (same fields, same order), for saving
@@ -148,9 +287,10 @@ pub(crate) struct BrainStateRef<'a> {
     areas: &'a Vec<AreaState>,
     lazy: &'a LazyState,
     fiber_formats: &'a HashMap<(usize, usize), FormatChoice>,
+    procedural: &'a ProceduralState,
 }
 
-/// A simulated brain of lazy areas and stimuli.
+/// A simulated brain: stimuli, and lazy, explicit and procedural areas.
 pub struct Brain {
     model: Model,
     opts: BrainOptions,
@@ -159,6 +299,8 @@ pub struct Brain {
     lazy: LazyState,
     backend: Arc<dyn Backend>,
     fiber_formats: HashMap<(usize, usize), FormatChoice>,
+    /// Learned weights of the fibers into procedural areas.
+    procedural: ProceduralState,
 }
 
 impl std::fmt::Debug for Brain {
@@ -193,6 +335,7 @@ impl Brain {
             lazy: LazyState::default(),
             backend: Arc::new(Cpu),
             fiber_formats: HashMap::new(),
+            procedural: ProceduralState::new(),
         })
     }
 
@@ -205,6 +348,7 @@ impl Brain {
             areas: &self.areas,
             lazy: &self.lazy,
             fiber_formats: &self.fiber_formats,
+            procedural: &self.procedural,
         }
     }
 
@@ -218,6 +362,7 @@ impl Brain {
             lazy: s.lazy,
             backend: Arc::new(Cpu),
             fiber_formats: s.fiber_formats,
+            procedural: s.procedural,
         }
     }
 
@@ -250,7 +395,9 @@ impl Brain {
 
     /// Adds an area with the given engine. Explicit areas generate all their
     /// fibers now (memory is estimated first; a run that would not fit is
-    /// refused with the estimate); procedural areas are not available yet.
+    /// refused with the estimate). Procedural areas store nothing up front;
+    /// they need p·n ≥ 1 (at least one expected synapse per neuron) and
+    /// n ≤ 10¹², checked here.
     pub fn add_area_with(
         &mut self,
         name: &str,
@@ -259,11 +406,6 @@ impl Brain {
         beta: f64,
         engine: EngineKind,
     ) -> Result<usize> {
-        if engine == EngineKind::Procedural {
-            return Err(KcapError::Unsupported(format!(
-                "area {name:?}: the procedural engine is not available yet; use engine = \"lazy\" or \"explicit\""
-            )));
-        }
         let mut model = self.model.clone();
         let id = model.add_area(AreaSpec {
             name: name.into(),
@@ -272,6 +414,10 @@ impl Brain {
             beta,
             engine,
         })?;
+        if engine == EngineKind::Procedural {
+            // Every fiber into the new area has the brain's p for now.
+            ProceduralState::check_area(&model, id)?;
+        }
         if engine == EngineKind::Explicit {
             if n > u32::MAX as u64 {
                 return Err(crate::error::invalid(
@@ -305,9 +451,11 @@ impl Brain {
         }
         self.areas.push(AreaState {
             winners: Vec::new(),
+            winners_u64: Vec::new(),
             fixed: false,
             support: 0,
             ever: (engine == EngineKind::Explicit).then(|| vec![0u64; (n as usize).div_ceil(64)]),
+            fired: (engine == EngineKind::Procedural).then(HashSet::new),
             save_winners: self.opts.save_winners,
             history: Vec::new(),
         });
@@ -334,10 +482,10 @@ impl Brain {
         let n = model.areas[e].n as f64;
         let mut bytes = 0.0;
         for (s, area) in model.areas.iter().enumerate() {
-            let m = if area.engine == EngineKind::Explicit {
-                area.n as f64
-            } else {
-                self.areas.get(s).map_or(0, |a| a.support) as f64
+            let m = match area.engine {
+                EngineKind::Explicit => area.n as f64,
+                EngineKind::Procedural => 0.0,
+                EngineKind::Lazy => self.areas.get(s).map_or(0, |a| a.support) as f64,
             };
             let pairs = if s == e {
                 vec![(s, e)]
@@ -378,29 +526,18 @@ impl Brain {
     /// `exist()` while area `id` is being added (its state not pushed yet).
     fn exist_with(&self, id: usize) -> Vec<u64> {
         (0..id)
-            .map(|a| {
-                if self.model.areas[a].engine == EngineKind::Explicit {
-                    self.model.areas[a].n
-                } else {
-                    self.areas[a].support
-                }
-            })
+            .map(|a| materialised(&self.model.areas[a], &self.areas[a]))
             .collect()
     }
 
-    /// Existing (materialised) neurons per area.
+    /// Existing (materialised) neurons per area, as the lazy and explicit
+    /// engines see them.
     fn exist(&self) -> Vec<u64> {
         self.model
             .areas
             .iter()
             .zip(&self.areas)
-            .map(|(spec, st)| {
-                if spec.engine == EngineKind::Explicit {
-                    spec.n
-                } else {
-                    st.support
-                }
-            })
+            .map(|(spec, st)| materialised(spec, st))
             .collect()
     }
 
@@ -458,7 +595,9 @@ impl Brain {
     }
 
     /// Per stored (explicit ↔ explicit) fiber: format, synapses, bytes held,
-    /// predicted and reference bytes, and the planner's reasons.
+    /// predicted and reference bytes, and the planner's reasons; then per
+    /// fiber into a procedural area with potentiated synapses: their count
+    /// and bytes (the reference being the whole fiber stored explicitly).
     pub fn memory_report(&self) -> Vec<FiberMemory> {
         let mut out = Vec::new();
         for (a, row) in self.lazy.fibers.iter().enumerate() {
@@ -480,6 +619,28 @@ impl Brain {
                     });
                 }
             }
+        }
+        for (src, t, learned) in self.procedural.fibers() {
+            let rows = match src {
+                Source::Stim(s) => self.model.stimuli[s].size,
+                Source::Area(a) => self.model.areas[a].n,
+            } as f64;
+            let syn = learned.len() as u64;
+            let stored = rows * self.model.areas[t].n as f64 * self.model.p(src, t);
+            out.push(FiberMemory {
+                from: self.model.source_name(src).to_string(),
+                to: self.model.areas[t].name.clone(),
+                format: "procedural (learned f32 weights)".into(),
+                synapses: syn,
+                bytes: learned.bytes() as u64,
+                predicted_bytes: syn * LEARNED_BYTES,
+                // What the explicit f32/u32 CSR would hold for the whole fiber
+                // (saturates at u64::MAX).
+                reference_bytes: (stored * 8.0) as u64,
+                reasons: vec![format!(
+                    "the graph is regenerated on demand; only potentiated synapses are stored ({LEARNED_BYTES} bytes each plus block overhead)"
+                )],
+            });
         }
         out
     }
@@ -505,6 +666,11 @@ impl Brain {
             return Err(KcapError::Unsupported(format!(
                 "cannot change p of fiber {from} -> {to} after neurons have fired; set it before the first step"
             )));
+        }
+        if self.model.areas[t].engine == EngineKind::Procedural {
+            let mut m = self.model.clone();
+            m.set_p(s, t, p)?;
+            ProceduralState::check_fiber(&m, s, t)?;
         }
         self.model.set_p(s, t, p)?;
         // Stored connectivity into an explicit area is redrawn with the new p.
@@ -582,16 +748,42 @@ impl Brain {
         self.model.stimuli.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// Current winners of an area (sorted ids).
+    /// Current winners of an area (sorted ids). A procedural area of
+    /// n > 2³² numbers its neurons in u64: read it with [`Brain::winners_u64`].
     pub fn winners(&self, area: &str) -> Result<&[u32]> {
-        Ok(&self.area(area)?.winners)
+        let a = self.model.area_id(area)?;
+        let spec = &self.model.areas[a];
+        if is_wide(spec) {
+            return Err(KcapError::Unsupported(format!(
+                "area {area:?} has n = {} > 2^32 neurons, so its neuron ids do not fit in u32: read its winners with winners_u64",
+                spec.n
+            )));
+        }
+        Ok(&self.areas[a].winners)
     }
 
-    /// Replaces the winners of an area by a set of neurons that already
-    /// exist (ids < support), e.g. a random half for pattern completion.
+    /// Current winners of any area as u64 ids (sorted).
+    pub fn winners_u64(&self, area: &str) -> Result<Vec<u64>> {
+        Ok(self.area(area)?.winner_ids())
+    }
+
+    /// Replaces the winners of an area (see [`Brain::set_winners_u64`]).
     pub fn set_winners(&mut self, area: &str, winners: Vec<u32>) -> Result<()> {
+        self.set_winners_u64(area, winners.into_iter().map(u64::from).collect())
+    }
+
+    /// Replaces the winners of an area by at most k neurons that exist:
+    /// in a lazy area neurons that have fired (ids < support), e.g. a random
+    /// half for pattern completion; in an explicit or procedural area any
+    /// ids < n (they count towards the support).
+    pub fn set_winners_u64(&mut self, area: &str, winners: Vec<u64>) -> Result<()> {
         let a = self.model.area_id(area)?;
-        let (w, k) = (self.exist()[a], self.model.areas[a].k);
+        let spec = &self.model.areas[a];
+        let (k, engine, wide) = (spec.k, spec.engine, is_wide(spec));
+        let w = match engine {
+            EngineKind::Lazy => self.areas[a].support,
+            _ => spec.n,
+        };
         let mut sorted = winners;
         sorted.sort_unstable();
         let bad = |why: String| KcapError::BadWinners {
@@ -602,11 +794,11 @@ impl Brain {
             return Err(bad("the list repeats a neuron".into()));
         }
         if let Some(&m) = sorted.last() {
-            if m as u64 >= w {
-                return Err(bad(if self.areas[a].ever.is_some() {
-                    format!("neuron {m} does not exist (n = {w})")
-                } else {
+            if m >= w {
+                return Err(bad(if engine == EngineKind::Lazy {
                     format!("neuron {m} has never fired (support is {w}); lazy areas can only fire known neurons")
+                } else {
+                    format!("neuron {m} does not exist (n = {w})")
                 }));
             }
         }
@@ -616,11 +808,7 @@ impl Brain {
                 sorted.len()
             )));
         }
-        let st = &mut self.areas[a];
-        if let Some(ever) = st.ever.as_mut() {
-            st.support += mark_ever(ever, &sorted);
-        }
-        st.winners = sorted;
+        self.areas[a].take_winners(engine, wide, sorted);
         Ok(())
     }
 
@@ -647,7 +835,7 @@ impl Brain {
     pub fn activate(&mut self, area: &str, index: u64) -> Result<()> {
         let a = self.model.area_id(area)?;
         let spec = &self.model.areas[a];
-        let (n, k) = (spec.n, spec.k as u64);
+        let (n, k, engine, wide) = (spec.n, spec.k as u64, spec.engine, is_wide(spec));
         let end = (index + 1)
             .checked_mul(k)
             .filter(|&e| e <= n)
@@ -658,16 +846,15 @@ impl Brain {
                     format!("(index+1)*k must be <= n = {n}"),
                 )
             })?;
-        if end > u32::MAX as u64 {
+        if end > u32::MAX as u64 && !wide {
             return Err(crate::error::invalid(
                 "activate index",
                 index,
                 "lazy areas number at most 2^32 neurons",
             ));
         }
-        let explicit = self.model.areas[a].engine == EngineKind::Explicit;
         let w = self.areas[a].support;
-        if !explicit && end > w {
+        if engine == EngineKind::Lazy && end > w {
             let plan = TargetPlan {
                 target: a,
                 stims: vec![],
@@ -685,16 +872,9 @@ impl Brain {
             self.lazy.grow(&view, std::slice::from_ref(&g));
             self.areas[a].support = end;
         }
-        self.areas[a].winners = (index * k..end).map(|i| i as u32).collect();
-        self.areas[a].fixed = true;
-        if explicit {
-            let st = &mut self.areas[a];
-            let ever = st
-                .ever
-                .as_mut()
-                .expect("explicit area has an ever-fired set");
-            st.support += mark_ever(ever, &st.winners);
-        }
+        let st = &mut self.areas[a];
+        st.take_winners(engine, wide, (index * k..end).collect());
+        st.fixed = true;
         Ok(())
     }
 
@@ -704,7 +884,7 @@ impl Brain {
         for (src, targets) in &proj.edges {
             let s = self.model.source(src)?;
             if let Source::Area(a) = s {
-                if self.areas[a].winners.is_empty() && !targets.is_empty() {
+                if self.areas[a].winner_count() == 0 && !targets.is_empty() {
                     return Err(KcapError::NoWinners(src.clone()));
                 }
             }
@@ -721,7 +901,27 @@ impl Brain {
             }
         }
         let mut plans: Vec<TargetPlan> = by_target.into_values().collect();
+        let areas = &self.model.areas;
         for p in &plans {
+            let target = &areas[p.target];
+            if target.engine != EngineKind::Procedural {
+                if let Some(&a) = p
+                    .areas
+                    .iter()
+                    .find(|&&a| areas[a].engine == EngineKind::Procedural)
+                {
+                    let engine = if target.engine == EngineKind::Lazy {
+                        "lazy"
+                    } else {
+                        "explicit"
+                    };
+                    return Err(KcapError::Unsupported(format!(
+                        "fiber {} -> {}: a procedural area cannot fire into a {engine} area (its synapses are regenerated \
+                         on demand, while the {engine} engine keeps its own stored wiring); make area {:?} procedural too",
+                        areas[a].name, target.name, target.name
+                    )));
+                }
+            }
             for &a in &p.areas {
                 if let Some(pf) = &self.lazy.fibers[a][p.target].packed {
                     let beta = self.model.beta(Source::Area(a), p.target);
@@ -730,7 +930,7 @@ impl Brain {
                             return Err(KcapError::Unsupported(format!(
                                 "fiber {} -> {} stores log-u8 weights for beta = {b0} but its beta is now {beta}; \
                                  use weights = \"f32\", \"f16\" or \"bf16\" for fibers whose beta changes",
-                                self.model.areas[a].name, self.model.areas[p.target].name
+                                areas[a].name, target.name
                             )));
                         }
                     }
@@ -747,19 +947,50 @@ impl Brain {
     }
 
     /// One synchronous projection step (SPEC §2). On error nothing changes.
+    ///
+    /// Lazy and explicit targets are selected by the lazy engine (explicit
+    /// fibers included), procedural targets by the procedural engine — each
+    /// one's selection first refused, before anything is allocated, when
+    /// its memory estimate exceeds what the machine has. Then lazy growth,
+    /// the Hebbian updates of every target, and the synchronous swap.
     pub fn project(&mut self, proj: &Projection) -> Result<()> {
         let plans = self.plan(proj)?;
+        let procedural: Vec<bool> = self
+            .model
+            .areas
+            .iter()
+            .map(|a| a.engine == EngineKind::Procedural)
+            .collect();
+        // Firing ids as the procedural engine reads them (only when needed).
+        let firing: Vec<Vec<u64>> = if plans.iter().any(|p| procedural[p.target]) {
+            self.areas.iter().map(AreaState::winner_ids).collect()
+        } else {
+            Vec::new()
+        };
+        let firing_refs: Vec<&[u64]> = firing.iter().map(Vec::as_slice).collect();
+        let proc_active: Vec<&TargetPlan> = plans
+            .iter()
+            .filter(|p| procedural[p.target] && !self.areas[p.target].fixed)
+            .collect();
+        let threads = rayon::current_num_threads();
+        for p in &proc_active {
+            let est = self
+                .procedural
+                .memory_estimate(&self.model, p, &firing_refs, threads);
+            check_memory(&self.model.areas[p.target].name, &est)?;
+        }
         self.step += 1;
         let (support, winners) = self.snapshot();
         let view = view_of(&self.model, &self.opts, self.step, &support, &winners);
         let trace = std::env::var_os("KCAP_TRACE").is_some();
         let t0 = std::time::Instant::now();
-        // Phase 1: selection for every non-fixed target (parallel over targets).
+        // Phase 1: selection for every non-fixed target (lazy targets in
+        // parallel over targets; a procedural target is parallel inside).
         let backend = self.backend.clone();
         let lazy = &self.lazy;
         let active: Vec<&TargetPlan> = plans
             .iter()
-            .filter(|p| !self.areas[p.target].fixed)
+            .filter(|p| !procedural[p.target] && !self.areas[p.target].fixed)
             .collect();
         let selections: Result<Vec<_>> = if active.len() > 1 {
             use rayon::prelude::*;
@@ -773,7 +1004,29 @@ impl Brain {
                 .map(|p| lazy.select(&view, p, backend.as_ref()))
                 .collect()
         };
-        let selections = match selections {
+        let pview = ProceduralView {
+            model: &self.model,
+            seed: self.opts.seed,
+        };
+        let progress = self.procedural.progress();
+        progress.reset(
+            proc_active
+                .iter()
+                .map(|p| procedural::block_count(self.model.areas[p.target].n))
+                .sum(),
+        );
+        let proc_selections = selections.and_then(|lazy_sel| {
+            let proc_sel = proc_active
+                .iter()
+                .map(|p| {
+                    backend
+                        .procedural_select(&self.procedural, &pview, p, &firing_refs)
+                        .unwrap_or_else(|| self.procedural.select(&pview, p, &firing_refs))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((lazy_sel, proc_sel))
+        });
+        let (selections, proc_sel) = match proc_selections {
             Ok(s) => s,
             Err(e) => {
                 self.step -= 1;
@@ -781,7 +1034,7 @@ impl Brain {
             }
         };
         let t1 = std::time::Instant::now();
-        // Phases 2–3: growth of every target, together.
+        // Phases 2–3: growth of every lazy target, together.
         let growth: Vec<Growth> = selections
             .iter()
             .filter(|s| !s.new_inputs.is_empty())
@@ -804,7 +1057,7 @@ impl Brain {
         for s in selections {
             new_winners[s.target] = Some((s.winners, s.new_inputs.len() as u64));
         }
-        for plan in &plans {
+        for plan in plans.iter().filter(|p| !procedural[p.target]) {
             let t = plan.target;
             let w = match &new_winners[t] {
                 Some((w, _)) => w.as_slice(),
@@ -812,6 +1065,21 @@ impl Brain {
             };
             self.lazy
                 .hebbian(&self.model, plan, &winners, w, self.step)?;
+        }
+        let mut new_ids: Vec<Option<Vec<u64>>> = vec![None; self.areas.len()];
+        for plan in plans.iter().filter(|p| procedural[p.target]) {
+            let t = plan.target;
+            match proc_sel.iter().find(|s| s.target == t) {
+                Some(sel) => self
+                    .procedural
+                    .hebbian_selected(&pview, plan, &firing_refs, sel)?,
+                None => self
+                    .procedural
+                    .hebbian(&pview, plan, &firing_refs, &firing[t])?,
+            };
+        }
+        for s in proc_sel {
+            new_ids[s.target] = Some(s.winners);
         }
         if trace {
             eprintln!(
@@ -824,24 +1092,30 @@ impl Brain {
         }
         for plan in &plans {
             let t = plan.target;
+            let wide = is_wide(&self.model.areas[t]);
             let st = &mut self.areas[t];
-            let first = match new_winners[t].take() {
-                Some((w, new)) => {
-                    let new = match st.ever.as_mut() {
-                        Some(ever) => mark_ever(ever, &w),
-                        None => new,
-                    };
-                    st.winners = w;
-                    st.support += new;
-                    new
-                }
-                None => 0,
+            let first = if let Some(ids) = new_ids[t].take() {
+                let new = st.mark_fired(&ids);
+                st.store_winners(wide, ids);
+                new
+            } else if let Some((w, new)) = new_winners[t].take() {
+                let new = match st.ever.as_mut() {
+                    Some(ever) => mark_ever(ever, w.iter().map(|&i| i as u64)),
+                    None => new,
+                };
+                st.winners = w;
+                st.support += new;
+                new
+            } else {
+                0
             };
+            let record = st.save_winners;
             st.history.push(AreaStep {
                 step: self.step,
                 support: st.support,
                 first_winners: first,
-                winners: st.save_winners.then(|| st.winners.clone()),
+                winners: (record && !wide).then(|| st.winners.clone()),
+                winners_u64: (record && wide).then(|| st.winners_u64.clone()),
             });
         }
         Ok(())
@@ -851,7 +1125,7 @@ impl Brain {
     /// (drawn from the brain's generator) — set as the area's winners.
     pub fn subsample_winners(&mut self, area: &str, count: usize) -> Result<()> {
         let a = self.model.area_id(area)?;
-        let cur = &self.areas[a].winners;
+        let cur = self.areas[a].winner_ids();
         if count > cur.len() {
             return Err(KcapError::BadWinners {
                 area: area.into(),
@@ -866,26 +1140,62 @@ impl Brain {
             &mut Vec::new(),
         );
         let chosen = pick.into_iter().map(|i| cur[i as usize]).collect();
-        self.areas[a].winners = chosen;
+        let wide = is_wide(&self.model.areas[a]);
+        self.areas[a].store_winners(wide, chosen);
         Ok(())
     }
 
-    /// Stored connectivity: (area-to-area synapses, stimulus entries, bytes).
+    /// Stored connectivity: (synapses — of lazy and explicit fibers between
+    /// areas, plus the potentiated synapses of every fiber into a procedural
+    /// area —, stimulus entries of lazy and explicit areas, bytes of all of it).
     pub fn memory(&self) -> (usize, usize, usize) {
         let (a, s) = self.lazy.synapse_count();
-        (a, s, self.lazy.bytes())
+        (
+            a + self.procedural.learned_synapses(),
+            s,
+            self.lazy.bytes() + self.procedural.bytes(),
+        )
     }
 
     /// Internal connectivity, for tests and reports.
     pub fn lazy_state(&self) -> &LazyState {
         &self.lazy
     }
+
+    /// Learned weights of the fibers into procedural areas.
+    pub fn procedural_state(&self) -> &ProceduralState {
+        &self.procedural
+    }
+
+    /// Tuning of the procedural engine (e.g. its `record_limit`; results
+    /// do not depend on it).
+    pub fn procedural_state_mut(&mut self) -> &mut ProceduralState {
+        &mut self.procedural
+    }
+
+    /// Live progress of the procedural work of the step in flight, readable
+    /// from another thread while [`Brain::project`] runs (reset at the
+    /// start of each step).
+    pub fn step_progress(&self) -> Arc<StepProgress> {
+        self.procedural.progress()
+    }
+}
+
+/// Neurons of an area that the lazy and explicit engines hold synapses of:
+/// all n of an explicit area, the support of a lazy one, none of a
+/// procedural one (its graph is regenerated, never stored).
+fn materialised(spec: &AreaSpec, st: &AreaState) -> u64 {
+    match spec.engine {
+        EngineKind::Explicit => spec.n,
+        EngineKind::Lazy => st.support,
+        EngineKind::Procedural => 0,
+    }
 }
 
 /// Marks `ids` in the ever-fired bit set; returns how many were new.
-fn mark_ever(ever: &mut [u64], ids: &[u32]) -> u64 {
+fn mark_ever(ever: &mut [u64], ids: impl IntoIterator<Item = u64>) -> u64 {
     let mut new = 0;
-    for &i in ids {
+    for i in ids {
         let (w, b) = (i as usize >> 6, i & 63);
         if ever[w] >> b & 1 == 0 {
             ever[w] |= 1 << b;

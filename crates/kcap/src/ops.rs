@@ -5,9 +5,9 @@
 use crate::brain::{Brain, Projection};
 use crate::error::Result;
 
-/// Number of neurons two winner sets share (both sorted or not).
-pub fn overlap(a: &[u32], b: &[u32]) -> usize {
-    let set: std::collections::HashSet<u32> = a.iter().copied().collect();
+/// Number of neurons two winner sets share (both sorted or not; u32 or u64 ids).
+pub fn overlap<T: Copy + Eq + std::hash::Hash>(a: &[T], b: &[T]) -> usize {
+    let set: std::collections::HashSet<T> = a.iter().copied().collect();
     b.iter().filter(|x| set.contains(x)).count()
 }
 

@@ -140,19 +140,6 @@ fn bad_winner_lists() {
 }
 
 #[test]
-fn unsupported_engines_are_refused_clearly() {
-    let mut b = Brain::new(0.1, 0).unwrap();
-    let e = b
-        .add_area_with("E", 1000, 10, 0.1, kcap::EngineKind::Procedural)
-        .unwrap_err();
-    assert!(msg(e).contains("not available yet"));
-    assert!(
-        b.area("E").is_err(),
-        "a refused area must not be half-added"
-    );
-}
-
-#[test]
 fn bad_activate_index_and_w_max() {
     let mut b = brain();
     let e = b.activate("A", 100).unwrap_err();

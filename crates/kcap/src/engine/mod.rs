@@ -1,8 +1,8 @@
 //! Engines: how connectivity is represented. Each engine is written once,
 //! against the narrow [`crate::backend::Backend`] trait.
-//!
-//! Only the lazy engine (SPEC §3.1) exists so far; explicit and procedural
-//! areas are refused with a clear error until their engines land.
+//! The lazy engine (SPEC §3.1) also runs explicit areas' stored fibers
+//! (§3.2, [`explicit`]); procedural areas (§3.3, [`procedural`]) have their
+//! own state, driven by [`crate::brain::Brain`] alongside.
 
 pub mod explicit;
 pub mod lazy;

@@ -12,7 +12,7 @@ use super::rows::{BLOCK, BLOCK_BITS};
 use std::collections::BTreeMap;
 
 /// The potentiated synapses of one target block of one fiber.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LearnedBlock {
     /// `row << 16 | local target`, strictly increasing.
     pub keys: Vec<u64>,
@@ -33,7 +33,7 @@ pub fn unpack(key: u64) -> (u64, u32) {
 }
 
 /// Potentiated synapses of one fiber, by target block.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FiberLearned {
     pub blocks: BTreeMap<u64, LearnedBlock>,
 }
@@ -54,6 +54,39 @@ impl FiberLearned {
             .values()
             .map(|b| b.keys.capacity() * 8 + b.weights.capacity() * 4 + 64 + 48)
             .sum()
+    }
+
+    /// Checks what a step relies on, for data read from a file: every
+    /// block inside an area of `n` neurons, as many weights as keys, keys
+    /// strictly increasing, local targets inside the block, source rows
+    /// below `rows`, weights finite and not 1.
+    pub fn check(&self, n: u64, rows: u64) -> Result<(), String> {
+        for (&b, blk) in &self.blocks {
+            let len = n.saturating_sub(b.saturating_mul(BLOCK)).min(BLOCK);
+            if len == 0 {
+                return Err(format!("block {b} lies beyond n = {n}"));
+            }
+            if blk.keys.len() != blk.weights.len() || blk.keys.is_empty() {
+                return Err(format!(
+                    "block {b}: {} keys but {} weights",
+                    blk.keys.len(),
+                    blk.weights.len()
+                ));
+            }
+            if blk.keys.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!("block {b}: keys not strictly increasing"));
+            }
+            for (&k, &w) in blk.keys.iter().zip(&blk.weights) {
+                let (row, local) = unpack(k);
+                if row >= rows || local as u64 >= len || !w.is_finite() || w == 1.0 {
+                    return Err(format!(
+                        "block {b}: bad synapse {row} -> {} (weight {w})",
+                        b * BLOCK + local as u64
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Weight of synapse `row → target` if it is potentiated (1.0 otherwise;

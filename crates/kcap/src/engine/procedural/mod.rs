@@ -47,6 +47,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 /// What the engine reads of the brain.
@@ -148,12 +149,41 @@ pub fn regen_fraction(k: u64, blocks: u64) -> f64 {
     f
 }
 
+/// Live progress of the procedural work of a step, updated by the worker
+/// threads (one relaxed atomic add per target block) and readable from any
+/// thread — e.g. by a progress bar while a 10¹⁰-event step runs.
+#[derive(Debug, Default)]
+pub struct StepProgress {
+    /// Target blocks the selections of the step scan (all targets).
+    pub blocks_total: AtomicU64,
+    /// Target blocks scanned so far.
+    pub blocks_done: AtomicU64,
+    /// Synaptic events generated so far by the selections.
+    pub events: AtomicU64,
+    /// Winner blocks the regenerating Hebbian updates walk, and those done.
+    pub hebbian_total: AtomicU64,
+    pub hebbian_done: AtomicU64,
+}
+
+impl StepProgress {
+    /// Starts a step that scans `blocks` target blocks.
+    pub fn reset(&self, blocks: u64) {
+        self.blocks_total.store(blocks, Relaxed);
+        self.blocks_done.store(0, Relaxed);
+        self.events.store(0, Relaxed);
+        self.hebbian_total.store(0, Relaxed);
+        self.hebbian_done.store(0, Relaxed);
+    }
+}
+
 /// Learned weights of every procedural fiber, and cached skip tables.
 pub struct ProceduralState {
     learned: HashMap<(Source, usize), FiberLearned>,
     tables: Mutex<HashMap<u64, Arc<SkipTable>>>,
     /// Event-list budget per block and thread (see [`DEFAULT_RECORD_LIMIT`]).
     pub record_limit: u64,
+    /// Progress of the step in flight (see [`StepProgress`]).
+    progress: Arc<StepProgress>,
 }
 
 impl Default for ProceduralState {
@@ -162,6 +192,7 @@ impl Default for ProceduralState {
             learned: HashMap::new(),
             tables: Mutex::new(HashMap::new()),
             record_limit: DEFAULT_RECORD_LIMIT,
+            progress: Arc::default(),
         }
     }
 }
@@ -172,7 +203,38 @@ impl Clone for ProceduralState {
             learned: self.learned.clone(),
             tables: Mutex::new(HashMap::new()),
             record_limit: self.record_limit,
+            progress: Arc::default(),
         }
+    }
+}
+
+/// The saved form of a [`ProceduralState`]: its learned weights, fibers
+/// sorted by (source, target) so that equal states give equal bytes.
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    learned: Vec<(&'a (Source, usize), &'a FiberLearned)>,
+}
+
+#[derive(serde::Deserialize)]
+struct Saved {
+    learned: Vec<((Source, usize), FiberLearned)>,
+}
+
+impl serde::Serialize for ProceduralState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut learned: Vec<_> = self.learned.iter().collect();
+        learned.sort_unstable_by_key(|e| *e.0);
+        SavedRef { learned }.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ProceduralState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let saved = Saved::deserialize(d)?;
+        Ok(ProceduralState {
+            learned: saved.learned.into_iter().collect(),
+            ..Default::default()
+        })
     }
 }
 
@@ -203,12 +265,52 @@ impl ProceduralState {
         Self::default()
     }
 
+    /// The progress counters that [`Self::select`] and [`Self::hebbian`]
+    /// advance; reset by the caller at the start of a step.
+    pub fn progress(&self) -> Arc<StepProgress> {
+        self.progress.clone()
+    }
+
+    /// Checks learned weights read from a file against `model`: every fiber
+    /// ends in a procedural area, its source exists, and its synapses lie
+    /// inside both areas (see [`FiberLearned::check`]).
+    pub fn check_loaded(&self, model: &Model) -> std::result::Result<(), String> {
+        for (&(src, t), fl) in &self.learned {
+            let target = model
+                .areas
+                .get(t)
+                .filter(|a| a.engine == crate::model::EngineKind::Procedural)
+                .ok_or_else(|| {
+                    format!("learned weights into #{t}, which is not a procedural area")
+                })?;
+            let rows = match src {
+                Source::Stim(s) => model.stimuli.get(s).map(|x| x.size),
+                Source::Area(a) => model.areas.get(a).map(|x| x.n),
+            }
+            .ok_or_else(|| format!("learned weights from unknown source {src:?}"))?;
+            fl.check(target.n, rows).map_err(|e| {
+                format!(
+                    "learned weights of fiber {} -> {}: {e}",
+                    model.source_name(src),
+                    target.name
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Checks that area `t` can be procedural: n ≤ 10¹², 1 ≤ k < n, and the
     /// brain's p gives p·n ≥ 1 (for the fiber A → A). Call when the area is
     /// added; each step checks the p of its own fibers again.
     pub fn check_area(model: &Model, t: usize) -> Result<()> {
         Self::check_shape(model, t)?;
         check_fiber_p(model, Source::Area(t), t)
+    }
+
+    /// Checks that the fiber `src → t` has p·n ≥ 1 (at least one expected
+    /// synapse per neuron of `t`).
+    pub fn check_fiber(model: &Model, src: Source, t: usize) -> Result<()> {
+        check_fiber_p(model, src, t)
     }
 
     /// n ≤ 10¹² and 1 ≤ k < n.
@@ -378,12 +480,16 @@ impl ProceduralState {
     ) -> TopK {
         let global = AtomicU64::new(u64::MAX);
         let sub = sub_width(mean_p);
+        let progress = &self.progress;
         blocks
             .into_par_iter()
             .fold(
                 || TopK::new(k),
                 |mut acc, b| {
+                    let before = acc.events;
                     with_scratch(|sc| scan_block(fibers, n, b, sub, record, &global, &mut acc, sc));
+                    progress.events.fetch_add(acc.events - before, Relaxed);
+                    progress.blocks_done.fetch_add(1, Relaxed);
                     acc
                 },
             )
@@ -593,6 +699,10 @@ impl ProceduralState {
                 _ => groups.push((b, vec![l])),
             }
         }
+        let progress = &self.progress;
+        progress
+            .hebbian_total
+            .fetch_add(groups.len() as u64, Relaxed);
         let found: Vec<(Vec<Update>, u64)> = groups
             .par_iter()
             .map(|(b, locals)| {
@@ -615,6 +725,7 @@ impl ProceduralState {
                         }) as u64;
                     }
                 }
+                progress.hebbian_done.fetch_add(1, Relaxed);
                 (ups, events)
             })
             .collect();
@@ -693,6 +804,13 @@ impl ProceduralState {
         self.learned.get(&(src, tgt))
     }
 
+    /// Every fiber with potentiated synapses, sorted by (source, target).
+    pub fn fibers(&self) -> Vec<(Source, usize, &FiberLearned)> {
+        let mut v: Vec<_> = self.learned.iter().map(|(&(s, t), l)| (s, t, l)).collect();
+        v.sort_unstable_by_key(|e| (e.0, e.1));
+        v
+    }
+
     /// Stored (potentiated) synapses, all fibers.
     pub fn learned_synapses(&self) -> usize {
         self.learned.values().map(FiberLearned::len).sum()
@@ -769,24 +887,23 @@ impl ProceduralState {
     }
 }
 
-/// Memory the kernel reports as available now (`MemAvailable`), if known.
-pub fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Refuses a step whose estimate exceeds the available memory (when the
-/// platform reports it), with both numbers in the message.
+/// Refuses a step whose estimate exceeds the available memory
+/// ([`crate::memory::available_bytes`]: `MemAvailable`, or
+/// `KCAP_MEMORY_LIMIT` when smaller), with both numbers in the message.
 pub fn check_memory(area: &str, est: &MemoryEstimate) -> Result<()> {
-    if let Some(avail) = available_memory() {
+    if let Some(avail) = crate::memory::available_bytes() {
         if est.total > avail {
-            return Err(KcapError::Unsupported(format!(
-                "a procedural step into area {area:?} needs an estimated {:.1} MiB but only {:.1} MiB are available",
-                est.total as f64 / 1048576.0,
-                avail as f64 / 1048576.0
-            )));
+            return Err(KcapError::OutOfMemory {
+                what: format!(
+                    "a procedural step into area {area:?} (estimate: {} per worker thread × {} threads, {} shared, {} learned synapses)",
+                    crate::error::human(est.per_thread),
+                    est.threads,
+                    crate::error::human(est.shared),
+                    crate::error::human(est.learned)
+                ),
+                need: est.total,
+                avail,
+            });
         }
     }
     Ok(())
