@@ -11,6 +11,7 @@
 //! examples/NAME.toml` reproduces it.
 
 use crate::config::{SourceFile, UsageError};
+use crate::device::Device;
 use crate::plan::Experiment;
 use crate::report::{self, bytes, duration, table, thousands};
 use crate::runner::{self, AreaSummary, Memory};
@@ -116,6 +117,9 @@ pub struct BenchArgs {
     /// Worker threads [default: one per core]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Compute on DEVICE: cpu (default), cuda or cuda:N
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<Device>,
     /// List the scenarios and exit
     #[arg(long)]
     list: bool,
@@ -137,6 +141,8 @@ pub struct ChildArgs {
     repeat: u32,
     #[arg(long)]
     threads: Option<u16>,
+    #[arg(long)]
+    device: Option<Device>,
 }
 
 /// What a child process reports for one scenario.
@@ -145,6 +151,9 @@ pub struct ChildReport {
     pub scenario: String,
     pub steps: usize,
     pub threads: usize,
+    /// The backend the scenario ran on ("cpu", "cuda:0").
+    #[serde(default)]
+    pub device: String,
     /// Whole-scenario wall time of each repetition (setup + steps).
     pub total_seconds: Vec<f64>,
     /// Sum of the step times of each repetition.
@@ -201,11 +210,15 @@ pub fn peak_rss() -> Option<u64> {
 pub fn cmd_child(args: ChildArgs) -> Result<()> {
     let sc = scenario(&args.scenario)?;
     crate::set_threads(args.threads)?;
-    let exp = experiment(sc)?;
+    let mut exp = experiment(sc)?;
+    if let Some(d) = args.device {
+        exp.device = d;
+    }
     let mut report = ChildReport {
         scenario: sc.name.into(),
         steps: 0,
         threads: rayon::current_num_threads(),
+        device: exp.device.to_string(),
         total_seconds: vec![],
         step_seconds: vec![],
         areas: vec![],
@@ -220,6 +233,7 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
     for _ in 0..args.repeat {
         let out = runner::run(&exp, None)?;
         report.steps = out.steps.len();
+        report.device = out.device.clone();
         report.total_seconds.push(out.total_seconds);
         report.step_seconds.push(out.step_seconds);
         report.areas = out.summary;
@@ -231,7 +245,12 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_child(sc: &Scenario, repeat: u32, threads: Option<u16>) -> Result<ChildReport> {
+fn run_child(
+    sc: &Scenario,
+    repeat: u32,
+    threads: Option<u16>,
+    device: Option<Device>,
+) -> Result<ChildReport> {
     let exe = std::env::current_exe().context("finding the kcap executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__bench-child")
@@ -240,6 +259,9 @@ fn run_child(sc: &Scenario, repeat: u32, threads: Option<u16>) -> Result<ChildRe
         .arg(repeat.to_string());
     if let Some(t) = threads {
         cmd.arg("--threads").arg(t.to_string());
+    }
+    if let Some(d) = device {
+        cmd.arg("--device").arg(d.to_string());
     }
     let out = cmd
         .stdin(Stdio::null())
@@ -337,7 +359,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     for sc in chosen {
         let repeat = args.repeat.unwrap_or(sc.default_repeat as u32);
         eprintln!("running {} ({repeat} repetitions)...", sc.name);
-        let rep = run_child(sc, repeat, args.threads)?;
+        let rep = run_child(sc, repeat, args.threads, args.device)?;
         let med = median(&rep.total_seconds);
         let med_steps = median(&rep.step_seconds);
         let setup: Vec<f64> = rep
@@ -371,6 +393,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             "steps": rep.steps,
             "repetitions": repeat,
             "threads": rep.threads,
+            "device": rep.device,
             "total_seconds": rep.total_seconds,
             "step_seconds": rep.step_seconds,
             "median_seconds": med,
@@ -394,8 +417,13 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         .first()
         .and_then(|r| r["threads"].as_u64())
         .unwrap_or(0);
+    let device = results
+        .first()
+        .and_then(|r| r["device"].as_str())
+        .unwrap_or("cpu")
+        .to_string();
     println!(
-        "machine: {machine}; {threads} worker threads; kcap {}",
+        "machine: {machine}; device {device}; {threads} worker threads; kcap {}",
         env!("CARGO_PKG_VERSION")
     );
     print!("{}", table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));

@@ -61,6 +61,8 @@ pub struct RawBrain {
     pub save_winners: Option<bool>,
     /// Default storage format of fibers between explicit areas.
     pub format: Option<Spanned<RawFormat>>,
+    /// Where the run computes: "cpu" (default), "cuda" or "cuda:N".
+    pub device: Option<Spanned<String>>,
 }
 
 /// `[[area]]`.

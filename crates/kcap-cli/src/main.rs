@@ -10,6 +10,7 @@
 
 mod bench;
 mod config;
+mod device;
 mod plan;
 mod plot;
 mod report;
@@ -132,6 +133,10 @@ struct RunArgs {
     /// Continue from a checkpoint written by --checkpoint-every or Ctrl-C (same experiment file)
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
+    /// Compute on DEVICE: cpu, cuda or cuda:N [default: the file's `[brain] device`, else cpu];
+    /// results do not depend on it
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<device::Device>,
     /// Print the memory report of every stored fiber: format, predicted and
     /// measured bytes per synapse, saving against f32/u32 CSR, and the
     /// `auto` planner's reasons
@@ -291,7 +296,10 @@ fn load_resume(exp: &Experiment, path: &Path) -> Result<(kcap::Brain, runner::Pr
 const INTERRUPTED: u8 = 130;
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
-    let exp = load(&args.experiment)?;
+    let mut exp = load(&args.experiment)?;
+    if let Some(d) = args.device {
+        exp.device = d;
+    }
     set_threads(args.threads)?;
     let start = Instant::now();
     let (brain, resume) = match &args.resume {
@@ -301,6 +309,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
         None => (runner::build_brain(&exp)?, None),
     };
+    let mut brain = brain;
+    runner::attach_device(&exp, &mut brain)?;
     let out_dir = args
         .out
         .clone()

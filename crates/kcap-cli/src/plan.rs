@@ -12,6 +12,7 @@
 //! the brain is built ([`crate::runner::build_brain`]), still with a line.
 
 use crate::config::{ConfigError, Diagnostic, RawExperiment, RawFormat, SourceFile};
+use crate::device::Device;
 use kcap::format::{Accumulator, IndexFormat, Layout, Rounding, WeightFormat};
 use kcap::{EngineKind, FiberFormat, FormatChoice, Projection};
 use std::collections::{HashMap, HashSet};
@@ -93,6 +94,8 @@ pub struct Experiment {
     pub brain_format: Option<FormatChoice>,
     /// `format` of each `[[fiber]]` (same order as the file), resolved.
     pub fiber_formats: Vec<Option<FormatChoice>>,
+    /// `[brain] device` (or the `--device` option, which overrides it).
+    pub device: Device,
 }
 
 impl Experiment {
@@ -307,6 +310,13 @@ impl<'a> Checker<'a> {
             }
         }
         let brain_format = brain.format.as_ref().and_then(|f| self.format(f));
+        let device = match &brain.device {
+            None => Device::Cpu,
+            Some(d) => d.get_ref().parse::<Device>().unwrap_or_else(|e| {
+                self.err(d.span(), format!("device: {e}"));
+                Device::Cpu
+            }),
+        };
         // Names first, so that references can be resolved in any order.
         // Declared in file order, so a duplicate is reported at its second use.
         let mut decls: Vec<(&Spanned<String>, Option<usize>)> = raw
@@ -431,6 +441,7 @@ impl<'a> Checker<'a> {
             total_steps,
             brain_format,
             fiber_formats,
+            device,
         })
     }
 

@@ -135,6 +135,7 @@ pub fn timing_json(out: &RunOutcome) -> Value {
         "seconds_per_step": if n > 0.0 { out.step_seconds / n } else { 0.0 },
         "steps_per_second": if out.step_seconds > 0.0 { n / out.step_seconds } else { 0.0 },
         "threads": out.threads,
+        "device": out.device,
     })
 }
 
@@ -302,10 +303,11 @@ pub fn summary_text(exp: &Experiment, out: &RunOutcome) -> String {
         0.0
     };
     s.push_str(&format!(
-        "\n{n} steps in {} ({} per step, {rate:.1} steps/s) on {} threads; setup {}; stored connectivity {}\n",
+        "\n{n} steps in {} ({} per step, {rate:.1} steps/s) on {} threads, device {}; setup {}; stored connectivity {}\n",
         duration(out.step_seconds),
         duration(per),
         out.threads,
+        out.device,
         duration(out.setup_seconds),
         bytes(out.memory.bytes as u64),
     ));

@@ -96,6 +96,8 @@ pub struct RunOutcome {
     /// From the start of `build_brain` to the end of the last step.
     pub total_seconds: f64,
     pub threads: usize,
+    /// The backend the run computed on ("cpu", "cuda:0").
+    pub device: String,
     pub memory: Memory,
     /// Format and memory of every stored (explicit ↔ explicit) fiber.
     pub fibers: Vec<kcap::FiberMemory>,
@@ -281,8 +283,19 @@ fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
 /// otherwise a runtime error naming the step.
 pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
     let start = Instant::now();
-    let brain = build_brain(exp)?;
+    let mut brain = build_brain(exp)?;
+    attach_device(exp, &mut brain)?;
     run_brain(exp, brain, start, progress, RunControl::default())
+}
+
+/// Puts `brain` on the experiment's device (opening the GPU and compiling
+/// its kernels now, so that a missing driver or device is reported before
+/// anything runs or is written).
+pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
+    if let Some(backend) = exp.device.backend()? {
+        brain.set_backend(backend);
+    }
+    Ok(())
 }
 
 /// Runs the schedule on a brain built by [`build_brain`] at `start` (the
@@ -423,6 +436,7 @@ pub fn run_brain(
         step_seconds,
         total_seconds,
         threads: rayon::current_num_threads(),
+        device: brain.backend_name(),
         memory: Memory {
             area_synapses,
             stimulus_entries,
