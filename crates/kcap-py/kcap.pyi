@@ -24,7 +24,8 @@ AVAILABLE_ENGINES: list[str]
 
 Names = Union[str, Iterable[str]]
 NeuronIds = Union[Iterable[SupportsIndex], npt.NDArray[np.integer[Any]]]
-WinnersArray = npt.NDArray[np.uint32]
+#: Sorted neuron ids: ``uint64`` for procedural areas (n up to 10¹²), else ``uint32``.
+WinnersArray = npt.NDArray[Union[np.uint32, np.uint64]]
 WeightsName = Literal["f32", "f16", "bf16", "log-u8", "bit", "auto"]
 IndicesName = Literal["u32", "u16"]
 LayoutName = Literal["csr", "bitmap"]
@@ -118,9 +119,12 @@ class Brain:
         accumulator: Optional[AccumulatorName] = None,
     ) -> None:
         """An area of ``n`` neurons, ``k`` winners per step, default
-        plasticity ``beta``. Storage formats (as in ``set_fiber_format``)
-        apply to the fibers an explicit area creates with the areas that
-        exist, and raise ValueError for lazy ones. Unknown engine/format
+        plasticity ``beta``. ``engine="procedural"``: synapses regenerated
+        on demand (n up to 10¹², uint64 winner arrays); it may take input
+        from any area but fire only into procedural ones. Storage formats
+        (as in ``set_fiber_format``) apply to the fibers an explicit area
+        creates with the areas that exist, and raise ValueError for other
+        engines. Unknown engine/format
         values raise InvalidParameterError (ValueError) listing the accepted
         ones; known ones not in this build raise NotAvailableError."""
     def set_fiber_format(
@@ -176,9 +180,11 @@ class Brain:
 
     # kcap's own API
     def winners(self, area: str) -> WinnersArray:
-        """Current winners (sorted ids) as a NumPy uint32 array."""
+        """Current winners (sorted ids) as a NumPy array: uint64 for a
+        procedural area, else uint32."""
     def set_winners(self, area: str, winners: NeuronIds) -> None:
-        """Replaces the winners by at most k neurons that have fired before."""
+        """Replaces the winners by at most k ids: in a lazy area neurons that
+        have fired before, in an explicit or procedural area any id below n."""
     def support(self, area: str) -> int:
         """How many neurons of the area have ever fired."""
     def history(self, area: str) -> dict[str, npt.NDArray[np.uint64]]:

@@ -10,11 +10,10 @@
 //! reference cycle, so a brain's memory is freed as soon as the script drops
 //! it (important in parameter sweeps that build thousands of brains).
 
-use crate::brain::PyBrain;
+use crate::brain::{winners_array, PyBrain};
 use crate::convert;
 use crate::errors::{new_err, unknown, Kind, PyResultExt};
 use kcap::{EngineKind, Source};
-use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -244,10 +243,11 @@ impl PyArea {
 
     /// Current winners as a list of neuron ids. Assign any iterable of ids
     /// (list, set, NumPy array) of neurons that have fired before — e.g. a
-    /// random half of the assembly — to fire exactly those next.
+    /// random half of the assembly — to fire exactly those next (in an
+    /// explicit or procedural area, any ids below n).
     #[getter]
-    fn get_winners(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
-        self.with(py, |_, st| st.winners.clone())
+    fn get_winners(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        self.with(py, |_, st| st.winner_ids())
     }
 
     #[setter]
@@ -257,15 +257,15 @@ impl PyArea {
             .bind(py)
             .borrow_mut()
             .inner_mut()?
-            .set_winners(&self.name, ids)
+            .set_winners_u64(&self.name, ids)
             .py_err()
     }
 
-    /// Current winners as a NumPy ``uint32`` array (kcap extension).
-    fn winners_array<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    /// Current winners as a NumPy array (kcap extension): ``uint32``, or
+    /// ``uint64`` for a procedural area.
+    fn winners_array<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.brain.bind(py).borrow();
-        let w = b.inner()?.winners(&self.name).py_err()?;
-        Ok(PyArray1::from_slice(py, w))
+        winners_array(py, b.inner()?, &self.name)
     }
 
     /// Support after each step in which this area was a target (while the
@@ -285,12 +285,9 @@ impl PyArea {
     /// Winners after each step in which this area was a target (while the
     /// brain's ``save_winners`` was on), as lists.
     #[getter]
-    fn saved_winners(&self, py: Python<'_>) -> PyResult<Vec<Vec<u32>>> {
+    fn saved_winners(&self, py: Python<'_>) -> PyResult<Vec<Vec<u64>>> {
         self.with(py, |_, st| {
-            st.history
-                .iter()
-                .filter_map(|s| s.winners.clone())
-                .collect()
+            st.history.iter().filter_map(|s| s.winner_ids()).collect()
         })
     }
 
@@ -326,7 +323,7 @@ impl PyArea {
     fn fix_assembly(&self, py: Python<'_>) -> PyResult<()> {
         let mut b = self.brain.bind(py).borrow_mut();
         let inner = b.inner_mut()?;
-        if inner.winners(&self.name).py_err()?.is_empty() {
+        if inner.area(&self.name).py_err()?.winner_count() == 0 {
             return Err(new_err(
                 Kind::NoAssembly,
                 format!(
@@ -436,7 +433,7 @@ impl PyArea {
                 spec.k,
                 spec.beta,
                 st.support,
-                st.winners.len(),
+                st.winner_count(),
                 if st.fixed { " fixed" } else { "" }
             )
         })

@@ -43,6 +43,16 @@ pub fn engine_name(kind: EngineKind) -> &'static str {
         .map_or("unknown", |(name, _)| name)
 }
 
+/// Current winners of an area as a NumPy array: `uint64` for procedural
+/// areas (ids up to 10¹²), `uint32` (no conversion) for the others.
+pub fn winners_array<'py>(py: Python<'py>, b: &Brain, area: &str) -> PyResult<Bound<'py, PyAny>> {
+    if b.area_spec(area).py_err()?.engine == EngineKind::Procedural {
+        Ok(b.winners_u64(area).py_err()?.into_pyarray(py).into_any())
+    } else {
+        Ok(PyArray1::from_slice(py, b.winners(area).py_err()?).into_any())
+    }
+}
+
 /// Engines this build of the library implements, found by asking it (so
 /// the bindings follow the library as engines land, without a change here).
 pub fn available_engines() -> Vec<&'static str> {
@@ -447,8 +457,8 @@ impl PyBrain {
 
     /// Adds an area of ``n`` neurons, ``k`` winners per step and default
     /// plasticity ``beta`` for synapses into it. kcap keywords: ``engine``
-    /// (``"lazy"``, ``"explicit"``; ``"procedural"`` as that engine lands)
-    /// and, for explicit areas, the storage format of the fibers created with
+    /// (``"lazy"``, ``"explicit"``, ``"procedural"``: synapses regenerated
+    /// on demand, n up to 10¹², ``uint64`` winners) and, for explicit areas, the storage format of the fibers created with
     /// the area (``weights``, ``indices``, ``layout``, ``rounding``,
     /// ``accumulator``; see :meth:`set_fiber_format`).
     #[pyo3(signature = (area_name, n, k, beta, *, engine="lazy", weights=None, indices=None, layout=None, rounding=None, accumulator=None))]
@@ -475,7 +485,8 @@ impl PyBrain {
         if given && engine != EngineKind::Explicit {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "add_area({area_name:?}): storage formats (weights=, indices=, layout=, rounding=, accumulator=) \
-                 apply to explicit areas (engine=\"explicit\"); lazy areas store f32 weights"
+                 apply to explicit areas (engine=\"explicit\"), not to {} areas",
+                engine_name(engine)
             )));
         }
         let b = self.inner_mut()?;
@@ -688,19 +699,18 @@ impl PyBrain {
 
     // ----- kcap's own API ----------------------------------------------
 
-    /// Current winners of an area as a NumPy ``uint32`` array (sorted ids).
-    fn winners<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        Ok(PyArray1::from_slice(
-            py,
-            self.inner()?.winners(area).py_err()?,
-        ))
+    /// Current winners of an area as a NumPy array of sorted ids:
+    /// ``uint32``, or ``uint64`` for a procedural area (n up to 10¹²).
+    fn winners<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyAny>> {
+        winners_array(py, self.inner()?, area)
     }
 
-    /// Replaces the winners of an area by neurons that have fired before
-    /// (any iterable of ints or a NumPy array), at most k of them.
+    /// Replaces the winners of an area (any iterable of ints or a NumPy
+    /// array), at most k of them: in a lazy area neurons that have fired
+    /// before, in an explicit or procedural area any ids below n.
     fn set_winners(&mut self, area: &str, winners: &Bound<'_, PyAny>) -> PyResult<()> {
         let ids = convert::neuron_ids(winners, "winners")?;
-        self.inner_mut()?.set_winners(area, ids).py_err()
+        self.inner_mut()?.set_winners_u64(area, ids).py_err()
     }
 
     /// Support of an area: how many of its neurons have ever fired.
@@ -737,15 +747,24 @@ impl PyBrain {
         Ok(d)
     }
 
-    /// Recorded winner sets of an area, one ``uint32`` array per recorded
-    /// step (recording: ``save_winners`` or :meth:`record_winners`).
+    /// Recorded winner sets of an area, one array per recorded step
+    /// (``uint64`` for a procedural area, else ``uint32``; recording:
+    /// ``save_winners`` or :meth:`record_winners`).
     fn winner_history<'py>(&self, py: Python<'py>, area: &str) -> PyResult<Bound<'py, PyList>> {
-        let h = &self.inner()?.area(area).py_err()?.history;
+        let b = self.inner()?;
+        let wide = b.area_spec(area).py_err()?.engine == EngineKind::Procedural;
+        let h = &b.area(area).py_err()?.history;
         PyList::new(
             py,
-            h.iter()
-                .filter_map(|s| s.winners.as_deref())
-                .map(|w| PyArray1::from_slice(py, w)),
+            h.iter().filter_map(|s| {
+                if wide {
+                    s.winner_ids().map(|w| w.into_pyarray(py).into_any())
+                } else {
+                    s.winners
+                        .as_deref()
+                        .map(|w| PyArray1::from_slice(py, w).into_any())
+                }
+            }),
         )
     }
 

@@ -14,7 +14,7 @@ use kcap::{Brain, Projection, Source};
 use numpy::{PyArrayDescrMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyInt, PyString};
 
 /// One name, or an iterable of names. A plain string is one name (the
 /// reference would iterate its characters; treating it as one name is what
@@ -141,10 +141,12 @@ fn check_targets(brain: &Brain, targets: &[String]) -> PyResult<()> {
     Ok(())
 }
 
-/// Neuron ids from a NumPy integer array, a list, a set, a range or any
-/// iterable of integers (Python or NumPy scalars). Negative, too large or
-/// non-integer values are errors, never silently cast.
-pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
+/// Neuron ids (u64: procedural areas may have more than 2³² neurons) from a
+/// NumPy integer array, a list, a set, a range or any iterable of integers
+/// (Python or NumPy scalars). Negative, too large or non-integer values are
+/// errors, never silently cast; whether an id exists in an area is the
+/// library's check.
+pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         if arr.ndim() != 1 {
             return Err(invalid(format!(
@@ -155,6 +157,10 @@ pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
         let dtype = arr.dtype();
         if dtype.is_equiv_to(&numpy::dtype::<u32>(obj.py())) {
             let a: PyReadonlyArray1<u32> = obj.extract()?;
+            return Ok(a.as_array().iter().map(|&v| v as u64).collect());
+        }
+        if dtype.is_equiv_to(&numpy::dtype::<u64>(obj.py())) {
+            let a: PyReadonlyArray1<u64> = obj.extract()?;
             return Ok(a.as_array().to_vec());
         }
         if dtype.is_equiv_to(&numpy::dtype::<i64>(obj.py())) {
@@ -181,21 +187,30 @@ pub fn neuron_ids(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
                 type_name(&item)
             )));
         }
-        let v: i64 = item.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
+        if !item.is_instance_of::<PyInt>() && !item.hasattr("__index__")? {
+            return Err(PyTypeError::new_err(format!(
                 "{what} must contain integers, got {}",
                 type_name(&item)
-            ))
-        })?;
-        out.push(id(v, what)?);
+            )));
+        }
+        match item.extract::<u64>() {
+            Ok(v) => out.push(v),
+            // Negative or beyond u64: report the value.
+            Err(_) => {
+                return Err(invalid(format!(
+                    "{what}: neuron id {} is out of range (ids are 0 <= id < 2^64)",
+                    item.repr()?
+                )))
+            }
+        }
     }
     Ok(out)
 }
 
-fn id(v: i64, what: &str) -> PyResult<u32> {
-    u32::try_from(v).map_err(|_| {
+fn id(v: i64, what: &str) -> PyResult<u64> {
+    u64::try_from(v).map_err(|_| {
         invalid(format!(
-            "{what}: neuron id {v} is out of range (ids are 0 <= id < 2^32)"
+            "{what}: neuron id {v} is out of range (ids are 0 <= id < 2^64)"
         ))
     })
 }

@@ -9,10 +9,9 @@
 //! the experiment-file parser: it runs the `kcap` command-line tool (found
 //! through `KCAP_BIN` or `PATH`) and returns the `results.json` it wrote.
 
-use crate::brain::PyBrain;
+use crate::brain::{winners_array, PyBrain};
 use crate::convert::neuron_ids;
 use crate::errors::{invalid, not_available};
-use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,7 @@ fn check_rounds(rounds: usize) -> PyResult<()> {
 
 /// Projects a stimulus into an area with recurrence: one step
 /// ``stim → area``, then ``rounds - 1`` steps ``stim → area, area → area``.
-/// Returns the final winners (``uint32`` array).
+/// Returns the final winners (as :meth:`Brain.winners`).
 #[pyfunction]
 #[pyo3(signature = (brain, stim, area, rounds=25))]
 pub fn project_rounds<'py>(
@@ -35,12 +34,12 @@ pub fn project_rounds<'py>(
     stim: &str,
     area: &str,
     rounds: usize,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
+) -> PyResult<Bound<'py, PyAny>> {
     check_rounds(rounds)?;
-    let w = brain
+    brain
         .borrow_mut()
-        .run_steps(py, |b| kcap::ops::project_rounds(b, stim, area, rounds))?;
-    Ok(w.into_pyarray(py))
+        .run_steps(py, |b| kcap::ops::run_project_rounds(b, stim, area, rounds))?;
+    winners_array(py, brain.borrow().inner()?, area)
 }
 
 /// Reciprocal projection: area ``a`` holds an assembly; for ``rounds``
@@ -55,12 +54,12 @@ pub fn reciprocal_project<'py>(
     a: &str,
     b: &str,
     rounds: usize,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
+) -> PyResult<Bound<'py, PyAny>> {
     check_rounds(rounds)?;
-    let w = brain.borrow_mut().run_steps(py, |br| {
-        kcap::ops::reciprocal_project(br, stim, a, b, rounds)
+    brain.borrow_mut().run_steps(py, |br| {
+        kcap::ops::run_reciprocal_project(br, stim, a, b, rounds)
     })?;
-    Ok(w.into_pyarray(py))
+    winners_array(py, brain.borrow().inner()?, b)
 }
 
 /// Association: for ``rounds`` steps ``stim_a → a``, ``stim_b → b``,
@@ -95,11 +94,11 @@ pub fn merge<'py>(
     second: (String, String),
     c: &str,
     rounds: usize,
-) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let w = brain.borrow_mut().run_steps(py, |b| {
-        kcap::ops::merge(b, (&first.0, &first.1), (&second.0, &second.1), c, rounds)
+) -> PyResult<Bound<'py, PyAny>> {
+    brain.borrow_mut().run_steps(py, |b| {
+        kcap::ops::run_merge(b, (&first.0, &first.1), (&second.0, &second.1), c, rounds)
     })?;
-    Ok(w.into_pyarray(py))
+    winners_array(py, brain.borrow().inner()?, c)
 }
 
 /// Pattern completion: keeps a random ``fraction`` of the area's current

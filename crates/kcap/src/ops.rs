@@ -13,7 +13,10 @@ pub fn overlap<T: Copy + Eq + std::hash::Hash>(a: &[T], b: &[T]) -> usize {
 
 /// Which of `assemblies` the winner set matches best: `(index, overlap)` of
 /// the largest overlap (ties: lowest index); `None` for an empty list.
-pub fn best_match(winners: &[u32], assemblies: &[Vec<u32>]) -> Option<(usize, usize)> {
+pub fn best_match<T: Copy + Eq + std::hash::Hash>(
+    winners: &[T],
+    assemblies: &[Vec<T>],
+) -> Option<(usize, usize)> {
     assemblies
         .iter()
         .enumerate()
@@ -27,13 +30,25 @@ pub fn best_match(winners: &[u32], assemblies: &[Vec<u32>]) -> Option<(usize, us
 /// Projection of a stimulus into an area with recurrence: one step
 /// `stim → area`, then `rounds − 1` steps `stim → area, area → area`
 /// (`rounds` ≥ 1 steps in total). Returns the final winners.
+///
+/// This and the other operations that return winners read them as u32
+/// ids, which a procedural area of n > 2³² refuses (checked before the first
+/// step); their `run_*` twins run the same schedule for any area and leave
+/// reading the winners to the caller ([`Brain::winners_u64`]).
 pub fn project_rounds(b: &mut Brain, stim: &str, area: &str, rounds: usize) -> Result<Vec<u32>> {
+    b.winners(area)?;
+    run_project_rounds(b, stim, area, rounds)?;
+    Ok(b.winners(area)?.to_vec())
+}
+
+/// The schedule of [`project_rounds`], for areas of any size.
+pub fn run_project_rounds(b: &mut Brain, stim: &str, area: &str, rounds: usize) -> Result<()> {
     b.project(&Projection::new().fire(stim, [area]))?;
     let rec = Projection::new().fire(stim, [area]).fire(area, [area]);
     for _ in 1..rounds {
         b.project(&rec)?;
     }
-    Ok(b.winners(area)?.to_vec())
+    Ok(())
 }
 
 /// Reciprocal projection: `a` already holds an assembly (e.g. from
@@ -47,6 +62,19 @@ pub fn reciprocal_project(
     target: &str,
     rounds: usize,
 ) -> Result<Vec<u32>> {
+    b.winners(target)?;
+    run_reciprocal_project(b, stim, a, target, rounds)?;
+    Ok(b.winners(target)?.to_vec())
+}
+
+/// The schedule of [`reciprocal_project`], for areas of any size.
+pub fn run_reciprocal_project(
+    b: &mut Brain,
+    stim: &str,
+    a: &str,
+    target: &str,
+    rounds: usize,
+) -> Result<()> {
     b.project(&Projection::new().fire(stim, [a]).fire(a, [a, target]))?;
     let full = Projection::new()
         .fire(stim, [a])
@@ -55,7 +83,7 @@ pub fn reciprocal_project(
     for _ in 1..rounds {
         b.project(&full)?;
     }
-    Ok(b.winners(target)?.to_vec())
+    Ok(())
 }
 
 /// Association (PNAS 2020): two stimuli have projected through `a` and `b`
@@ -87,11 +115,24 @@ pub fn associate(
 /// (`merge-1e5` uses rounds = 49: 51 steps). Returns c's winners.
 pub fn merge(
     b: &mut Brain,
+    first: (&str, &str),
+    second: (&str, &str),
+    c: &str,
+    rounds: usize,
+) -> Result<Vec<u32>> {
+    b.winners(c)?;
+    run_merge(b, first, second, c, rounds)?;
+    Ok(b.winners(c)?.to_vec())
+}
+
+/// The schedule of [`merge`], for areas of any size.
+pub fn run_merge(
+    b: &mut Brain,
     (stim_a, a): (&str, &str),
     (stim_b, bb): (&str, &str),
     c: &str,
     rounds: usize,
-) -> Result<Vec<u32>> {
+) -> Result<()> {
     let stims = Projection::new().fire(stim_a, [a]).fire(stim_b, [bb]);
     b.project(&stims)?;
     let up = stims.clone().fire(a, [a, c]).fire(bb, [bb, c]);
@@ -100,7 +141,7 @@ pub fn merge(
     for _ in 0..rounds {
         b.project(&full)?;
     }
-    Ok(b.winners(c)?.to_vec())
+    Ok(())
 }
 
 /// Pattern completion: keeps a random `fraction` of the area's current
@@ -120,14 +161,14 @@ pub fn pattern_completion(
             "must lie in (0, 1]",
         ));
     }
-    let assembly = b.winners(area)?.to_vec();
+    let assembly = b.winners_u64(area)?;
     let keep = ((assembly.len() as f64 * fraction).round() as usize).max(1);
     b.subsample_winners(area, keep)?;
     let p = Projection::new().fire(area, [area]);
     for _ in 0..rounds {
         b.project(&p)?;
     }
-    Ok(overlap(&assembly, b.winners(area)?))
+    Ok(overlap(&assembly, &b.winners_u64(area)?))
 }
 
 #[cfg(test)]
