@@ -5,7 +5,9 @@ as the same table, so the two can be run in one job and compared line by line.
 Scenarios: torch.topk (sorted=False) over uniform values (torch.rand(n) cast
 to the dtype) for n = 1e9 (k = 31 623) and 1e8 (k = 10 000), f16 and f32; and
 the dense PyTorch step of BENCH.md at n = 1e9: zero the f32 inputs,
-index_add_ 31 623 x 1000 random events (unit weights), topk. Timing: host
+index_add_ 31 623 x 1000 random events (unit weights), topk; and the
+PyTorch stand-in for a procedural-1e9 step (2*10^10 random targets in chunks
+of 10^8, index_add_, topk at k = 10^4). Timing: host
 wall clock with torch.cuda.synchronize() before and after each call (the
 sync is inside the timed region), median of --reps repetitions after a
 warm-up call; GB/s = bytes of input read once / time (dense step: G events/s).
@@ -75,6 +77,26 @@ def main():
         rows.append(("dense-step-1e9", n, k, "torch zero+index_add_+topk f32", ms, m / (ms * 1e-3) / 1e9,
                      f"{m} events; rate column = G events/s"))
         del idx, w, out
+        torch.cuda.empty_cache()
+    if want("procedural-1e9-step"):
+        # What a PyTorch user would write instead of kcap's procedural-1e9
+        # step (BENCH.md): 2 fibers x 10^4 firing rows x 10^6 random targets
+        # = 2*10^10 events, drawn in chunks of 10^8 (memory), summed with
+        # index_add_, then the k-cap. Not even a fixed graph.
+        n, k, events, chunk = 10**9, 10_000, 2 * 10**10, 10**8
+        out = torch.zeros(n, device=dev, dtype=torch.float32)
+        ones = torch.ones(chunk, device=dev, dtype=torch.float32)
+
+        def pstep():
+            out.zero_()
+            for _ in range(events // chunk):
+                out.index_add_(0, torch.randint(0, n, (chunk,), device=dev, dtype=torch.int64), ones)
+            return torch.topk(out, k, sorted=False)
+
+        ms = timed(pstep, min(args.reps, 3))
+        rows.append(("procedural-1e9-step", n, k, "torch randint+index_add_ x200 +topk f32", ms,
+                     events / (ms * 1e-3) / 1e9, f"{events} events; {1e3 / ms:.2f} steps/s; rate column = G events/s"))
+        del out, ones
         torch.cuda.empty_cache()
     print()
     print("| scenario | n | k | implementation | median ms | GB/s (input read once) | notes |")

@@ -34,7 +34,19 @@ pub struct Cuda {
     topk_ws: Mutex<Option<TopkWorkspace>>,
     proc_ws: Mutex<Option<ProcWorkspace>>,
     proc_opts: ProcOptions,
+    /// Lazy/explicit work smaller than this (synapses summed, or values
+    /// capped) stays on the host; see [`DEFAULT_OFFLOAD_MIN`].
+    offload_min: usize,
 }
+
+/// Below this many synapses per `accumulate_rows` call, or values per
+/// `top_k` call, the host is faster than uploading to the GPU: every call
+/// of this backend copies its inputs over PCIe, and the lazy engine's
+/// per-step work is ~10⁴–10⁶ elements. Measured on an H100 machine
+/// (BENCHMARKS.md): project-1e6 took 0.56 ms per step through the GPU
+/// against 0.33 ms on the host, lazy-1e9 5.4 s against 1.0 s; the GPU's
+/// top-k wins from ~2²² values. Procedural steps always run on the GPU.
+pub const DEFAULT_OFFLOAD_MIN: usize = 1 << 22;
 
 impl Cuda {
     /// The backend on device `ordinal`; compiles its kernels now, so that a
@@ -48,16 +60,25 @@ impl Cuda {
     pub fn on(dev: Arc<CudaDevice>) -> Result<Cuda> {
         dev.module(&crate::kernels::TOPK_F32)?;
         dev.module(&crate::kernels::ACCUMULATE_ROWS_F32)?;
+        dev.module(&crate::kernels::PROCEDURAL)?;
         Ok(Cuda {
             dev,
             topk_ws: Mutex::new(None),
             proc_ws: Mutex::new(None),
             proc_opts: ProcOptions::default(),
+            offload_min: DEFAULT_OFFLOAD_MIN,
         })
     }
 
     pub fn device(&self) -> &Arc<CudaDevice> {
         &self.dev
+    }
+
+    /// Sets the size from which lazy/explicit work is sent to the GPU
+    /// (0: always; default [`DEFAULT_OFFLOAD_MIN`]). Results are the same
+    /// up to the fixed-point tolerance of [`crate::ops::accumulate`].
+    pub fn set_offload_min(&mut self, elements: usize) {
+        self.offload_min = elements;
     }
 
     /// `accumulate_rows` with errors returned instead of panicking.
@@ -188,12 +209,19 @@ impl Backend for Cuda {
     }
 
     fn accumulate_rows(&self, rows: &[Vec<Syn>], firing: &[u32], inputs: &mut [f32]) {
+        let total: usize = firing.iter().map(|&i| rows[i as usize].len()).sum();
+        if total < self.offload_min {
+            return kcap::backend::cpu::Cpu.accumulate_rows(rows, firing, inputs);
+        }
         if let Err(e) = self.try_accumulate_rows(rows, firing, inputs) {
             panic!("CUDA backend: accumulate_rows failed: {e}");
         }
     }
 
     fn top_k(&self, values: &[f32], k: usize) -> Vec<u32> {
+        if values.len() < self.offload_min {
+            return kcap::cap::top_k(values, k);
+        }
         match self.try_top_k(values, k) {
             Ok(ids) => ids,
             Err(e) => panic!("CUDA backend: top_k failed: {e}"),

@@ -505,6 +505,8 @@ fn lazy_brain_runs_on_the_cuda_backend() {
         }
         (b.winners("A").unwrap().to_vec(), b.backend_name())
     };
+    let mut c = c;
+    c.set_offload_min(0); // every call on the GPU, however small
     let (gpu, name) = run(Some(Arc::new(c)));
     let (cpu, _) = run(None);
     assert_eq!(name, "cuda:0");
