@@ -34,19 +34,20 @@ pub struct Cuda {
     topk_ws: Mutex<Option<TopkWorkspace>>,
     proc_ws: Mutex<Option<ProcWorkspace>>,
     proc_opts: ProcOptions,
-    /// Lazy/explicit work smaller than this (synapses summed, or values
-    /// capped) stays on the host; see [`DEFAULT_OFFLOAD_MIN`].
-    offload_min: usize,
+    /// `top_k` calls over fewer values than this run on the host
+    /// ([`DEFAULT_TOPK_OFFLOAD_MIN`]); `accumulate_rows` runs on the host
+    /// unless [`Cuda::set_offload_min`] forces the GPU.
+    topk_min: usize,
+    accumulate_min: usize,
 }
 
-/// Below this many synapses per `accumulate_rows` call, or values per
-/// `top_k` call, the host is faster than uploading to the GPU: every call
-/// of this backend copies its inputs over PCIe, and the lazy engine's
-/// per-step work is ~10⁴–10⁶ elements. Measured on an H100 machine
-/// (BENCHMARKS.md): project-1e6 took 0.56 ms per step through the GPU
-/// against 0.33 ms on the host, lazy-1e9 5.4 s against 1.0 s; the GPU's
-/// top-k wins from ~2²² values. Procedural steps always run on the GPU.
-pub const DEFAULT_OFFLOAD_MIN: usize = 1 << 22;
+/// `top_k` over at least this many values goes to the GPU: from ~2²² values
+/// the upload plus the radix select beats the host's selection.
+pub const DEFAULT_TOPK_OFFLOAD_MIN: usize = 1 << 22;
+// Why `accumulate_rows` stays on the host by default: the lazy engine keeps
+// its synapses in host memory, so the GPU would have to receive every firing
+// row each step — 21.7 M synapses (174 MB) per step at lazy-1e9, 170 ms over
+// PCIe against ~20 ms summed by 16 host cores (BENCHMARKS.md, H100 machine).
 
 impl Cuda {
     /// The backend on device `ordinal`; compiles its kernels now, so that a
@@ -66,7 +67,8 @@ impl Cuda {
             topk_ws: Mutex::new(None),
             proc_ws: Mutex::new(None),
             proc_opts: ProcOptions::default(),
-            offload_min: DEFAULT_OFFLOAD_MIN,
+            topk_min: DEFAULT_TOPK_OFFLOAD_MIN,
+            accumulate_min: usize::MAX,
         })
     }
 
@@ -74,11 +76,13 @@ impl Cuda {
         &self.dev
     }
 
-    /// Sets the size from which lazy/explicit work is sent to the GPU
-    /// (0: always; default [`DEFAULT_OFFLOAD_MIN`]). Results are the same
-    /// up to the fixed-point tolerance of [`crate::ops::accumulate`].
+    /// Sends every `accumulate_rows` and `top_k` call of at least
+    /// `elements` synapses or values to the GPU (0: all of them; tests use
+    /// this). Results equal the host's up to the fixed-point tolerance of
+    /// [`crate::ops::accumulate`].
     pub fn set_offload_min(&mut self, elements: usize) {
-        self.offload_min = elements;
+        self.topk_min = elements;
+        self.accumulate_min = elements;
     }
 
     /// `accumulate_rows` with errors returned instead of panicking.
@@ -210,7 +214,7 @@ impl Backend for Cuda {
 
     fn accumulate_rows(&self, rows: &[Vec<Syn>], firing: &[u32], inputs: &mut [f32]) {
         let total: usize = firing.iter().map(|&i| rows[i as usize].len()).sum();
-        if total < self.offload_min {
+        if total < self.accumulate_min {
             return kcap::backend::cpu::Cpu.accumulate_rows(rows, firing, inputs);
         }
         if let Err(e) = self.try_accumulate_rows(rows, firing, inputs) {
@@ -219,7 +223,7 @@ impl Backend for Cuda {
     }
 
     fn top_k(&self, values: &[f32], k: usize) -> Vec<u32> {
-        if values.len() < self.offload_min {
+        if values.len() < self.topk_min {
             return kcap::cap::top_k(values, k);
         }
         match self.try_top_k(values, k) {
