@@ -656,6 +656,9 @@ fn procedural_step_on_gpu_equals_cpu() {
     // p = 10^-3 (BENCH.md's 1e9 regime, where the fast path decides less).
     let m = proc_model(3_000_000, 1000, 1e-3, &[1000], 0.05);
     proc_gpu_equals_cpu(&dev, &m, 4, &def, "n=3e6 p=1e-3");
+    // Dense rows (p = 0.5: skips of 0, many events per row and block).
+    let m = proc_model(300_000, 100, 0.5, &[100], 0.05);
+    proc_gpu_equals_cpu(&dev, &m, 3, &def, "p=0.5");
     // Two stimuli with different p (no shared table), and a fixed fiber.
     let mut m = proc_model(1_500_000, 300, 0.01, &[300, 200], 0.1);
     m.set_p(kcap::Source::Stim(1), 0, 0.02).unwrap();
