@@ -2,7 +2,7 @@
 # Runs on a GPU machine without a Rust toolchain: the CUDA test binaries and
 # the benchmark staged in .dev/cuda (by scripts/stage-cuda.sh), then the
 # PyTorch baseline, in one job, logging to ${OUT:-out/cuda}.
-#   .dev/cuda/nvrtc  .dev/cuda/gpu  .dev/cuda/unit  .dev/cuda/kcap-cuda-bench
+#   .dev/cuda/{nvrtc,gpu,unit,kcap-cuda-bench,kcap-cuda-proc,kcap,bench/torch_baseline.py}
 # NVRTC and the CUDA headers are taken from the Python nvidia-cuda-nvrtc /
 # nvidia-cuda-runtime wheels if present, else from /usr/local/cuda.
 set -uo pipefail
@@ -31,6 +31,21 @@ if [ -x .dev/cuda/kcap-cuda-bench ]; then
     echo "== kcap-cuda-bench"
     .dev/cuda/kcap-cuda-bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-kcap.log" || status=1
 fi
+# The scenarios of BENCH.md through the CLI, on the GPU and, for the
+# crossover, on this machine's CPU cores (SCENARIOS="" skips them).
+if [ -x .dev/cuda/kcap ]; then
+    for dev in cuda cpu; do
+        echo "== kcap bench --device $dev"
+        .dev/cuda/kcap bench ${SCENARIOS-project-1e6 completion-1e5 merge-1e5 lazy-1e9 explicit-250k} --repeat 3 --device $dev --json "$OUT/bench-$dev.json" 2>&1 | tee "$OUT/bench-$dev.log" || status=1
+    done
+fi
+# The procedural scenarios step by step (PROC="" skips them).
+if [ -x .dev/cuda/kcap-cuda-proc ]; then
+    for sc in ${PROC-procedural-1e7:25 procedural-1e9:10 procedural-1e11:2}; do
+        echo "== kcap-cuda-proc ${sc%%:*} --steps ${sc##*:}"
+        .dev/cuda/kcap-cuda-proc "${sc%%:*}" --steps "${sc##*:}" 2>&1 | tee "$OUT/proc-${sc%%:*}.log" || status=1
+    done
+fi
 # Optional tuning sweep: SWEEP="1 2 4" reruns the named scenarios with
 # KCAP_TOPK_PASS_BLOCKS_PER_SM set to each value.
 for v in ${SWEEP:-}; do
@@ -51,5 +66,5 @@ if rows:
 PY
 fi
 echo "== torch baseline"
-PYTHONUNBUFFERED=1 python3 bench/torch_baseline.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/bench-torch.log" || status=1
+PYTHONUNBUFFERED=1 python3 .dev/cuda/bench/torch_baseline.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/bench-torch.log" || status=1
 exit $status
