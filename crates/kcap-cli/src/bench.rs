@@ -33,8 +33,9 @@ pub struct Scenario {
     /// Repetitions when `--repeat` is not given.
     pub default_repeat: usize,
     /// The reference C++ implementation's whole-scenario time recorded in
-    /// BENCH.md (seconds), on the project's 2-core development machine.
-    pub reference_seconds: f64,
+    /// BENCH.md (seconds), on the project's 2-core development machine,
+    /// where it has one.
+    pub reference_seconds: Option<f64>,
     /// Run by `kcap bench` without scenario names.
     pub in_default_set: bool,
 }
@@ -46,7 +47,7 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "examples/project-1e6.toml",
         text: include_str!("../../../examples/project-1e6.toml"),
         default_repeat: 5,
-        reference_seconds: 0.023,
+        reference_seconds: Some(0.023),
         in_default_set: true,
     },
     Scenario {
@@ -54,7 +55,7 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "examples/completion-1e5.toml",
         text: include_str!("../../../examples/completion-1e5.toml"),
         default_repeat: 5,
-        reference_seconds: 0.010,
+        reference_seconds: Some(0.010),
         in_default_set: true,
     },
     Scenario {
@@ -62,7 +63,7 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "examples/merge-1e5.toml",
         text: include_str!("../../../examples/merge-1e5.toml"),
         default_repeat: 5,
-        reference_seconds: 0.104,
+        reference_seconds: Some(0.104),
         in_default_set: true,
     },
     Scenario {
@@ -70,7 +71,7 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "examples/lazy-1e9.toml",
         text: include_str!("../../../examples/lazy-1e9.toml"),
         default_repeat: 3,
-        reference_seconds: 27.2,
+        reference_seconds: Some(27.2),
         in_default_set: true,
     },
     Scenario {
@@ -78,37 +79,101 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "examples/explicit-250k.toml",
         text: include_str!("../../../examples/explicit-250k.toml"),
         default_repeat: 3,
-        reference_seconds: 19.7,
+        reference_seconds: Some(19.7),
+        in_default_set: false,
+    },
+    Scenario {
+        name: "procedural-1e7",
+        file: "examples/procedural-1e7.toml",
+        text: include_str!("../../../examples/procedural-1e7.toml"),
+        default_repeat: 3,
+        reference_seconds: None,
+        in_default_set: true,
+    },
+    Scenario {
+        name: "procedural-1e9",
+        file: "examples/procedural-1e9.toml",
+        text: include_str!("../../../examples/procedural-1e9.toml"),
+        default_repeat: 1,
+        reference_seconds: None,
+        in_default_set: false,
+    },
+    Scenario {
+        name: "procedural-1e11",
+        file: "examples/procedural-1e11.toml",
+        text: include_str!("../../../examples/procedural-1e11.toml"),
+        default_repeat: 1,
+        reference_seconds: None,
+        in_default_set: false,
+    },
+    Scenario {
+        name: "compare-explicit-1e5",
+        file: "examples/compare-explicit-1e5.toml",
+        text: include_str!("../../../examples/compare-explicit-1e5.toml"),
+        default_repeat: 3,
+        reference_seconds: None,
+        in_default_set: false,
+    },
+    Scenario {
+        name: "compare-procedural-1e5",
+        file: "examples/compare-procedural-1e5.toml",
+        text: include_str!("../../../examples/compare-procedural-1e5.toml"),
+        default_repeat: 3,
+        reference_seconds: None,
         in_default_set: false,
     },
 ];
 
+/// The pair run by `--compare-engines`: the same brain on two engines.
+const COMPARE: [&str; 2] = ["compare-explicit-1e5", "compare-procedural-1e5"];
+
 pub const LONG: &str = "\
 Time the built-in benchmark scenarios of BENCH.md: project-1e6,
-completion-1e5, merge-1e5 and lazy-1e9 by default, and explicit-250k when
-named (the files in examples/, built into the binary). Each scenario runs in its own child process, repeated (default
-5 times, lazy-1e9 and explicit-250k 3 times); the table shows the median wall
+completion-1e5, merge-1e5, lazy-1e9 and procedural-1e7 by default, and
+explicit-250k, procedural-1e9, procedural-1e11, compare-explicit-1e5 and
+compare-procedural-1e5 when named (the files in examples/, built into the
+binary). Each scenario runs in its own child process, repeated (default 5
+times; lazy-1e9, explicit-250k, procedural-1e7 and the compare pair 3 times;
+procedural-1e9 and procedural-1e11 once); the table shows the median wall
 time of the whole scenario (brain setup and all steps), of the setup alone,
-per step and steps/s (steps alone), the final support
-and last-two-step winner overlap of the scenario's output area (its last
-declared area), the child process's peak resident memory, and the reference
-C++ implementation's time recorded in BENCH.md with the speed-up against it.
-Build with --release: a debug build is 10-50 times slower.";
+per step and steps/s (steps alone), synaptic events per second (BENCH.md's
+unit: firing neurons x p x n of each target, summed over the steps, over the
+median step time) and process CPU time per event (what a busy machine
+distorts least), the final support and last-two-step winner overlap of the
+scenario's output area (its last declared area), the child process's peak
+resident memory, and the reference C++ implementation's time recorded in
+BENCH.md with the speed-up against it, where there is one.
+
+--steps N runs only the first N projection steps of each scenario (one step
+of procedural-1e9 takes a minute or more on two cores, of procedural-1e11
+an hour or more). --compare-engines runs compare-explicit-1e5 and
+compare-procedural-1e5 — the same brain (n=1e5, k=317, p=0.01) on the
+explicit and the procedural engine — and prints their per-event throughput
+side by side. Build with --release: a debug build is 10-50 times slower.";
 
 pub const EXAMPLES: &str = "\
 Examples:
   kcap bench                                  all scenarios
   kcap bench project-1e6 merge-1e5 --repeat 9
   kcap bench --repeat 3 --json bench.json     also write the results as JSON
-  kcap bench --list                           list the scenarios";
+  kcap bench --list                           list the scenarios
+  kcap bench procedural-1e9 --steps 1         one step of the billion-neuron procedural scenario
+  kcap bench --compare-engines                explicit vs procedural, events/s on this machine";
 
 /// Arguments of `kcap bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run [default: project-1e6 completion-1e5 merge-1e5 lazy-1e9]
+    /// Scenarios to run [default: project-1e6 completion-1e5 merge-1e5 lazy-1e9 procedural-1e7]
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
-    /// Repetitions per scenario [default: 5; lazy-1e9: 3]
+    /// Run only the first N projection steps of each scenario
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
+    /// Run compare-explicit-1e5 and compare-procedural-1e5 (same brain, two
+    /// engines) and print their per-event throughput side by side
+    #[arg(long)]
+    compare_engines: bool,
+    /// Repetitions per scenario [default: 5; lazy-1e9, explicit-250k, procedural-1e7: 3; procedural-1e9, -1e11: 1]
     #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     repeat: Option<u32>,
     /// Also write the results as JSON to FILE
@@ -143,6 +208,7 @@ pub struct ChildArgs {
     threads: Option<u16>,
     #[arg(long)]
     device: Option<Device>,
+    steps: Option<u64>,
 }
 
 /// What a child process reports for one scenario.
@@ -158,6 +224,12 @@ pub struct ChildReport {
     pub total_seconds: Vec<f64>,
     /// Sum of the step times of each repetition.
     pub step_seconds: Vec<f64>,
+    /// Process CPU time (all threads) of the steps of each repetition.
+    #[serde(default)]
+    pub step_cpu_seconds: Vec<f64>,
+    /// Synaptic events of one repetition's steps ([`runner::StepRecord::events`]).
+    #[serde(default)]
+    pub events: f64,
     /// Per-area summary of the last repetition.
     pub areas: Vec<AreaSummary>,
     pub memory: Memory,
@@ -198,14 +270,6 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Peak resident set size of this process (VmHWM), in bytes.
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// `kcap __bench-child`: runs one scenario `repeat` times, prints JSON.
 pub fn cmd_child(args: ChildArgs) -> Result<()> {
     let sc = scenario(&args.scenario)?;
@@ -214,6 +278,9 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
     if let Some(d) = args.device {
         exp.device = d;
     }
+    if let Some(n) = args.steps {
+        exp.truncate(n);
+    }
     let mut report = ChildReport {
         scenario: sc.name.into(),
         steps: 0,
@@ -221,6 +288,8 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
         device: exp.device.to_string(),
         total_seconds: vec![],
         step_seconds: vec![],
+        step_cpu_seconds: vec![],
+        events: 0.0,
         areas: vec![],
         memory: Memory {
             area_synapses: 0,
@@ -230,17 +299,24 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
         fibers: serde_json::Value::Null,
         peak_rss_bytes: None,
     };
+    let cpu = || kcap::memory::cpu_seconds().unwrap_or(f64::NAN);
     for _ in 0..args.repeat {
-        let out = runner::run(&exp, None)?;
+        let start = std::time::Instant::now();
+        let mut brain = runner::build_brain(&exp)?;
+        runner::attach_device(&exp, &mut brain)?;
+        let c0 = cpu();
+        let out = runner::run_brain(&exp, brain, start, None, runner::RunControl::default())?;
+        report.step_cpu_seconds.push(cpu() - c0);
         report.steps = out.steps.len();
         report.device = out.device.clone();
+        report.events = out.steps.iter().map(|s| s.events).sum();
         report.total_seconds.push(out.total_seconds);
         report.step_seconds.push(out.step_seconds);
         report.areas = out.summary;
         report.memory = out.memory;
         report.fibers = serde_json::to_value(&out.fibers)?;
     }
-    report.peak_rss_bytes = peak_rss();
+    report.peak_rss_bytes = kcap::memory::peak_rss_bytes();
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -250,6 +326,7 @@ fn run_child(
     repeat: u32,
     threads: Option<u16>,
     device: Option<Device>,
+    steps: Option<u64>,
 ) -> Result<ChildReport> {
     let exe = std::env::current_exe().context("finding the kcap executable")?;
     let mut cmd = Command::new(exe);
@@ -262,6 +339,9 @@ fn run_child(
     }
     if let Some(d) = device {
         cmd.arg("--device").arg(d.to_string());
+    }
+    if let Some(n) = steps {
+        cmd.arg("--steps").arg(n.to_string());
     }
     let out = cmd
         .stdin(Stdio::null())
@@ -327,10 +407,18 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let chosen: Vec<&Scenario> = if args.scenarios.is_empty() {
+    let mut names: Vec<&str> = args.scenarios.iter().map(String::as_str).collect();
+    if args.compare_engines {
+        for c in COMPARE {
+            if !names.contains(&c) {
+                names.push(c);
+            }
+        }
+    }
+    let chosen: Vec<&Scenario> = if names.is_empty() {
         SCENARIOS.iter().filter(|s| s.in_default_set).collect()
     } else {
-        args.scenarios
+        names
             .iter()
             .map(|n| scenario(n))
             .collect::<Result<_, _>>()?
@@ -350,8 +438,20 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine = format!("{}, {cores} cores", cpu_name());
     let mut rows = vec![[
-        "scenario", "steps", "reps", "median", "setup", "per step", "steps/s", "support",
-        "overlap", "peak RSS", "C++ ref", "speed-up",
+        "scenario",
+        "steps",
+        "reps",
+        "median",
+        "setup",
+        "per step",
+        "steps/s",
+        "events/s",
+        "CPU-ns/ev",
+        "support",
+        "overlap",
+        "peak RSS",
+        "C++ ref",
+        "speed-up",
     ]
     .map(String::from)
     .to_vec()];
@@ -359,7 +459,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     for sc in chosen {
         let repeat = args.repeat.unwrap_or(sc.default_repeat as u32);
         eprintln!("running {} ({repeat} repetitions)...", sc.name);
-        let rep = run_child(sc, repeat, args.threads, args.device)?;
+        let rep = run_child(sc, repeat, args.threads, args.device, args.steps)?;
         let med = median(&rep.total_seconds);
         let med_steps = median(&rep.step_seconds);
         let setup: Vec<f64> = rep
@@ -371,6 +471,15 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         let med_setup = median(&setup);
         let steps = rep.steps.max(1) as f64;
         let main = rep.areas.last().cloned();
+        let events_per_s = rep.events / med_steps;
+        let cpu_ns = median(&rep.step_cpu_seconds) * 1e9 / rep.events;
+        let per_event = |x: f64, f: &dyn Fn(f64) -> String| {
+            if rep.events > 0.0 && x.is_finite() {
+                f(x)
+            } else {
+                "—".into()
+            }
+        };
         rows.push(vec![
             sc.name.to_string(),
             rep.steps.to_string(),
@@ -379,13 +488,16 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             duration(med_setup),
             duration(med_steps / steps),
             format!("{:.1}", steps / med_steps),
+            per_event(events_per_s, &|x| format!("{x:.3e}")),
+            per_event(cpu_ns, &|x| format!("{x:.2}")),
             main.as_ref().map_or("—".into(), |a| {
                 format!("{} {}", a.name, thousands(a.support))
             }),
             main.as_ref().map_or("—".into(), report::overlap_cell),
             rep.peak_rss_bytes.map_or("—".into(), bytes),
-            duration(sc.reference_seconds),
-            format!("{:.2}x", sc.reference_seconds / med),
+            sc.reference_seconds.map_or("—".into(), duration),
+            sc.reference_seconds
+                .map_or("—".into(), |r| format!("{:.2}x", r / med)),
         ]);
         results.push(json!({
             "scenario": sc.name,
@@ -401,6 +513,10 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             "median_step_seconds": med_steps,
             "median_seconds_per_step": med_steps / steps,
             "steps_per_second": steps / med_steps,
+            "synaptic_events": rep.events,
+            "events_per_second": events_per_s,
+            "step_cpu_seconds": rep.step_cpu_seconds,
+            "cpu_ns_per_event": cpu_ns,
             "output_area": main.as_ref().map(|a| a.name.clone()),
             "support": main.as_ref().map(|a| a.support),
             "last_overlap": main.as_ref().and_then(|a| a.last_overlap),
@@ -410,7 +526,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             "fibers": rep.fibers,
             "peak_rss_bytes": rep.peak_rss_bytes,
             "reference_seconds": sc.reference_seconds,
-            "speedup_vs_reference": sc.reference_seconds / med,
+            "speedup_vs_reference": sc.reference_seconds.map(|r| r / med),
         }));
     }
     let threads = results
@@ -426,10 +542,18 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         "machine: {machine}; device {device}; {threads} worker threads; kcap {}",
         env!("CARGO_PKG_VERSION")
     );
-    print!("{}", table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]));
+    print!(
+        "{}",
+        table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
+    );
     println!("median: whole scenario (setup + all steps), the figure compared with C++ ref; setup: building the brain (generating");
     println!("stored connectivity); per step and steps/s: the projection steps alone; support, overlap: last declared area.");
-    println!("C++ ref: the reference implementation's time recorded in BENCH.md on the 2-core dev machine, not measured in this run.");
+    println!("events/s: synaptic events (firing neurons x p x n per target) over the median step time; CPU-ns/ev: process CPU time");
+    println!("of the steps per event (all threads). C++ ref: the reference implementation's time recorded in BENCH.md on the");
+    println!("2-core dev machine, not measured in this run.");
+    if args.compare_engines {
+        print!("{}", compare_text(&results));
+    }
     if let Some(path) = &args.json {
         let doc = json!({
             "kcap_version": env!("CARGO_PKG_VERSION"),
@@ -442,6 +566,28 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `--compare-engines` lines: per-event throughput of the two engines
+/// measured in this run.
+fn compare_text(results: &[serde_json::Value]) -> String {
+    let get = |name: &str| results.iter().find(|r| r["scenario"] == name);
+    let (Some(e), Some(p)) = (get(COMPARE[0]), get(COMPARE[1])) else {
+        return String::new();
+    };
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "\nexplicit vs procedural engine, same brain (n=1e5, k=317, p=0.01), this run on this machine:\n\
+         \x20 explicit   {:.3e} events/s, {:.2} CPU-ns/event\n\
+         \x20 procedural {:.3e} events/s, {:.2} CPU-ns/event\n\
+         \x20 procedural / explicit: {:.2}x events/s, {:.2}x CPU time per event\n",
+        f(e, "events_per_second"),
+        f(e, "cpu_ns_per_event"),
+        f(p, "events_per_second"),
+        f(p, "cpu_ns_per_event"),
+        f(p, "events_per_second") / f(e, "events_per_second"),
+        f(p, "cpu_ns_per_event") / f(e, "cpu_ns_per_event"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,11 +596,30 @@ mod tests {
     fn every_scenario_file_is_valid() {
         for s in SCENARIOS {
             let e = experiment(s).unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
-            if e.all_lazy() {
+            if e.cheap_to_build() {
                 runner::build_brain(&e).unwrap();
             }
             assert_eq!(e.name, s.name);
         }
+    }
+
+    #[test]
+    fn the_compare_pair_differs_only_in_engine() {
+        let [a, b] = COMPARE.map(|n| scenario(n).unwrap().text);
+        let strip = |t: &str| -> String {
+            t.lines()
+                .filter(|l| {
+                    !l.starts_with('#') && !l.starts_with("name") && !l.starts_with("description")
+                })
+                .map(|l| {
+                    l.replace("explicit", "ENGINE")
+                        .replace("procedural", "ENGINE")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip(a), strip(b));
+        assert!(a.contains("engine = \"explicit\"") && b.contains("engine = \"procedural\""));
     }
 
     #[test]

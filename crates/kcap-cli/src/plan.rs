@@ -19,6 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use toml::Spanned;
 
+fn engine_of(a: &crate::config::RawArea) -> EngineKind {
+    a.engine.as_ref().map(|e| *e.get_ref()).unwrap_or_default()
+}
+
 /// Largest n the library accepts per area.
 const MAX_N: u64 = kcap::model::MAX_N;
 
@@ -99,15 +103,32 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// True when every area uses the lazy engine (building the brain then
-    /// costs nothing; other engines may generate connectivity up front).
-    pub fn all_lazy(&self) -> bool {
-        self.raw.area.iter().all(|a| {
-            a.get_ref()
-                .engine
-                .as_ref()
-                .is_none_or(|k| *k.get_ref() == EngineKind::Lazy)
-        })
+    /// True when no area is explicit: building the brain then allocates
+    /// nothing (lazy and procedural areas store only what fires), while
+    /// explicit areas generate their connectivity up front.
+    pub fn cheap_to_build(&self) -> bool {
+        self.raw
+            .area
+            .iter()
+            .all(|a| engine_of(a.get_ref()) != EngineKind::Explicit)
+    }
+
+    /// Keeps only the first `steps` projection steps of the schedule (and
+    /// the actions before them): entries past that point are dropped, the
+    /// last one kept runs fewer repetitions.
+    pub fn truncate(&mut self, steps: u64) {
+        let mut left = steps;
+        self.schedule.retain_mut(|e| {
+            if left == 0 {
+                return false;
+            }
+            if e.fire.is_some() {
+                e.repeat = e.repeat.min(left);
+                left -= e.repeat;
+            }
+            true
+        });
+        self.total_steps = self.total_steps.min(steps);
     }
 
     /// Parses and validates an experiment file's text. `default_name` is
@@ -556,8 +577,21 @@ impl<'a> Checker<'a> {
                     if tgts.is_empty() {
                         self.err(src.span(), format!("{:?} fires into no area: give at least one target", src.get_ref()));
                     }
+                    let from_procedural = self
+                        .areas
+                        .get(src.get_ref())
+                        .is_some_and(|&a| engine_of(raw.area[a].get_ref()) == EngineKind::Procedural);
                     for t in tgts {
                         if let Some(ti) = self.area(t, "a target in `fire`") {
+                            let engine = engine_of(raw.area[ti].get_ref());
+                            if from_procedural && engine != EngineKind::Procedural {
+                                self.err(t.span(), format!(
+                                    "fiber {} -> {}: a procedural area cannot fire into a{} area (its synapses are regenerated on demand, while that engine keeps its own stored wiring); make area {:?} procedural too",
+                                    src.get_ref(), t.get_ref(),
+                                    if engine == EngineKind::Lazy { " lazy" } else { "n explicit" },
+                                    t.get_ref()
+                                ));
+                            }
                             if !targets.contains(&ti) {
                                 targets.push(ti);
                             }
@@ -632,6 +666,33 @@ mod tests {
             "{HEAD}[[step]]\nactivate = {{ area = \"A\", index = 2 }}\nfire = {{ A = [\"A\"] }}\n"
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn procedural_into_lazy_is_an_error_at_the_target() {
+        let text = format!("{HEAD}[[area]]\nname = \"P\"\nn = 100000\nk = 10\nbeta = 0.05\nengine = \"procedural\"\n[[step]]\nfire = {{ s = [\"P\"] }}\n[[step]]\nfire = {{ P = [\"P\", \"A\"] }}\n");
+        let e = check(&text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, Some(20), "{e}");
+        assert!(
+            e.0[0].message.contains("fiber P -> A") && e.0[0].message.contains("lazy"),
+            "{e}"
+        );
+        let ok = text.replace("P = [\"P\", \"A\"]", "P = [\"P\"], s = [\"A\"]");
+        assert!(check(&ok).unwrap().cheap_to_build());
+    }
+
+    #[test]
+    fn truncate_keeps_the_first_steps() {
+        let mut e = check(&format!("{HEAD}[[step]]\nfire = {{ s = [\"A\"] }}\n[[step]]\nfix = [\"A\"]\n[[step]]\nrepeat = 4\nfire = {{ s = [\"A\"], A = [\"A\"] }}\n[[step]]\nfire = {{ s = [\"A\"] }}\n")).unwrap();
+        assert_eq!(e.total_steps, 6);
+        e.truncate(3);
+        assert_eq!(e.total_steps, 3);
+        let reps: Vec<u64> = e.schedule.iter().map(|s| s.repeat).collect();
+        assert_eq!(reps, vec![1, 0, 2]);
+        e.truncate(1);
+        assert_eq!(e.schedule.len(), 1);
+        assert_eq!(e.total_steps, 1);
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub fn results_json(exp: &Experiment, out: &RunOutcome) -> Value {
                 "label": entry.label,
                 "repetition": s.repetition,
                 "seconds": s.seconds,
+                "events": s.events,
                 "areas": areas,
             })
         })
@@ -127,6 +128,7 @@ pub fn results_json(exp: &Experiment, out: &RunOutcome) -> Value {
 /// The `timing` object shared by `results.json` and the bench report.
 pub fn timing_json(out: &RunOutcome) -> Value {
     let n = out.steps.len() as f64;
+    let events: f64 = out.steps.iter().map(|s| s.events).sum();
     json!({
         "steps": out.steps.len(),
         "setup_seconds": out.setup_seconds,
@@ -134,6 +136,8 @@ pub fn timing_json(out: &RunOutcome) -> Value {
         "total_seconds": out.total_seconds,
         "seconds_per_step": if n > 0.0 { out.step_seconds / n } else { 0.0 },
         "steps_per_second": if out.step_seconds > 0.0 { n / out.step_seconds } else { 0.0 },
+        "synaptic_events": events,
+        "events_per_second": if out.step_seconds > 0.0 { events / out.step_seconds } else { 0.0 },
         "threads": out.threads,
         "device": out.device,
     })
@@ -302,8 +306,14 @@ pub fn summary_text(exp: &Experiment, out: &RunOutcome) -> String {
     } else {
         0.0
     };
+    let events: f64 = out.steps.iter().map(|s| s.events).sum();
+    let ev_rate = if out.step_seconds > 0.0 {
+        format!(", {:.3e} synaptic events/s", events / out.step_seconds)
+    } else {
+        String::new()
+    };
     s.push_str(&format!(
-        "\n{n} steps in {} ({} per step, {rate:.1} steps/s) on {} threads, device {}; setup {}; stored connectivity {}\n",
+        "\n{n} steps in {} ({} per step, {rate:.1} steps/s{ev_rate}) on {} threads, device {}; setup {}; stored connectivity {}\n",
         duration(out.step_seconds),
         duration(per),
         out.threads,

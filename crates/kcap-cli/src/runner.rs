@@ -20,6 +20,7 @@
 
 use crate::config::ConfigError;
 use crate::plan::{Action, Experiment, ScheduleEntry};
+use crate::progress::Ticker;
 use anyhow::{anyhow, Result};
 use indicatif::ProgressBar;
 use kcap::{Brain, BrainOptions};
@@ -35,8 +36,9 @@ pub struct AreaRecord {
     pub support: u64,
     /// Winners of this step that never fired before.
     pub first_winners: u64,
-    /// The winners (sorted ids), when the area's `save_winners` is on.
-    pub winners: Option<Vec<u32>>,
+    /// The winners (sorted ids; u64, as procedural areas have up to 10¹²
+    /// neurons), when the area's `save_winners` is on.
+    pub winners: Option<Vec<u64>>,
 }
 
 /// One projection step.
@@ -50,6 +52,11 @@ pub struct StepRecord {
     pub repetition: u64,
     /// Wall time of the projection step.
     pub seconds: f64,
+    /// Synaptic events of the step in BENCH.md's unit: Σ over the step's
+    /// non-fixed targets and their sources of (firing neurons × p × n of
+    /// the target) — the work a step of the explicit or procedural engine does.
+    #[serde(default)]
+    pub events: f64,
     /// The step's target areas.
     pub areas: Vec<AreaRecord>,
 }
@@ -263,7 +270,7 @@ fn apply(brain: &mut Brain, action: &Action) -> kcap::Result<()> {
         Action::Fix(a) => brain.fix(a),
         Action::Activate { area, index } => brain.activate(area, *index),
         Action::Subsample { area, fraction } => {
-            let have = brain.winners(area)?.len();
+            let have = brain.area(area)?.winner_count();
             let keep = ((have as f64 * fraction).round() as usize).clamp(1, have.max(1));
             brain.subsample_winners(area, keep)
         }
@@ -278,16 +285,6 @@ fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
     )
 }
 
-/// Runs the experiment. `progress`, when given, is advanced once per
-/// projection step. Errors: [`ConfigError`] while building the brain;
-/// otherwise a runtime error naming the step.
-pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
-    let start = Instant::now();
-    let mut brain = build_brain(exp)?;
-    attach_device(exp, &mut brain)?;
-    run_brain(exp, brain, start, progress, RunControl::default())
-}
-
 /// Puts `brain` on the experiment's device (opening the GPU and compiling
 /// its kernels now, so that a missing driver or device is reported before
 /// anything runs or is written).
@@ -300,6 +297,8 @@ pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
 
 /// Runs the schedule on a brain built by [`build_brain`] at `start` (the
 /// instant timing starts from; setup time is measured up to now).
+/// `progress`, when given (a [`crate::progress::bar`]), is advanced through
+/// every projection step. Errors name the step.
 pub fn run_brain(
     exp: &Experiment,
     mut brain: Brain,
@@ -320,10 +319,8 @@ pub fn run_brain(
         steps = p.steps;
         last_two = p.last_two;
         step_seconds = p.step_seconds;
-        if let Some(pb) = progress {
-            pb.set_position(done);
-        }
     }
+    let ticker = progress.map(|pb| Ticker::start(pb, brain.step_progress(), done));
     let mut interrupted = false;
     // Global steps before the current entry.
     let mut before: u64 = 0;
@@ -358,8 +355,8 @@ pub fn run_brain(
             })?;
         }
         let Some(proj) = &entry.fire else { continue };
-        if let Some(pb) = progress {
-            pb.set_message(
+        if let Some(t) = &ticker {
+            t.set_label(
                 entry
                     .label
                     .clone()
@@ -368,6 +365,7 @@ pub fn run_brain(
         }
         for rep in first_rep..=entry.repeat {
             let global = brain.steps() + 1;
+            let events = step_events(&brain, proj).unwrap_or(0.0);
             let t0 = Instant::now();
             brain.project(proj).map_err(|e| {
                 anyhow!(
@@ -391,25 +389,27 @@ pub fn run_brain(
                             "internal error: no history entry for area {name:?} at step {global}"
                         )
                     })?;
-                let slot = &mut last_two[a];
-                slot.0 = slot.1.take();
-                slot.1 = Some(st.winners.clone());
+                let ids = st.winner_ids();
                 areas.push(AreaRecord {
                     area: a,
                     support: h.support,
                     first_winners: h.first_winners,
-                    winners: save[a].then(|| st.winners.clone()),
+                    winners: save[a].then(|| ids.clone()),
                 });
+                let slot = &mut last_two[a];
+                slot.0 = slot.1.take();
+                slot.1 = Some(ids);
             }
             steps.push(StepRecord {
                 step: global,
                 entry: entry.index,
                 repetition: rep,
                 seconds,
+                events,
                 areas,
             });
-            if let Some(pb) = progress {
-                pb.inc(1);
+            if let Some(t) = &ticker {
+                t.step_done(global);
             }
             let stop = control
                 .stop
@@ -426,6 +426,7 @@ pub fn run_brain(
             }
         }
     }
+    drop(ticker);
     let total_seconds = start.elapsed().as_secs_f64();
     let summary = summarize(exp, &brain, &steps, &last_two)?;
     let (area_synapses, stimulus_entries, bytes) = brain.memory();
@@ -447,7 +448,27 @@ pub fn run_brain(
     })
 }
 
-pub type LastTwo = (Option<Vec<u32>>, Option<Vec<u32>>);
+pub type LastTwo = (Option<Vec<u64>>, Option<Vec<u64>>);
+
+/// Expected synaptic events of one projection step (see [`StepRecord::events`]).
+pub fn step_events(brain: &Brain, proj: &kcap::Projection) -> kcap::Result<f64> {
+    let model = brain.model();
+    let mut events = 0.0;
+    for (src, targets) in &proj.edges {
+        let s = model.source(src)?;
+        let rows = match s {
+            kcap::Source::Stim(i) => model.stimuli[i].size,
+            kcap::Source::Area(a) => brain.area(&model.areas[a].name)?.winner_count() as u64,
+        } as f64;
+        for t in targets {
+            let ti = model.area_id(t)?;
+            if !brain.area(t)?.fixed {
+                events += rows * model.p(s, ti) * model.areas[ti].n as f64;
+            }
+        }
+    }
+    Ok(events)
+}
 
 fn summarize(
     exp: &Experiment,
@@ -488,7 +509,7 @@ fn summarize(
             n: spec.n,
             k: spec.k as u64,
             support: state.support,
-            winners: state.winners.len(),
+            winners: state.winner_count(),
             target_steps,
             converged_after,
             last_overlap,

@@ -83,17 +83,23 @@ fn essence(v: &Value) -> (Vec<Value>, Vec<(Value, Value)>) {
 
 #[test]
 fn resume_equals_uninterrupted() {
-    let d = Dir::new("resume");
-    let f = d.write("exp.toml", EXP);
+    // Last checkpoint: 7 → step 14 (mid-entry), 3 → step 18, 1 and 10 →
+    // step 20 (nothing left to do). Step 10 (just before the action-only
+    // entry) is covered by the chained test below.
+    check_resume("resume", EXP, 20, &["7", "10", "3", "1"]);
+}
+
+/// For each `--checkpoint-every` value: the checkpointed run and the run
+/// resumed from its last checkpoint give the results of an uninterrupted one.
+fn check_resume(name: &str, exp: &str, steps: usize, everies: &[&str]) {
+    let d = Dir::new(name);
+    let f = d.write("exp.toml", exp);
     let full = d.0.join("full");
     let o = kcap(&["run", s(&f), "--out", s(&full), "--quiet"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let want = essence(&results(&full));
-    assert_eq!(want.0.len(), 20);
-    // Last checkpoint: 7 → step 14 (mid-entry), 3 → step 18, 1 and 10 →
-    // step 20 (nothing left to do). Step 10 (just before the action-only
-    // entry) is covered by the chained test below.
-    for every in ["7", "10", "3", "1"] {
+    assert_eq!(want.0.len(), steps);
+    for &every in everies {
         let a = d.0.join(format!("a{every}"));
         let o = kcap(&[
             "run",
@@ -121,6 +127,13 @@ fn resume_equals_uninterrupted() {
             "every {every}: resumed run differs"
         );
     }
+}
+
+/// The procedural experiment (n = 5·10⁹, u64 winners): resumed after step
+/// 2, an entry boundary before an `unfix`.
+#[test]
+fn resume_equals_uninterrupted_procedural() {
+    check_resume("resume-proc", common::PROCEDURAL, 3, &["2"]);
 }
 
 #[test]

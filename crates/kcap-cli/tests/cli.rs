@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{kcap, Dir};
+use common::{kcap, Dir, PROCEDURAL};
 
 /// Files under `dir` (recursively), as names.
 fn files_in(dir: &Path) -> Vec<String> {
@@ -53,22 +53,20 @@ repeat = 9
 fire = { s = ["A"], A = ["A"] }
 "#;
 
+/// `kcap run FILE --out D/out EXTRA…` in `d`.
+fn run_into(d: &Dir, f: &Path, extra: &[&str]) -> common::Output {
+    let out = d.out();
+    let mut args = vec!["run", f.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    kcap(&args, &d.0)
+}
+
 /// Runs a bad file and checks: exit code 2, the message names `file:line:`
 /// and contains `needle`, and no result file was written.
 fn refused(name: &str, text: &str, line: usize, needle: &str) {
     let d = Dir::new(name);
-    let f = d.write("exp.toml", text);
-    let out = d.out();
-    let o = kcap(
-        &[
-            "run",
-            f.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ],
-        &d.0,
-    );
+    let (f, out) = (d.write("exp.toml", text), d.out());
+    let o = run_into(&d, &f, &["--quiet"]);
     assert_eq!(o.code, 2, "{name}: exit code; stderr:\n{}", o.stderr);
     let place = format!("exp.toml:{line}:");
     assert!(
@@ -507,6 +505,11 @@ fn every_example_file_is_valid() {
         "lazy-1e9",
         "explicit-250k",
         "association",
+        "procedural-1e7",
+        "procedural-1e9",
+        "procedural-1e11",
+        "compare-explicit-1e5",
+        "compare-procedural-1e5",
     ] {
         assert!(
             files.iter().any(|f| f.file_stem().unwrap() == needed),
@@ -529,6 +532,9 @@ fn every_example_file_is_valid() {
         ("completion-1e5", 30),
         ("merge-1e5", 51),
         ("lazy-1e9", 25),
+        ("procedural-1e7", 25),
+        ("procedural-1e9", 10),
+        ("procedural-1e11", 3),
     ] {
         let line = o
             .stdout
@@ -562,6 +568,18 @@ fn help_is_complete() {
     assert_eq!(o.code, 2);
 }
 
+/// Runs `kcap bench ARGS --json FILE` in `d`; returns the output and the JSON.
+fn bench_json(d: &Dir, args: &[&str]) -> (common::Output, Value) {
+    let json = d.0.join("bench.json");
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    let o = kcap(&all, &d.0);
+    assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+    let r = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (o, r)
+}
+
 #[test]
 fn bench_runs_a_scenario_and_refuses_unknown_ones() {
     let d = Dir::new("bench");
@@ -573,25 +591,12 @@ fn bench_runs_a_scenario_and_refuses_unknown_ones() {
         "{}",
         o.stderr
     );
-    let json = d.0.join("b.json");
-    let o = kcap(
-        &[
-            "bench",
-            "completion-1e5",
-            "--repeat",
-            "2",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &d.0,
-    );
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (o, r) = bench_json(&d, &["completion-1e5", "--repeat", "2"]);
     assert!(
         o.stdout.contains("completion-1e5") && o.stdout.contains("peak RSS"),
         "{}",
         o.stdout
     );
-    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let s = &r["scenarios"][0];
     assert_eq!(s["scenario"], "completion-1e5");
     assert_eq!(s["steps"], 30);
@@ -607,20 +612,7 @@ fn bench_runs_a_scenario_and_refuses_unknown_ones() {
 #[test]
 fn bench_accuracy_reports_every_format_against_the_reference() {
     let d = Dir::new("accuracy");
-    let json = d.0.join("acc.json");
-    let o = kcap(
-        &[
-            "bench",
-            "--accuracy",
-            "small",
-            "--seeds",
-            "1",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &d.0,
-    );
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (o, r) = bench_json(&d, &["--accuracy", "small", "--seeds", "1"]);
     for label in [
         "f16/stochastic",
         "bf16/nearest",
@@ -630,7 +622,6 @@ fn bench_accuracy_reports_every_format_against_the_reference() {
     ] {
         assert!(o.stdout.contains(label), "{label} missing:\n{}", o.stdout);
     }
-    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["rows"].as_array().unwrap().len(), 9);
     let o = kcap(&["bench", "--accuracy", "huge"], &d.0);
     assert_eq!(o.code, 2);
@@ -639,4 +630,134 @@ fn bench_accuracy_reports_every_format_against_the_reference() {
         "{}",
         o.stderr
     );
+}
+
+/// `kcap run` of a procedural area of n > 2³²: results.json holds the u64
+/// winner ids exactly as the library computes them, the summary reports the
+/// synaptic events, and the memory report lists the learned fibers.
+#[test]
+fn a_procedural_run_writes_u64_winners() {
+    let d = Dir::new("procedural-run");
+    let (f, out) = (d.write("exp.toml", PROCEDURAL), d.out());
+    let o = run_into(&d, &f, &["--report-memory"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("synaptic events/s"), "{}", o.stdout);
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let got: Vec<Vec<u64>> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["areas"]["P"]["winners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().expect("winner ids are integers"))
+                .collect()
+        })
+        .collect();
+    // The same brain through the library.
+    let mut b = kcap::Brain::new(1e-6, 4).unwrap();
+    b.add_stimulus("s", 20).unwrap();
+    b.add_area("L", 100_000_000, 10, 0.05).unwrap();
+    b.add_area_with("P", 5_000_000_000, 10, 0.1, kcap::EngineKind::Procedural)
+        .unwrap();
+    let first = kcap::Projection::new().fire("s", ["P", "L"]);
+    let rest = first.clone().fire("P", ["P"]).fire("L", ["P", "L"]);
+    let mut want = Vec::new();
+    b.project(&first).unwrap();
+    want.push(b.winners_u64("P").unwrap());
+    b.activate("P", 499_999_998).unwrap();
+    b.project(&kcap::Projection::new().fire("s", ["P"]))
+        .unwrap();
+    want.push(b.winners_u64("P").unwrap());
+    b.unfix("P").unwrap();
+    b.project(&rest).unwrap();
+    want.push(b.winners_u64("P").unwrap());
+    assert_eq!(got, want);
+    assert_eq!(got[1], (4_999_999_980..4_999_999_990).collect::<Vec<u64>>());
+    // Events: step 1 fires the stimulus into P (20 × n·p) and into L.
+    let ev = r["steps"][0]["events"].as_f64().unwrap();
+    let expect = 20.0 * 5e9 * 1e-6 + 20.0 * 1e8 * 1e-6;
+    assert!((ev - expect).abs() < 1e-6 * expect, "{ev} vs {expect}");
+    assert!(r["timing"]["events_per_second"].as_f64().unwrap() > 0.0);
+    assert!(
+        o.stdout.contains("procedural (learned f32 weights)"),
+        "{}",
+        o.stdout
+    );
+}
+
+/// A procedural area firing into a lazy one is a config error at the target.
+#[test]
+fn procedural_into_lazy_is_refused() {
+    let text = PROCEDURAL.replace(
+        "fire = { s = [\"P\", \"L\"], P = [\"P\"], L = [\"P\", \"L\"] }",
+        "fire = { s = [\"P\", \"L\"], P = [\"P\", \"L\"] }",
+    );
+    refused(
+        "proc-into-lazy",
+        &text,
+        32,
+        "fiber P -> L: a procedural area cannot fire into a lazy area",
+    );
+}
+
+/// p·n < 1 for a procedural area is refused at its `engine` line.
+#[test]
+fn procedural_p_too_small_is_refused() {
+    let text = PROCEDURAL.replace("p = 0.000001", "p = 0.0000000001");
+    refused("proc-pn", &text, 21, "p·n >= 1");
+}
+
+/// A step whose memory estimate exceeds the limit is refused before it
+/// runs, with the estimate and the limit, and leaves no result file.
+#[test]
+fn procedural_memory_guard_refuses_the_step() {
+    let d = Dir::new("proc-memory");
+    let f = d.write("exp.toml", PROCEDURAL);
+    let out = d.out();
+    let o = std::process::Command::new(common::KCAP)
+        .args([
+            "run",
+            f.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ])
+        .env("KCAP_MEMORY_LIMIT", "200000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("step 1")
+            && err.contains("not enough memory for a procedural step into area \"P\"")
+            && err.contains("200 kB are available"),
+        "{err}"
+    );
+    assert!(!out.join("results.json").exists());
+}
+
+/// `kcap bench --compare-engines`: the explicit and procedural engines on
+/// the same brain, their events/s and CPU time per event side by side.
+#[test]
+fn bench_compares_the_explicit_and_procedural_engines() {
+    let d = Dir::new("bench-compare");
+    let (o, r) = bench_json(&d, &["--compare-engines", "--steps", "3", "--repeat", "1"]);
+    assert!(o.stdout.contains("procedural / explicit"), "{}", o.stdout);
+    let sc = r["scenarios"].as_array().unwrap();
+    assert_eq!(sc.len(), 2);
+    for (s, name) in sc
+        .iter()
+        .zip(["compare-explicit-1e5", "compare-procedural-1e5"])
+    {
+        assert_eq!(s["scenario"], name);
+        assert_eq!(s["steps"], 3, "--steps 3");
+        // 317 + 2 × 317 + 2 × 317 firing neurons × n·p = 1000.
+        let ev = s["synaptic_events"].as_f64().unwrap();
+        assert!((ev / (5.0 * 317.0 * 1000.0) - 1.0).abs() < 1e-9, "{ev}");
+        assert!(s["events_per_second"].as_f64().unwrap() > 0.0, "{s}");
+    }
 }

@@ -53,3 +53,41 @@ pub fn kcap(args: &[&str], cwd: &Path) -> Output {
         stderr: String::from_utf8_lossy(&o.stderr).into(),
     }
 }
+
+/// A procedural area of n = 5·10⁹ (ids beyond u32; a step scans its 76 294
+/// target blocks, a few CPU-seconds) fed by a stimulus and a
+/// lazy area, with an assembly activated at the top of the area and
+/// unfixed again (actions mid-schedule); winners saved.
+pub const PROCEDURAL: &str = r#"[brain]
+p = 0.000001
+seed = 4
+save_winners = true
+
+[[stimulus]]
+name = "s"
+size = 20
+
+[[area]]
+name = "L"
+n = 100_000_000
+k = 10
+beta = 0.05
+
+[[area]]
+name = "P"
+n = 5_000_000_000
+k = 10
+beta = 0.1
+engine = "procedural"
+
+[[step]]
+fire = { s = ["P", "L"] }
+
+[[step]]
+activate = { area = "P", index = 499_999_998 }
+fire = { s = ["P"] }
+
+[[step]]
+unfix = ["P"]
+fire = { s = ["P", "L"], P = ["P"], L = ["P", "L"] }
+"#;
