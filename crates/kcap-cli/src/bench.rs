@@ -208,6 +208,7 @@ pub struct ChildArgs {
     threads: Option<u16>,
     #[arg(long)]
     device: Option<Device>,
+    #[arg(long)]
     steps: Option<u64>,
 }
 
