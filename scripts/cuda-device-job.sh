@@ -32,16 +32,26 @@ if [ -x .dev/cuda/kcap-cuda-bench ]; then
     .dev/cuda/kcap-cuda-bench ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-kcap.log" || status=1
 fi
 # The scenarios of BENCH.md through the CLI, on the GPU and, for the
-# crossover, on this machine's CPU cores (SCENARIOS="" skips them).
-if [ -x .dev/cuda/kcap ]; then
-    for dev in cuda cpu; do
-        echo "== kcap bench --device $dev"
-        .dev/cuda/kcap bench ${SCENARIOS-project-1e6 completion-1e5 merge-1e5 lazy-1e9 explicit-250k} --repeat 3 --device $dev --json "$OUT/bench-$dev.json" 2>&1 | tee "$OUT/bench-$dev.log" || status=1
+# crossover, on this machine's CPU cores. Each list is "SCENARIOS:FLAGS;…"
+# (GPU_RUNS="" / CPU_RUNS="" skip them).
+run_list() { # $1 = device, $2 = list
+    local i=0 item sc flags
+    local -a items
+    IFS=';' read -ra items <<< "$2"
+    for item in "${items[@]}"; do
+        i=$((i + 1))
+        sc="${item%%:*}" flags="${item#*:}"
+        echo "== kcap bench $sc $flags --device $1"
+        .dev/cuda/kcap bench $sc $flags --device "$1" --json "$OUT/bench-$1-$i.json" 2>&1 | tee "$OUT/bench-$1-$i.log" || status=1
     done
+}
+if [ -x .dev/cuda/kcap ]; then
+    run_list cuda "${GPU_RUNS-project-1e6 completion-1e5 merge-1e5 lazy-1e9 explicit-250k procedural-1e7 procedural-1e9:--repeat 3;procedural-1e11:--steps 2 --repeat 1}"
+    run_list cpu "${CPU_RUNS-project-1e6 completion-1e5 merge-1e5 lazy-1e9 explicit-250k procedural-1e7:--repeat 3;procedural-1e9:--steps 2 --repeat 1;--compare-engines:}"
 fi
-# The procedural scenarios step by step (PROC="" skips them).
+# The procedural scenarios step by step, with per-phase times (PROC="" skips them).
 if [ -x .dev/cuda/kcap-cuda-proc ]; then
-    for sc in ${PROC-procedural-1e7:25 procedural-1e9:10 procedural-1e11:2}; do
+    for sc in ${PROC-procedural-1e9:10}; do
         echo "== kcap-cuda-proc ${sc%%:*} --steps ${sc##*:}"
         .dev/cuda/kcap-cuda-proc "${sc%%:*}" --steps "${sc##*:}" 2>&1 | tee "$OUT/proc-${sc%%:*}.log" || status=1
     done
