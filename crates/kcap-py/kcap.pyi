@@ -3,8 +3,9 @@
 ``import kcap as brain`` runs scripts written for the reference ``brain.py``
 (``Brain``, ``add_stimulus``, ``add_area``, ``project``, ``area_by_name``);
 kcap's own API adds the operations as single calls, overlap measures, NumPy
-results, ``run(experiment_file)`` and checkpoints (``Brain.save``,
-``kcap.load``, pickling). See docs/python.md.
+results, ``run(experiment_file)``, checkpoints (``Brain.save``,
+``kcap.load``, pickling) and the device (``Brain(p, device="cuda")``,
+``brain.to("cuda:1")``). See docs/python.md.
 """
 
 import os
@@ -15,7 +16,7 @@ import numpy.typing as npt
 
 __version__: str
 
-#: Values of ``Brain(device=...)``: ``"cpu"`` now, ``"cuda"`` with the GPU backend.
+#: Device kinds of ``Brain(device=...)``: ``"cpu"``, ``"cuda"`` (also ``"cuda:N"``: GPU N).
 DEVICES: list[str]
 #: Values of ``add_area(engine=...)``: ``"lazy"``, ``"explicit"``, ``"procedural"``.
 ENGINES: list[str]
@@ -32,6 +33,8 @@ LayoutName = Literal["csr", "bitmap"]
 RoundingName = Literal["nearest", "stochastic"]
 AccumulatorName = Literal["f32", "fixed"]
 PathLike = Union[str, os.PathLike[str]]
+#: ``"cpu"``, ``"cuda"`` (GPU 0) or ``"cuda:N"`` (GPU N).
+DeviceName = str
 _B = TypeVar("_B", bound="Brain")
 
 # ----- exceptions -------------------------------------------------------------
@@ -55,7 +58,12 @@ class CheckpointError(KcapError, ValueError):
     """A checkpoint (file or pickle) that is not one, is truncated or corrupt, or comes from a newer kcap."""
 
 class NotAvailableError(KcapError, NotImplementedError):
-    """A feature that exists in the API but not yet in this build (explicit engine, CUDA, formats)."""
+    """A feature that exists in the API but not in this build or combination (an engine, a format,
+    a procedural area firing into a lazy one)."""
+
+class DeviceError(KcapError, RuntimeError):
+    """A device that cannot be opened (no NVIDIA driver or GPU, no such GPU number, NVRTC missing);
+    the message is the CLI's: ``device cuda:0: no CUDA driver/device found: ...``."""
 
 # ----- brain ------------------------------------------------------------------
 
@@ -73,7 +81,7 @@ class Brain:
         save_size: bool = True,
         save_winners: bool = False,
         seed: Optional[int] = 0,
-        device: Literal["cpu", "cuda"] = "cpu",
+        device: DeviceName = "cpu",
         *,
         w_max: Optional[float] = None,
         tail: Literal["normal", "exact"] = "normal",
@@ -81,8 +89,10 @@ class Brain:
         """``p``: connection probability in (0, 1]. ``save_size`` /
         ``save_winners``: record each target area's support / winners after
         every step. ``seed``: the run is a function of it (``None``: from the
-        clock). ``device="cuda"`` raises NotAvailableError until the GPU
-        backend lands. ``w_max``: cap on every weight. ``tail``: how the
+        clock). ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the same
+        winners on every device); an unknown name raises ValueError
+        (InvalidParameterError), a GPU that cannot be opened DeviceError.
+        ``w_max``: cap on every weight. ``tail``: how the
         top-k inputs of never-fired neurons are sampled."""
 
     # reference attributes
@@ -207,9 +217,15 @@ class Brain:
     @property
     def steps(self) -> int: ...
     @property
-    def device(self) -> str: ...
+    def device(self) -> str:
+        """The device doing the work: ``"cpu"`` or ``"cuda:N"`` (``"cuda"`` reads as ``"cuda:0"``)."""
     @property
-    def backend(self) -> str: ...
+    def backend(self) -> str:
+        """Name of the backend doing the work (the same as ``device``)."""
+    def to(self: _B, device: DeviceName) -> _B:
+        """Moves the brain onto ``device`` and returns it (the same object); later steps give the
+        same winners on any device. ValueError for an unknown name, DeviceError (the brain stays
+        where it was) for a device that cannot be opened."""
     def area_names(self) -> list[str]: ...
     def stimulus_names(self) -> list[str]: ...
     def memory(self) -> dict[str, int]:
@@ -222,18 +238,21 @@ class Brain:
         """Saves the complete state atomically to a kcap checkpoint file
         (OSError subclasses for file-system errors)."""
     @classmethod
-    def load(cls: type[_B], path: PathLike) -> _B:
+    def load(cls: type[_B], path: PathLike, device: DeviceName = "cpu") -> _B:
         """A brain saved by ``save`` (or a CLI checkpoint), continuing exactly
-        as the saved one; on a subclass, an instance of it (``__init__`` not
-        run). FileNotFoundError for a missing file, CheckpointError for a
-        corrupt, truncated or newer-format one."""
+        as the saved one, on ``device`` (the CPU unless given: checkpoints do
+        not record the device); on a subclass, an instance of it
+        (``__init__`` not run). FileNotFoundError for a missing file,
+        CheckpointError for a corrupt, truncated or newer-format one,
+        DeviceError for a device that cannot be opened."""
     def __getstate__(self) -> Tuple[bytes, Dict[str, Any]]:
         """Pickle state: (checkpoint bytes, instance ``__dict__``)."""
-    def __setstate__(self, state: Tuple[bytes, Dict[str, Any]]) -> None: ...
+    def __setstate__(self, state: Tuple[bytes, Dict[str, Any]]) -> None:
+        """Restores a pickled brain onto the CPU (``to(device)`` moves it)."""
     def __reduce__(self) -> Tuple[Any, ...]: ...
 
-def load(path: PathLike) -> Brain:
-    """Same as ``Brain.load(path)``."""
+def load(path: PathLike, device: DeviceName = "cpu") -> Brain:
+    """Same as ``Brain.load(path, device)``."""
 
 class AreaMap(Mapping[str, "Area"]):
     """Read-only live mapping ``{area name: Area}`` of a brain."""

@@ -289,9 +289,7 @@ fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
 /// its kernels now, so that a missing driver or device is reported before
 /// anything runs or is written).
 pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
-    if let Some(backend) = exp.device.backend()? {
-        brain.set_backend(backend);
-    }
+    brain.set_backend(exp.device.backend()?);
     Ok(())
 }
 

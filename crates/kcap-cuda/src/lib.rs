@@ -19,7 +19,8 @@
 //! | `rng_*_u64`, `ln_fast_f64` | [`ops::rng`] | the counter-based generator and `ln_fast`, bit-identical to `kcap::rng` / `kcap::stats` |
 //!
 //! [`Cuda`] implements [`kcap::backend::Backend`], so a brain runs on the GPU
-//! with `brain.set_backend(Arc::new(Cuda::new(0)?))`. It uploads its inputs
+//! with `brain.set_backend(Arc::new(Cuda::new(0)?))`; [`Device`] does the same
+//! from a device name (`"cpu"`, `"cuda"`, `"cuda:N"`) for the CLI and Python. It uploads its inputs
 //! on every call for now (engines that keep their state on the device come
 //! later), so it only pays off on large steps.
 
@@ -28,7 +29,9 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod ops;
+pub mod select;
 
 pub use backend::Cuda;
 pub use device::CudaDevice;
 pub use error::{Error, Result};
+pub use select::{Device, OpenError};

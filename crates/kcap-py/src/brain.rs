@@ -16,18 +16,29 @@
 
 use crate::area::{AreaMap, PyArea};
 use crate::convert;
-use crate::errors::{check_choice, invalid, not_available, unknown, PyResultExt};
+use crate::errors::{check_choice, device_error, invalid, not_available, unknown, PyResultExt};
 use crate::persist;
+use kcap::backend::Backend;
 use kcap::{Brain, BrainOptions, EngineKind, Source, TailSampler};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Devices accepted by `device=`; only the first exists in this build.
-pub const DEVICES: &[&str] = &["cpu"];
-pub const PLANNED_DEVICES: &[&str] = &["cuda"];
+/// The device kinds of `device=` (`kcap.DEVICES`); `"cuda:N"` picks GPU N.
+pub const DEVICES: &[&str] = &["cpu", "cuda"];
+
+/// The backend of a device name (`"cpu"`, `"cuda"`, `"cuda:N"`; parsing and
+/// opening are the CUDA crate's, shared with the CLI). An unknown name is an
+/// `InvalidParameterError` (a `ValueError`); a CUDA device that cannot be
+/// opened (no driver, no such GPU, no NVRTC) a `DeviceError`. The GIL is
+/// released while the GPU opens and its kernels compile.
+pub fn open_device(py: Python<'_>, device: &str) -> PyResult<Arc<dyn Backend>> {
+    let d: kcap_cuda::Device = device.parse().map_err(invalid)?;
+    py.detach(|| d.backend()).map_err(device_error)
+}
 /// The engines by their Python names (`engine=` values, `Area.engine`).
 pub const ENGINES: [(&str, EngineKind); 3] = [
     ("lazy", EngineKind::Lazy),
@@ -93,7 +104,7 @@ pub struct FormatArgs<'a> {
 /// One format keyword's value (`accepted[0]` if not given), checked.
 fn part<'a>(keyword: &str, value: Option<&'a str>, accepted: &[&'a str]) -> PyResult<&'a str> {
     let v = value.unwrap_or(accepted[0]);
-    check_choice(keyword, v, accepted, &[])?;
+    check_choice(keyword, v, accepted)?;
     Ok(v)
 }
 
@@ -166,10 +177,11 @@ impl<'a> FormatArgs<'a> {
 /// random connectivity of probability p and Hebbian plasticity.
 ///
 /// Drop-in for the reference ``brain.Brain``: ``Brain(p, save_size=True,
-/// save_winners=False, seed=0)``. kcap's keywords: ``device="cpu"``,
-/// ``w_max=None`` (weight cap), ``tail="normal"`` (how the top-k inputs of
-/// never-fired neurons are sampled: ``"normal"`` as the reference, or
-/// ``"exact"``). Subclass it freely; a subclass's ``__init__`` must call
+/// save_winners=False, seed=0)``. kcap's keywords: ``device="cpu"``
+/// (``"cuda"`` or ``"cuda:N"``: GPU N; the same winners as on the CPU;
+/// :class:`DeviceError` where it cannot be opened), ``w_max=None`` (weight
+/// cap), ``tail="normal"`` (how the top-k inputs of never-fired neurons are
+/// sampled: ``"normal"`` as the reference, or ``"exact"``). Subclass it freely; a subclass's ``__init__`` must call
 /// ``Brain.__init__(self, p, ...)`` (or ``super().__init__(p, ...)``).
 #[pyclass(subclass, dict, weakref, name = "Brain", module = "kcap")]
 pub struct PyBrain {
@@ -177,7 +189,6 @@ pub struct PyBrain {
     p: f64,
     save_size: bool,
     save_winners: bool,
-    device: String,
     /// Global step numbers run while `save_size` was off (sorted).
     unsized_steps: Vec<u64>,
 }
@@ -192,14 +203,13 @@ impl PyBrain {
         self.inner.as_mut().ok_or_else(not_initialised)
     }
 
-    /// Replaces everything by a decoded checkpoint (a loaded brain runs on
-    /// the CPU).
+    /// Replaces everything by a decoded checkpoint (a decoded brain runs
+    /// on the CPU).
     fn restore(&mut self, r: persist::Restored) {
         self.p = r.brain.model().p;
         self.inner = Some(r.brain);
         self.save_size = r.save_size;
         self.save_winners = r.save_winners;
-        self.device = "cpu".into();
         self.unsized_steps = r.unsized_steps;
     }
 
@@ -215,13 +225,17 @@ impl PyBrain {
     }
 
     /// A new, uninitialised instance of `cls` (a subclass's `__init__` is
-    /// not run, as when unpickling), restored from checkpoint bytes.
+    /// not run, as when unpickling), restored from checkpoint bytes onto
+    /// `device` (opened before anything is decoded).
     pub fn load_into<'py>(
         cls: &Bound<'py, PyType>,
         bytes: &[u8],
         origin: &Path,
+        device: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let restored = persist::decode(cls.py(), bytes, origin)?;
+        let backend = open_device(cls.py(), device)?;
+        let mut restored = persist::decode(cls.py(), bytes, origin)?;
+        restored.brain.set_backend(backend);
         let obj = cls.call_method1("__new__", (cls,))?;
         obj.cast::<PyBrain>()?.borrow_mut().restore(restored);
         Ok(obj)
@@ -315,7 +329,6 @@ impl PyBrain {
             p: 0.0,
             save_size: true,
             save_winners: false,
-            device: "cpu".into(),
             unsized_steps: Vec::new(),
         }
     }
@@ -324,6 +337,7 @@ impl PyBrain {
     #[allow(clippy::too_many_arguments)]
     fn __init__(
         &mut self,
+        py: Python<'_>,
         p: f64,
         save_size: bool,
         save_winners: bool,
@@ -332,15 +346,7 @@ impl PyBrain {
         w_max: Option<f64>,
         tail: &str,
     ) -> PyResult<()> {
-        check_choice("device", device, DEVICES, PLANNED_DEVICES).map_err(|e| {
-            if device == "cuda" {
-                not_available(
-                    "CUDA backend not available yet: this build runs on device=\"cpu\" only",
-                )
-            } else {
-                e
-            }
-        })?;
+        let device: kcap_cuda::Device = device.parse().map_err(invalid)?;
         let tail: TailSampler = tail.parse().map_err(|_| {
             invalid(format!(
                 "unknown tail {tail:?}: accepted values are \"normal\", \"exact\""
@@ -354,11 +360,14 @@ impl PyBrain {
             w_max,
             ..Default::default()
         };
-        self.inner = Some(Brain::with_options(p, opts).py_err()?);
+        let mut brain = Brain::with_options(p, opts).py_err()?;
+        // Last, once every argument is known to be valid: opening a GPU
+        // compiles its kernels.
+        brain.set_backend(open_device(py, &device.to_string())?);
+        self.inner = Some(brain);
         self.p = p;
         self.save_size = save_size;
         self.save_winners = save_winners;
-        self.device = device.into();
         self.unsized_steps.clear();
         Ok(())
     }
@@ -845,16 +854,29 @@ impl PyBrain {
         Ok(self.inner()?.steps())
     }
 
-    /// The device given at construction (``"cpu"``).
+    /// The device doing the work: ``"cpu"`` or ``"cuda:N"`` (``device="cuda"``
+    /// reads back as ``"cuda:0"``). Read-only; :meth:`to` moves the brain.
     #[getter]
-    fn device(&self) -> &str {
-        &self.device
+    fn device(&self) -> PyResult<String> {
+        Ok(self.inner()?.backend_name())
     }
 
-    /// Name of the backend doing the work.
+    /// Name of the backend doing the work (the same as :attr:`device`).
     #[getter]
     fn backend(&self) -> PyResult<String> {
         Ok(self.inner()?.backend_name())
+    }
+
+    /// Moves the brain onto ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``)
+    /// and returns it (the same object). Results do not depend on the device:
+    /// later steps give the same winners wherever they run. An unknown name
+    /// raises ``ValueError``, a device that cannot be opened
+    /// :class:`DeviceError`; the brain then stays where it was.
+    fn to<'py>(slf: Bound<'py, Self>, device: &str) -> PyResult<Bound<'py, Self>> {
+        slf.borrow().inner()?;
+        let backend = open_device(slf.py(), device)?;
+        slf.borrow_mut().inner_mut()?.set_backend(backend);
+        Ok(slf)
     }
 
     fn area_names(&self) -> PyResult<Vec<String>> {
@@ -894,15 +916,23 @@ impl PyBrain {
     }
 
     /// Loads a brain saved by :meth:`save` (or a CLI checkpoint); it
-    /// continues exactly as the saved brain would have. Called on a
-    /// subclass it returns an instance of that subclass, restored without
-    /// running its ``__init__``. A missing file raises ``FileNotFoundError``;
-    /// a file that is not a valid checkpoint (corrupt, truncated, from a
-    /// newer kcap) raises :class:`kcap.CheckpointError`.
+    /// continues exactly as the saved brain would have. It runs on
+    /// ``device`` (the CPU unless given; a checkpoint does not record the
+    /// device). Called on a subclass it returns an instance of that
+    /// subclass, restored without running its ``__init__``. A missing file
+    /// raises ``FileNotFoundError``; a file that is not a valid checkpoint
+    /// (corrupt, truncated, from a newer kcap) raises
+    /// :class:`kcap.CheckpointError`; a device that cannot be opened
+    /// :class:`kcap.DeviceError`.
     #[classmethod]
-    fn load<'py>(cls: &Bound<'py, PyType>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (path, device="cpu"))]
+    fn load<'py>(
+        cls: &Bound<'py, PyType>,
+        path: PathBuf,
+        device: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = persist::read(cls.py(), &path)?;
-        Self::load_into(cls, &bytes, &path)
+        Self::load_into(cls, &bytes, &path, device)
     }
 
     /// Pickle state: ``(checkpoint bytes, instance __dict__)``.
@@ -913,7 +943,8 @@ impl PyBrain {
         PyTuple::new(py, [PyBytes::new(py, &bytes).into_any(), dict])
     }
 
-    /// Restores a pickled brain (the state of :meth:`__getstate__`).
+    /// Restores a pickled brain (the state of :meth:`__getstate__`) onto the
+    /// CPU, whatever device the original ran on (``brain.to(device)`` moves it).
     fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
         let (bytes, dict): (Vec<u8>, Bound<'_, PyDict>) = state.extract().map_err(|_| {
             PyTypeError::new_err(

@@ -50,8 +50,16 @@ class CheckpointError(KcapError, ValueError):
     __module__ = 'kcap'
 
 class NotAvailableError(KcapError, NotImplementedError):
-    '''A feature that exists in the API but not (yet) in this build: another
-    engine, the CUDA device, a storage format.'''
+    '''A feature that exists in the API but not (yet) in this build or
+    combination: another engine, a storage format, a procedural area firing
+    into a lazy one.'''
+    __module__ = 'kcap'
+
+class DeviceError(KcapError, RuntimeError):
+    '''A device that cannot be opened: ``device='cuda'`` on a machine without
+    an NVIDIA driver or GPU, a GPU number that does not exist, NVRTC missing.
+    The message is the CLI's (``device cuda:0: no CUDA driver/device found:
+    ...``).'''
     __module__ = 'kcap'
 ";
 
@@ -64,6 +72,7 @@ pub struct Errors {
     pub invalid: Py<PyType>,
     pub checkpoint: Py<PyType>,
     pub not_available: Py<PyType>,
+    pub device: Py<PyType>,
 }
 
 static ERRORS: PyOnceLock<Errors> = PyOnceLock::new();
@@ -81,6 +90,7 @@ fn create(py: Python<'_>) -> PyResult<Errors> {
         invalid: get("InvalidParameterError")?,
         checkpoint: get("CheckpointError")?,
         not_available: get("NotAvailableError")?,
+        device: get("DeviceError")?,
     })
 }
 
@@ -101,6 +111,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("InvalidParameterError", &e.invalid),
         ("CheckpointError", &e.checkpoint),
         ("NotAvailableError", &e.not_available),
+        ("DeviceError", &e.device),
     ] {
         m.add(name, ty.clone_ref(py))?;
     }
@@ -116,6 +127,7 @@ pub enum Kind {
     Invalid,
     Checkpoint,
     NotAvailable,
+    Device,
 }
 
 /// Builds a kcap exception of `kind` with `msg`.
@@ -130,10 +142,11 @@ pub fn new_err(kind: Kind, msg: impl Into<String>) -> PyErr {
                 Kind::Invalid => &e.invalid,
                 Kind::Checkpoint => &e.checkpoint,
                 Kind::NotAvailable => &e.not_available,
+                Kind::Device => &e.device,
             };
             PyErr::from_type(ty.bind(py).clone(), msg)
         }
-        // Only if the interpreter cannot compile seven class statements.
+        // Only if the interpreter cannot compile eight class statements.
         Err(err) => err,
     })
 }
@@ -199,33 +212,23 @@ pub fn not_available(msg: impl Into<String>) -> PyErr {
     new_err(Kind::NotAvailable, msg)
 }
 
+/// A device that could not be opened, as a `DeviceError` with the CLI's message.
+pub fn device_error(e: kcap_cuda::OpenError) -> PyErr {
+    new_err(Kind::Device, e.to_string())
+}
+
 /// Checks `value` against a keyword's accepted values: unknown values are an
-/// `InvalidParameterError` (a `ValueError`) listing them all; known values
-/// that this build does not implement are a `NotAvailableError`.
-pub fn check_choice(
-    keyword: &str,
-    value: &str,
-    available: &[&str],
-    planned: &[&str],
-) -> PyResult<()> {
-    if available.contains(&value) {
+/// `InvalidParameterError` (a `ValueError`) listing them all.
+pub fn check_choice(keyword: &str, value: &str, accepted: &[&str]) -> PyResult<()> {
+    if accepted.contains(&value) {
         return Ok(());
     }
-    let list = |v: &[&str]| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let accepted: Vec<&str> = available.iter().chain(planned).copied().collect();
-    if planned.contains(&value) {
-        return Err(not_available(format!(
-            "{keyword}={value:?} is not available in this build yet; available now: {}",
-            list(available)
-        )));
-    }
+    let list = accepted
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(invalid(format!(
-        "unknown {keyword} {value:?}: accepted values are {}",
-        list(&accepted)
+        "unknown {keyword} {value:?}: accepted values are {list}"
     )))
 }

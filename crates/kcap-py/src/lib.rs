@@ -24,12 +24,18 @@ pub mod errors;
 pub mod ops;
 pub mod persist;
 
-/// Loads a brain saved by ``Brain.save`` (or a CLI checkpoint): the same as
-/// ``kcap.Brain.load(path)``.
+/// Loads a brain saved by ``Brain.save`` (or a CLI checkpoint) onto
+/// ``device`` (the CPU unless given): the same as
+/// ``kcap.Brain.load(path, device)``.
 #[pyfunction]
-fn load<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (path, device="cpu"))]
+fn load<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+    device: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     let bytes = persist::read(py, &path)?;
-    brain::PyBrain::load_into(&py.get_type::<brain::PyBrain>(), &bytes, &path)
+    brain::PyBrain::load_into(&py.get_type::<brain::PyBrain>(), &bytes, &path, device)
 }
 
 /// kcap — a fast simulator of the assembly calculus (NEMO).
@@ -40,8 +46,9 @@ fn load<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, P
 /// ``saved_winners``, ``fix_assembly()``. kcap's own API adds the
 /// operations as single calls (``project_rounds``, ``reciprocal_project``,
 /// ``associate``, ``merge``, ``pattern_completion``), overlap measures,
-/// NumPy results, ``run(experiment_file)``, and checkpoints
-/// (``Brain.save``, ``kcap.load``, pickling).
+/// NumPy results, ``run(experiment_file)``, checkpoints (``Brain.save``,
+/// ``kcap.load``, pickling) and the device (``Brain(p, device="cuda")``,
+/// ``brain.to("cuda:1")``).
 #[pymodule]
 #[pyo3(name = "kcap")]
 fn kcap_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -59,12 +66,7 @@ fn kcap_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::best_match, m)?)?;
     m.add_function(wrap_pyfunction!(ops::run, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
-    m.add(
-        "DEVICES",
-        (brain::DEVICES.iter().chain(brain::PLANNED_DEVICES))
-            .copied()
-            .collect::<Vec<_>>(),
-    )?;
+    m.add("DEVICES", brain::DEVICES.to_vec())?;
     m.add(
         "ENGINES",
         brain::ENGINES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),

@@ -138,17 +138,6 @@ def test_available_engines_are_a_subset_of_the_accepted_ones():
     assert set(kcap.AVAILABLE_ENGINES) <= set(kcap.ENGINES) == {"lazy", "explicit", "procedural"}
 
 
-def test_cuda_device_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match="CUDA backend not available yet") as e:
-        kcap.Brain(0.1, device="cuda")
-    assert isinstance(e.value, kcap.NotAvailableError)
-
-
-def test_unknown_device_lists_the_accepted_ones():
-    with pytest.raises(ValueError, match='unknown device "tpu": accepted values are "cpu", "cuda"'):
-        kcap.Brain(0.1, device="tpu")
-
-
 def test_unknown_tail_sampler_is_a_value_error():
     with pytest.raises(ValueError, match='"normal", "exact"'):
         kcap.Brain(0.1, tail="uniform")
