@@ -402,7 +402,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
                 ", run only when named"
             };
             println!(
-                "{:<16} {}  (default {} repetitions{set})",
+                "{:<24} {}  (default {} repetitions{set})",
                 s.name, s.file, s.default_repeat
             );
         }
