@@ -285,6 +285,23 @@ pub fn select(
     let chunk = opts.chunk_blocks.min(nblocks);
     let need = (chunk * BLOCK) as usize;
     if ws.values.as_ref().is_none_or(|v| v.len() < need) {
+        // Memory guard: the chunk buffer is the step's one large
+        // allocation; refuse it, with the estimate and what the device has
+        // free, rather than fail inside the driver.
+        let held = ws.values.as_ref().map_or(0, |v| v.len() * 4) as u64;
+        let est = ProcWorkspace::bytes_for(n, k, opts);
+        let (free, _) = dev.mem_info()?;
+        if est > free as u64 + held {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "not enough GPU memory: the step needs about {:.2} GiB, {:.2} GiB are free on {} (use fewer chunk blocks, or the CPU)",
+                    est as f64 / 1073741824.0,
+                    (free as u64 + held) as f64 / 1073741824.0,
+                    dev.name()
+                ),
+            ));
+        }
         ws.values = None;
         ws.values = Some(s.alloc_zeros::<f32>(need).what("alloc procedural inputs")?);
     }
