@@ -9,13 +9,11 @@
 //! code; everything else travels as `anyhow` errors with context.
 
 mod bench;
-mod config;
-mod device;
-mod plan;
 mod plot;
 mod progress;
 mod report;
-mod runner;
+
+use kcap_cli::{config, device, plan, runner};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

@@ -26,6 +26,11 @@ fn engine_of(a: &crate::config::RawArea) -> EngineKind {
 /// Largest n the library accepts per area.
 const MAX_N: u64 = kcap::model::MAX_N;
 
+/// Most projection steps one experiment may run: the results keep a record
+/// of every step (about 100 bytes and more per step in memory), and at the
+/// fastest rates 10^8 steps take a day.
+pub const MAX_TOTAL_STEPS: u64 = 100_000_000;
+
 /// One action of a schedule entry, executed before its projection steps,
 /// in the order of this enum's variants.
 #[derive(Debug, Clone, PartialEq)]
@@ -473,6 +478,7 @@ impl<'a> Checker<'a> {
         let mut has_winners = vec![false; n_areas];
         let mut fixed = vec![false; n_areas];
         let mut out = Vec::new();
+        let mut total_steps = 0u64;
         for (index, st) in raw.step.iter().enumerate() {
             let line = self.src.line_col(st.span().start).0;
             let s = st.get_ref();
@@ -615,6 +621,12 @@ impl<'a> Checker<'a> {
                 self.err(st.span(), "this [[step]] does nothing: give `fire` and/or an action (fix, unfix, plasticity, set_beta, activate, subsample)");
             }
             let repeat = if fire.is_some() { repeat } else { 0 };
+            let before = total_steps;
+            total_steps = total_steps.saturating_add(repeat);
+            if before <= MAX_TOTAL_STEPS && total_steps > MAX_TOTAL_STEPS {
+                let span = s.repeat.as_ref().map_or(st.span(), |r| r.span());
+                self.err(span, format!("the schedule runs {total_steps} projection steps up to this entry; at most {MAX_TOTAL_STEPS} are allowed (the results keep a record of every step)"));
+            }
             out.push(ScheduleEntry {
                 index,
                 label: s.label.clone(),

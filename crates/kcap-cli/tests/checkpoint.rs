@@ -269,6 +269,43 @@ fn truncated_checkpoint_is_refused() {
 }
 
 #[test]
+fn hostile_lengths_are_refused_without_allocating() {
+    let d = Dir::new("lengths");
+    let f = d.write("exp.toml", EXP);
+    let ck = checkpoint(&d, &f);
+    let good = std::fs::read(&ck).unwrap();
+    let hlen = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+    let side = d.0.join("a/checkpoint.json");
+    let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>, String); 3] = [
+        (
+            "huge-header",
+            Box::new(|b| b[12..16].copy_from_slice(&u32::MAX.to_le_bytes())),
+            "truncated: header of 4294967295 bytes does not fit".into(),
+        ),
+        (
+            "huge-payload",
+            Box::new(move |b| b[16 + hlen..24 + hlen].copy_from_slice(&u64::MAX.to_le_bytes())),
+            format!("the header announces a payload of {} bytes", u64::MAX),
+        ),
+        (
+            "payload-1e12",
+            Box::new(move |b| {
+                b[16 + hlen..24 + hlen].copy_from_slice(&1_000_000_000_000u64.to_le_bytes())
+            }),
+            "the header announces a payload of 1000000000000 bytes".into(),
+        ),
+    ];
+    for (i, (name, hurt, needle)) in cases.iter().enumerate() {
+        let mut b = good.clone();
+        hurt(&mut b);
+        let bad = d.0.join(format!("a/{name}.kcap"));
+        std::fs::write(&bad, &b).unwrap();
+        std::fs::copy(&side, bad.with_extension("json")).unwrap();
+        refused(&f, &bad, &d.0.join(format!("o{i}")), needle);
+    }
+}
+
+#[test]
 fn mismatched_experiment_is_refused() {
     let d = Dir::new("mismatch");
     let f = d.write("exp.toml", EXP);

@@ -158,6 +158,108 @@ fn k_not_below_n_is_refused() {
 }
 
 #[test]
+fn absurd_sizes_are_refused_before_running() {
+    refused(
+        "k-above-n",
+        &format!("{}{STEPS}", HEAD.replace("k = 100", "k = 1_000_000")),
+        12,
+        "k = 1000000 must be at least 1 and smaller than n = 10000",
+    );
+    refused(
+        "n-1e15",
+        &format!(
+            "{}{STEPS}",
+            HEAD.replace("n = 10_000", "n = 1_000_000_000_000_000")
+        ),
+        11,
+        "n = 1000000000000000 is too large (at most 1000000000000 neurons per area)",
+    );
+    refused(
+        "n-beyond-u64",
+        &format!(
+            "{}{STEPS}",
+            HEAD.replace("n = 10_000", "n = 100_000_000_000_000_000_000")
+        ),
+        11,
+        "integer `100000000000000000000` as i128, expected u64",
+    );
+    refused(
+        "k-2^31",
+        &format!(
+            "{}{STEPS}",
+            HEAD.replace("n = 10_000", "n = 1_000_000_000_000")
+                .replace("k = 100", "k = 2_147_483_648")
+        ),
+        12,
+        "k = 2147483648 is too large (at most 2^30)",
+    );
+    refused(
+        "steps-1e18",
+        &format!("{HEAD}{}", STEPS.replace("repeat = 9", "repeat = 1_000_000_000_000_000_000")),
+        19,
+        "the schedule runs 1000000000000000001 projection steps up to this entry; at most 100000000 are allowed",
+    );
+    refused(
+        "steps-sum",
+        &format!(
+            "{HEAD}{}{}",
+            STEPS.replace("repeat = 9", "repeat = 60_000_000"),
+            STEPS.replace("repeat = 9", "repeat = 50_000_000")
+        ),
+        26,
+        "the schedule runs 110000002 projection steps",
+    );
+    refused(
+        "stimulus-2^32",
+        &format!(
+            "{}{STEPS}",
+            HEAD.replace("size = 100", "size = 4_294_967_296")
+        ),
+        7,
+        "size = 4294967296 must be between 1 and 2^32 - 1",
+    );
+    refused(
+        "activate-beyond-n",
+        &format!(
+            "{HEAD}[[step]]\nactivate = {{ area = \"A\", index = 18_446_744_073_709_551_615 }}\n"
+        ),
+        15,
+        "activate index 18446744073709551615 of area \"A\" is too large",
+    );
+}
+
+/// Growth a lazy area cannot hold: refused by the library's memory guard
+/// with the estimate, before anything is allocated, exit 1, no results.
+#[test]
+fn growth_beyond_memory_is_refused_with_the_estimate() {
+    let huge = HEAD
+        .replace("n = 10_000", "n = 1_000_000_000_000")
+        .replace("size = 100", "size = 10");
+    for (name, text, needle) in [
+        (
+            "activate-4e9",
+            format!("{huge}[[step]]\nactivate = {{ area = \"A\", index = 40_000_000 }}\n"),
+            "not enough memory for activating assembly 40000000 of area \"A\": 4000000100 new neurons",
+        ),
+        (
+            "k-1e9",
+            format!("{}{STEPS}", huge.replace("k = 100", "k = 1_000_000_000")),
+            "not enough memory for step 1: up to k new neurons, with their synapses, in area \"A\" (k = 1000000000): needs about",
+        ),
+    ] {
+        let d = Dir::new(name);
+        let f = d.write("exp.toml", &text);
+        let out = d.out();
+        let o = kcap(&["run", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"], &d.0);
+        assert_eq!(o.code, 1, "{name}: {}", o.stderr);
+        assert!(o.stderr.contains(needle), "{name}: expected {needle:?} in:\n{}", o.stderr);
+        assert!(o.stderr.contains("GB are available"), "{name}: {}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{name}: {}", o.stderr);
+        assert!(files_in(&out).is_empty(), "{name}: {:?}", files_in(&out));
+    }
+}
+
+#[test]
 fn p_out_of_range_is_refused() {
     refused(
         "p-big",

@@ -241,39 +241,119 @@ pub struct FiberMemory {
 /// part of the checkpoint format: see `checkpoint::VERSION`).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct BrainState {
-    model: Model,
-    opts: BrainOptions,
-    step: u64,
+    pub(crate) model: Model,
+    pub(crate) opts: BrainOptions,
+    pub(crate) step: u64,
     pub(crate) areas: Vec<AreaState>,
-    lazy: LazyState,
-    fiber_formats: HashMap<(usize, usize), FormatChoice>,
-    procedural: ProceduralState,
+    pub(crate) lazy: LazyState,
+    pub(crate) fiber_formats: HashMap<(usize, usize), FormatChoice>,
+    pub(crate) procedural: ProceduralState,
 }
 
+/// Largest step counter a checkpoint may carry (far beyond any real run;
+/// keeps `step + 1` and per-step keys away from overflow).
+const MAX_STEP: u64 = 1 << 62;
+
 impl BrainState {
-    /// Consistency checks of a decoded checkpoint beyond what decoding
-    /// guarantees (the parts a step would otherwise trip over).
+    /// Every invariant that [`Brain`]'s methods maintain and its engines rely
+    /// on, checked on a decoded checkpoint so that a damaged or hand-made
+    /// file (the checksum is no defence against that) gives an error, never
+    /// a brain that panics or allocates absurdly later: a valid model
+    /// ([`Model::validate`]); per area, the record of fired neurons its
+    /// engine keeps (support, ever-fired bit set, fired set) and winners that
+    /// are a sorted set of at most k neurons that exist and have fired;
+    /// valid formats; stored connectivity that matches the existing neurons
+    /// ([`LazyState::validate`]); learned weights of procedural fibers.
     pub(crate) fn check(&self) -> std::result::Result<(), String> {
-        if self.areas.len() != self.model.areas.len() {
+        self.model.validate().map_err(|e| e.to_string())?;
+        let m = &self.model;
+        if self.areas.len() != m.areas.len() {
             return Err(format!(
                 "{} area states for {} areas",
                 self.areas.len(),
-                self.model.areas.len()
+                m.areas.len()
             ));
         }
-        for (spec, st) in self.model.areas.iter().zip(&self.areas) {
-            let procedural = spec.engine == EngineKind::Procedural;
-            if procedural != st.fired.is_some() {
-                return Err(format!(
-                    "area {:?}: fired set does not match its engine",
-                    spec.name
-                ));
-            }
-            if st.winner_ids().iter().any(|&i| i >= spec.n) {
-                return Err(format!("area {:?}: a winner is not below n", spec.name));
+        if self.step > MAX_STEP {
+            return Err(format!("step counter {} is out of range", self.step));
+        }
+        let check_format = |f: &FormatChoice, n_tgt: u64| match f {
+            FormatChoice::Fixed(ff) => ff.validate(n_tgt).map_err(|e| e.to_string()),
+            FormatChoice::Auto => Ok(()),
+        };
+        check_format(&self.opts.format, 0)?;
+        if self.opts.w_max.is_some_and(|w| !(w >= 1.0)) {
+            return Err("bad w_max option".into());
+        }
+        for (i, (spec, st)) in m.areas.iter().zip(&self.areas).enumerate() {
+            let bad = |why: &str| Err(format!("area {:?}: {why}", spec.name));
+            let ids = st.winner_ids();
+            // Neurons that exist: the lazy support, all n otherwise.
+            let exist = match (spec.engine, &st.ever, &st.fired) {
+                (EngineKind::Lazy, None, None) => {
+                    if st.support > spec.n.min(u32::MAX as u64) {
+                        return Err(format!(
+                            "area {:?}: support {} does not fit the area",
+                            spec.name, st.support
+                        ));
+                    }
+                    st.support
+                }
+                (EngineKind::Explicit, Some(ever), None) if spec.n <= u32::MAX as u64 => {
+                    let words = (spec.n as usize).div_ceil(64);
+                    let tail = spec.n % 64;
+                    if ever.len() != words || (tail != 0 && ever[words - 1] >> tail != 0) {
+                        return bad("bad ever-fired set");
+                    }
+                    let fired: u64 = ever.iter().map(|w| w.count_ones() as u64).sum();
+                    if fired != st.support {
+                        return bad("support does not match the ever-fired set");
+                    }
+                    let fired = |&j: &u64| j < spec.n && ever[j as usize >> 6] >> (j & 63) & 1 == 1;
+                    if !ids.iter().all(fired) {
+                        return bad("a winner has not fired");
+                    }
+                    spec.n
+                }
+                (EngineKind::Procedural, None, Some(fired)) => {
+                    ProceduralState::check_area(m, i).map_err(|e| e.to_string())?;
+                    if fired.len() as u64 != st.support || fired.iter().any(|&j| j >= spec.n) {
+                        return bad("fired set does not match its support");
+                    }
+                    if ids.iter().any(|j| !fired.contains(j)) {
+                        return bad("a winner has not fired");
+                    }
+                    spec.n
+                }
+                _ => return bad("its fired set (or ever-fired set) does not match its engine"),
+            };
+            let one_list = if is_wide(spec) {
+                st.winners.is_empty()
+            } else {
+                st.winners_u64.is_empty()
+            };
+            let sorted = ids.windows(2).all(|p| p[0] < p[1]);
+            if !one_list || !sorted || ids.len() > spec.k || ids.last().is_some_and(|&j| j >= exist)
+            {
+                return bad("winners are not a sorted set of at most k existing neurons");
             }
         }
-        self.procedural.check_loaded(&self.model)
+        for (&(a, b), f) in &self.fiber_formats {
+            if a >= m.areas.len() || b >= m.areas.len() {
+                return Err(format!(
+                    "format for a fiber {a} -> {b} between unknown areas"
+                ));
+            }
+            check_format(f, m.areas[b].n)?;
+        }
+        let exist: Vec<u64> = m
+            .areas
+            .iter()
+            .zip(&self.areas)
+            .map(|(spec, st)| materialised(spec, st))
+            .collect();
+        self.lazy.validate(m, &exist)?;
+        self.procedural.check_loaded(m)
     }
 }
 
@@ -513,6 +593,42 @@ impl Brain {
         }
         bytes += n * 8.0 * model.stimuli.len() as f64;
         bytes as u64
+    }
+
+    /// Bytes that `new` new neurons of lazy area `t` add to the brain: their
+    /// synapses to and from every existing neuron (8 bytes each, one per
+    /// pair with probability p), a row in every fiber, stimulus entries, and
+    /// the step's input buffer — all that growth allocates.
+    fn growth_bytes(&self, t: usize, new: u64) -> u64 {
+        let exist = self.exist();
+        let n = new as f64;
+        let synapses: f64 = exist
+            .iter()
+            .enumerate()
+            .map(|(a, &m)| {
+                let m = m as f64 + if a == t { n } else { 0.0 };
+                m * (self.model.p(Source::Area(a), t) + self.model.p(Source::Area(t), a))
+            })
+            .sum();
+        let rows = 2.0 * 24.0 * exist.len() as f64 + 8.0 * self.model.stimuli.len() as f64;
+        (n * (synapses * 8.0 + rows) + (exist[t] as f64 + n) * 4.0) as u64
+    }
+
+    /// Refuses growth of `need` bytes ([`Brain::growth_bytes`]) that would
+    /// not fit in the memory available now (the memory guard of lazy areas;
+    /// `what` names the growth). Growth below 64 MB is not checked.
+    fn check_growth(need: u64, what: impl FnOnce() -> String) -> Result<()> {
+        if need < 64 << 20 {
+            return Ok(());
+        }
+        match crate::memory::available_bytes() {
+            Some(avail) if need > avail => Err(KcapError::OutOfMemory {
+                what: what(),
+                need,
+                avail,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Existing neurons and current winners of every area, as the engine reads them.
@@ -855,6 +971,12 @@ impl Brain {
         }
         let w = self.areas[a].support;
         if engine == EngineKind::Lazy && end > w {
+            Self::check_growth(self.growth_bytes(a, end - w), || {
+                format!(
+                    "activating assembly {index} of area {area:?}: {} new neurons with their synapses",
+                    end - w
+                )
+            })?;
             let plan = TargetPlan {
                 target: a,
                 stims: vec![],
@@ -979,6 +1101,32 @@ impl Brain {
                 .memory_estimate(&self.model, p, &firing_refs, threads);
             check_memory(&self.model.areas[p.target].name, &est)?;
         }
+        // Memory guard of lazy targets: each non-fixed one may grow by k neurons.
+        let growing: Vec<usize> = plans
+            .iter()
+            .map(|p| p.target)
+            .filter(|&t| !self.areas[t].fixed && self.model.areas[t].engine == EngineKind::Lazy)
+            .collect();
+        let need = growing
+            .iter()
+            .map(|&t| self.growth_bytes(t, self.model.areas[t].k as u64))
+            .sum();
+        Self::check_growth(need, || {
+            let names: Vec<String> = growing
+                .iter()
+                .map(|&t| {
+                    format!(
+                        "{:?} (k = {})",
+                        self.model.areas[t].name, self.model.areas[t].k
+                    )
+                })
+                .collect();
+            format!(
+                "step {}: up to k new neurons, with their synapses, in area {}",
+                self.step + 1,
+                names.join(", ")
+            )
+        })?;
         self.step += 1;
         let (support, winners) = self.snapshot();
         let view = view_of(&self.model, &self.opts, self.step, &support, &winners);

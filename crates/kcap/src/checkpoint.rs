@@ -68,27 +68,34 @@ pub fn to_bytes_with_notes(brain: &Brain, notes: serde_json::Value) -> Result<Ve
     if !notes.is_null() {
         header["notes"] = notes;
     }
-    let header = header.to_string();
+    Ok(assemble(header.to_string().as_bytes(), &payload))
+}
+
+/// Frames a header and a payload as a checkpoint of format [`VERSION`]:
+/// magic, version, lengths and checksum (the inverse of [`parts`]). Used by
+/// [`to_bytes`], and by the fuzz targets to reach the payload decoder past
+/// the checksum.
+pub fn assemble(header: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + header.len() + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(header);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out[MAGIC.len()..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
 /// Reads the header of checkpoint bytes (after validating the frame).
 pub fn header(bytes: &[u8], path: &Path) -> Result<serde_json::Value> {
-    let (h, _) = frame(bytes, path)?;
+    let (h, _) = parts(bytes, path)?;
     serde_json::from_slice(h).map_err(|e| err(path, format!("malformed header: {e}")))
 }
 
 /// Validates magic, version, lengths and checksum; returns (header, payload).
-fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
+pub fn parts<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return Err(err(path, "not a kcap checkpoint (wrong magic bytes)"));
     }
@@ -128,12 +135,13 @@ fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
     }
     let plen_at = plen_at as usize;
     let plen = u64::from_le_bytes(bytes[plen_at..plen_at + 8].try_into().unwrap());
-    let expect = plen_at as u64 + 8 + plen + 4;
-    if expect != bytes.len() as u64 {
+    // A hostile length must neither overflow nor be trusted for allocation.
+    let expect = (plen_at as u64 + 12).checked_add(plen);
+    if expect != Some(bytes.len() as u64) {
         return Err(err(
             path,
             format!(
-                "truncated or padded: expected {expect} bytes, found {}",
+                "truncated or padded: the header announces a payload of {plen} bytes, the file has {} bytes",
                 bytes.len()
             ),
         ));
@@ -151,14 +159,14 @@ fn frame<'a>(bytes: &'a [u8], path: &Path) -> Result<(&'a [u8], &'a [u8])> {
 
 /// Rebuilds a brain from checkpoint bytes (`path` only names the source in errors).
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Brain> {
-    let (_, payload) = frame(bytes, path)?;
+    let (_, payload) = parts(bytes, path)?;
     decode(payload, path)
 }
 
 /// Rebuilds a brain and returns the parsed header too (its `"notes"`
 /// included), validating the file once.
 pub fn from_bytes_with_header(bytes: &[u8], path: &Path) -> Result<(Brain, serde_json::Value)> {
-    let (h, payload) = frame(bytes, path)?;
+    let (h, payload) = parts(bytes, path)?;
     let header =
         serde_json::from_slice(h).map_err(|e| err(path, format!("malformed header: {e}")))?;
     Ok((decode(payload, path)?, header))
@@ -232,7 +240,8 @@ pub fn load(path: &Path) -> Result<Brain> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ops, Projection};
+    use crate::brain::BrainState;
+    use crate::{ops, FormatChoice, Projection};
 
     fn trained(seed: u64) -> Brain {
         let mut b = Brain::new(0.01, seed).unwrap();
@@ -428,6 +437,152 @@ mod tests {
     fn atomic_save_io_error_keeps_its_kind() {
         let e = write_atomic_io(Path::new("/nonexistent-kcap-dir/x.ckpt"), b"x").unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_payload_length_beyond_the_file_is_refused_without_overflow() {
+        let good = to_bytes(&trained(1)).unwrap();
+        let hlen = u32::from_le_bytes(good[12..16].try_into().unwrap()) as usize;
+        for plen in [u64::MAX, u64::MAX - 20, 1 << 62, good.len() as u64] {
+            let mut b = good.clone();
+            b[16 + hlen..24 + hlen].copy_from_slice(&plen.to_le_bytes());
+            let e = from_bytes(&b, Path::new("x.ckpt")).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("announces a payload of {plen} bytes")),
+                "{e}"
+            );
+        }
+    }
+
+    /// Decodes a checkpoint's state, lets `tamper` change it, and frames it
+    /// again with a valid checksum: what a hand-made hostile file looks like.
+    fn tampered(brain: &Brain, tamper: impl FnOnce(&mut BrainState)) -> Vec<u8> {
+        let bytes = to_bytes(brain).unwrap();
+        let (_, payload) = parts(&bytes, Path::new("mem")).unwrap();
+        let mut state: BrainState = codec().deserialize(payload).unwrap();
+        tamper(&mut state);
+        assemble(b"{}", &codec().serialize(&state).unwrap())
+    }
+
+    #[test]
+    fn a_state_that_breaks_an_invariant_is_refused_with_a_valid_checksum() {
+        let b = trained(6);
+        let msg = |bytes: Vec<u8>| {
+            from_bytes(&bytes, Path::new("h.ckpt"))
+                .unwrap_err()
+                .to_string()
+        };
+        let cases: Vec<(Box<dyn FnOnce(&mut BrainState)>, &str)> = vec![
+            (
+                Box::new(|s| s.areas[0].winners.push(u32::MAX)),
+                "area \"A\": winners are not a sorted set of at most k existing neurons",
+            ),
+            (
+                Box::new(|s| s.areas[0].support = u64::MAX),
+                "area \"A\": support 18446744073709551615 does not fit the area",
+            ),
+            (
+                Box::new(|s| {
+                    s.lazy.fibers[0][0].rows.pop();
+                }),
+                "fiber A -> A: ",
+            ),
+            (
+                Box::new(|s| {
+                    s.lazy.fibers[0][0].rows[0].push(crate::backend::Syn {
+                        to: 1 << 30,
+                        w: 1.0,
+                    })
+                }),
+                "fiber A -> A: a synapse to a neuron that does not exist",
+            ),
+            (
+                Box::new(|s| s.lazy.stim[0][0].weight.pop().map(drop).unwrap()),
+                "fiber s -> A: ",
+            ),
+            (Box::new(|s| s.areas.clear()), "0 area states for 1 areas"),
+            (
+                Box::new(|s| s.model.areas[0].k = 0),
+                "k = 0 must be at least 1",
+            ),
+            (
+                Box::new(|s| s.model.areas[0].name = "B".into()),
+                "name table",
+            ),
+            (
+                Box::new(|s| s.model.stimuli[0].size = 0),
+                "size of stimulus",
+            ),
+            (Box::new(|s| s.model.p = f64::NAN), "connection probability"),
+            (
+                Box::new(|s| s.model.areas[0].engine = crate::EngineKind::Explicit),
+                "area \"A\": its fired set (or ever-fired set) does not match its engine",
+            ),
+            (Box::new(|s| s.step = u64::MAX), "step counter"),
+            (
+                Box::new(|s| {
+                    s.fiber_formats.insert((0, 7), FormatChoice::Auto);
+                }),
+                "format for a fiber 0 -> 7",
+            ),
+        ];
+        for (tamper, want) in cases {
+            let e = msg(tampered(&b, tamper));
+            assert!(
+                e.contains("inconsistent state") && e.contains(want),
+                "want {want:?} in {e}"
+            );
+        }
+        // Untouched, the same route loads.
+        assert!(from_bytes(&tampered(&b, |_| {}), Path::new("ok")).is_ok());
+    }
+
+    #[test]
+    fn several_explicit_areas_and_formats_round_trip() {
+        use crate::format::{FiberFormat, Layout, WeightFormat};
+        let mut a = Brain::new(0.05, 8).unwrap();
+        a.add_stimulus("s", 60).unwrap();
+        a.add_area_with("E", 700, 20, 0.05, crate::EngineKind::Explicit)
+            .unwrap();
+        a.add_area_with("F", 300, 10, 0.05, crate::EngineKind::Explicit)
+            .unwrap();
+        a.add_area("L", 1_000_000, 20, 0.05).unwrap();
+        let bit = FiberFormat {
+            weights: WeightFormat::Bit,
+            layout: Layout::Bitmap,
+            ..Default::default()
+        };
+        a.set_fiber_format("E", "F", FormatChoice::Fixed(bit))
+            .unwrap();
+        let log = FiberFormat {
+            weights: WeightFormat::LogU8,
+            ..Default::default()
+        };
+        a.set_fiber_format("F", "E", FormatChoice::Fixed(log))
+            .unwrap();
+        let p = Projection::new()
+            .fire("s", ["E", "L"])
+            .fire("E", ["E", "F"]);
+        a.project(&Projection::new().fire("s", ["E", "L"])).unwrap();
+        for _ in 0..3 {
+            a.project(&p).unwrap();
+        }
+        let mut b = from_bytes(&to_bytes(&a).unwrap(), Path::new("mem")).unwrap();
+        // Found by fuzzing: an explicit winner beyond n was looked up in the
+        // ever-fired set before its range was checked.
+        for w in [u32::MAX, 699] {
+            let bad = tampered(&a, |s| s.areas[0].winners.push(w));
+            let e = from_bytes(&bad, Path::new("h")).unwrap_err().to_string();
+            assert!(e.contains("area \"E\": a winner has not fired"), "{e}");
+        }
+        let q = p.fire("F", ["E", "L"]).fire("L", ["F"]);
+        for _ in 0..4 {
+            a.project(&q).unwrap();
+            b.project(&q).unwrap();
+        }
+        for area in ["E", "F", "L"] {
+            assert_eq!(a.area(area).unwrap().history, b.area(area).unwrap().history);
+        }
     }
 
     #[test]

@@ -278,4 +278,48 @@ impl Model {
     pub fn has_p_overrides(&self) -> bool {
         !self.p_override.is_empty()
     }
+
+    /// Checks a model read from outside (a checkpoint) against every rule
+    /// that [`Model::new`], [`Model::add_area`], [`Model::add_stimulus`] and
+    /// the setters enforce, plus the consistency of the name table.
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_p("p", self.p)?;
+        if let Some(w) = self.w_max {
+            if !(w >= 1.0) {
+                return Err(invalid("w_max", w, "the weight cap must be >= 1"));
+            }
+        }
+        let mut fresh = Model::new(self.p)?;
+        for a in &self.areas {
+            fresh.add_area(a.clone())?;
+        }
+        for s in &self.stimuli {
+            fresh.add_stimulus(s.clone())?;
+        }
+        if fresh.names != self.names {
+            return Err(invalid(
+                "name table",
+                self.names.len(),
+                "it does not list exactly the areas and stimuli",
+            ));
+        }
+        let n_areas = self.areas.len();
+        let source_ok = |s: &Source| match *s {
+            Source::Stim(i) => i < self.stimuli.len(),
+            Source::Area(i) => i < n_areas,
+        };
+        type Check = fn(&str, f64) -> Result<()>;
+        for (what, map, check) in [
+            ("p override", &self.p_override, check_p as Check),
+            ("beta override", &self.beta_override, check_beta as Check),
+        ] {
+            for (&(s, t), &v) in map {
+                if !source_ok(&s) || t >= n_areas {
+                    return Err(invalid(what, format!("{s:?} -> {t}"), "no such fiber"));
+                }
+                check(what, v)?;
+            }
+        }
+        Ok(())
+    }
 }

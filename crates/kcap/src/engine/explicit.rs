@@ -197,6 +197,124 @@ impl PackedFiber {
         })
     }
 
+    /// Checks a fiber read from outside (a checkpoint) for everything the
+    /// engine relies on without checking: sizes and format as expected by
+    /// the brain, chunk shapes, monotone offsets, targets below `n_tgt`,
+    /// one weight per stored synapse, a log-u8 code as [`LogU8::new`] makes
+    /// it, and side-table entries inside the fiber. `Err` says what is wrong.
+    pub(crate) fn validate(&self, n_src: u64, n_tgt: u64) -> std::result::Result<(), String> {
+        if (self.n_src, self.n_tgt) != (n_src, n_tgt) {
+            return Err(format!(
+                "fiber of {} x {} neurons between areas of {n_src} and {n_tgt}",
+                self.n_src, self.n_tgt
+            ));
+        }
+        self.format.validate(n_tgt).map_err(|e| e.to_string())?;
+        if n_src > u32::MAX as u64 || n_tgt > u32::MAX as u64 || !(self.p > 0.0 && self.p <= 1.0) {
+            return Err(format!("bad fiber parameters (p = {})", self.p));
+        }
+        let nb = n_tgt.div_ceil(BLOCK) as usize;
+        if self.chunks.len() != (n_src as usize).div_ceil(ROWS) {
+            return Err(format!("{} row chunks for {n_src} rows", self.chunks.len()));
+        }
+        let offsets_ok = |off: &[u32], len: usize, end: usize| {
+            off.len() == len
+                && off.first() == Some(&0)
+                && off.windows(2).all(|w| w[0] <= w[1])
+                && off.last().map(|&e| e as usize) == Some(end)
+        };
+        let mut synapses = 0u64;
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let rows = ROWS.min(n_src as usize - c * ROWS);
+            let count = match (&chunk.targets, self.format.layout, self.format.indices) {
+                (Targets::U32 { ptr, idx }, Layout::Csr, IndexFormat::U32) => {
+                    if !offsets_ok(ptr, rows + 1, idx.len())
+                        || idx.iter().any(|&j| j as u64 >= n_tgt)
+                    {
+                        return Err(format!("chunk {c}: bad u32 rows"));
+                    }
+                    idx.len()
+                }
+                (Targets::U16 { seg, idx }, Layout::Csr, IndexFormat::U16) => {
+                    if !offsets_ok(seg, rows * nb + 1, idx.len()) {
+                        return Err(format!("chunk {c}: bad u16 segments"));
+                    }
+                    // Only the last block of a row is narrower than BLOCK.
+                    let last = n_tgt - (nb as u64 - 1) * BLOCK;
+                    for l in 0..rows {
+                        let s = seg[l * nb + nb - 1] as usize..seg[l * nb + nb] as usize;
+                        if idx[s].iter().any(|&o| o as u64 >= last) {
+                            return Err(format!("chunk {c}: u16 target beyond the area"));
+                        }
+                    }
+                    idx.len()
+                }
+                (Targets::Bitmap { words, bits }, Layout::Bitmap, _) => {
+                    let w = (n_tgt as usize).div_ceil(64);
+                    if *words != w || bits.len() != w * rows {
+                        return Err(format!("chunk {c}: bad bitmap shape"));
+                    }
+                    let tail = n_tgt % 64;
+                    if tail != 0 && bits.chunks(w).any(|r| r[w - 1] >> tail != 0) {
+                        return Err(format!("chunk {c}: bitmap target beyond the area"));
+                    }
+                    synapses += bits.iter().map(|b| b.count_ones() as u64).sum::<u64>();
+                    0
+                }
+                _ => return Err(format!("chunk {c}: targets do not match the format")),
+            };
+            synapses += count as u64;
+            let weights_ok = match (&chunk.weights, self.format.weights) {
+                (Weights::F32(v), WeightFormat::F32) => v.len() == count,
+                (Weights::F16(v), WeightFormat::F16) => v.len() == count,
+                (Weights::Bf16(v), WeightFormat::Bf16) => v.len() == count,
+                (Weights::LogU8(v), WeightFormat::LogU8) => v.len() == count,
+                (Weights::None, WeightFormat::Bit) => true,
+                _ => false,
+            };
+            if !weights_ok {
+                return Err(format!(
+                    "chunk {c}: weights do not match the format or the synapses"
+                ));
+            }
+        }
+        if synapses != self.synapses {
+            return Err(format!(
+                "{} synapses recorded, {synapses} stored",
+                self.synapses
+            ));
+        }
+        match (&self.log, self.format.weights) {
+            (None, w) if w != WeightFormat::LogU8 => {}
+            (Some(l), WeightFormat::LogU8) => {
+                let beta_ok = l.beta >= 0.0 && l.beta.is_finite();
+                let w_ok = l.w_max.is_none_or(|w| w >= 1.0);
+                if !(beta_ok && w_ok) {
+                    return Err("bad log-u8 parameters".into());
+                }
+                let fresh = LogU8::new(l.beta, l.w_max);
+                let same = fresh.max_code == l.max_code
+                    && fresh.table.len() == l.table.len()
+                    && fresh
+                        .table
+                        .iter()
+                        .zip(&l.table)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                if !same {
+                    return Err("log-u8 table does not match its beta".into());
+                }
+            }
+            _ => return Err("log-u8 code does not match the format".into()),
+        }
+        for (&r, entries) in &self.side {
+            let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+            if r as u64 >= n_src || !sorted || entries.iter().any(|e| e.0 as u64 >= n_tgt) {
+                return Err(format!("bad learned-weight entries of row {r}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Number of stored synapses.
     pub fn synapses(&self) -> u64 {
         self.synapses
@@ -283,8 +401,11 @@ impl PackedFiber {
                 let scale = (1u64 << FIXED_FRAC_BITS) as f32;
                 let mut acc = vec![0i64; inputs.len()];
                 for &i in firing {
+                    // Weights are positive, so saturating at i64::MAX keeps the
+                    // sum independent of the order (huge weights: no wrap).
                     self.add_row(i as usize, |j, w| {
-                        acc[j as usize] += (w * scale).round() as i64
+                        let a = &mut acc[j as usize];
+                        *a = a.saturating_add((w * scale).round() as i64)
                     });
                 }
                 for (x, a) in inputs.iter_mut().zip(acc) {
@@ -556,6 +677,166 @@ mod tests {
                 "seed {seed}: chi {chi} got {got:?} expect {expect:?}"
             );
         }
+    }
+
+    #[test]
+    fn validate_accepts_generated_fibers_and_names_each_damage() {
+        let gen = |f: FiberFormat| {
+            PackedFiber::generate(4, 1, 1500, 70_000, 0.01, f, 0.05, Some(3.0)).unwrap()
+        };
+        let u32f = FiberFormat::REFERENCE;
+        let u16f = fmt(WeightFormat::F16, IndexFormat::U16, Layout::Csr);
+        let bitmap = fmt(WeightFormat::Bit, IndexFormat::U32, Layout::Bitmap);
+        let logf = fmt(WeightFormat::LogU8, IndexFormat::U32, Layout::Csr);
+        for f in [u32f, u16f, bitmap, logf] {
+            assert_eq!(gen(f).validate(1500, 70_000), Ok(()), "{}", f.label());
+        }
+        let damaged = |f: FiberFormat, hurt: &dyn Fn(&mut PackedFiber), want: &str| {
+            let mut x = gen(f);
+            hurt(&mut x);
+            let e = x.validate(1500, 70_000).unwrap_err();
+            assert!(e.contains(want), "{}: want {want:?}, got {e:?}", f.label());
+        };
+        damaged(u32f, &|x| x.n_tgt += 1, "between areas of 1500 and 70000");
+        damaged(
+            u32f,
+            &|x| x.chunks.pop().map(drop).unwrap(),
+            "1 row chunks for 1500 rows",
+        );
+        damaged(u32f, &|x| x.p = 2.0, "bad fiber parameters");
+        damaged(u32f, &|x| x.synapses += 1, "synapses recorded");
+        damaged(
+            u32f,
+            &|x| x.format.weights = WeightFormat::F16,
+            "weights do not match",
+        );
+        damaged(
+            u32f,
+            &|x| x.format.indices = IndexFormat::U16,
+            "targets do not match the format",
+        );
+        let set = |x: &mut PackedFiber, t: Targets| x.chunks[1].targets = t;
+        damaged(
+            u32f,
+            &|x| {
+                set(
+                    x,
+                    Targets::U32 {
+                        ptr: vec![0; ROWS + 1],
+                        idx: vec![],
+                    },
+                )
+            },
+            "bad u32 rows",
+        );
+        damaged(
+            u32f,
+            &|x| {
+                if let Targets::U32 { idx, .. } = &mut x.chunks[0].targets {
+                    idx[5] = 70_000
+                }
+            },
+            "bad u32 rows",
+        );
+        damaged(
+            u32f,
+            &|x| {
+                if let Targets::U32 { ptr, .. } = &mut x.chunks[0].targets {
+                    ptr.swap(3, 4)
+                }
+            },
+            "bad u32 rows",
+        );
+        damaged(
+            u16f,
+            &|x| {
+                if let Targets::U16 { seg, .. } = &mut x.chunks[0].targets {
+                    seg.pop();
+                }
+            },
+            "bad u16 segments",
+        );
+        // Row 0's second (last, 4464 wide) block: an offset past the area.
+        damaged(
+            u16f,
+            &|x| {
+                if let Targets::U16 { seg, idx } = &mut x.chunks[0].targets {
+                    idx[seg[1] as usize] = 5000
+                }
+            },
+            "u16 target beyond the area",
+        );
+        damaged(
+            bitmap,
+            &|x| {
+                if let Targets::Bitmap { bits, words } = &mut x.chunks[0].targets {
+                    bits[*words - 1] |= 1 << 63
+                }
+            },
+            "bitmap target beyond the area",
+        );
+        damaged(
+            bitmap,
+            &|x| {
+                if let Targets::Bitmap { words, .. } = &mut x.chunks[0].targets {
+                    *words += 1
+                }
+            },
+            "bad bitmap shape",
+        );
+        damaged(
+            bitmap,
+            &|x| {
+                x.side.insert(7, vec![(70_000, 2.0)]);
+            },
+            "row 7",
+        );
+        damaged(
+            bitmap,
+            &|x| {
+                x.side.insert(1500, vec![]);
+            },
+            "row 1500",
+        );
+        damaged(
+            logf,
+            &|x| x.log.as_mut().unwrap().table[3] = 9.0,
+            "log-u8 table does not match",
+        );
+        damaged(
+            logf,
+            &|x| x.log.as_mut().unwrap().beta = f64::NAN,
+            "bad log-u8 parameters",
+        );
+        damaged(logf, &|x| x.log = None, "log-u8 code does not match");
+        damaged(
+            u32f,
+            &|x| x.log = Some(LogU8::new(0.1, None)),
+            "log-u8 code does not match",
+        );
+    }
+
+    #[test]
+    fn fixed_accumulator_saturates_huge_weights_in_any_order() {
+        // Found by fuzzing: beta = 1e18 made the i64 sum overflow.
+        let f = FiberFormat {
+            accumulator: Accumulator::Fixed,
+            ..FiberFormat::REFERENCE
+        };
+        let mut x = PackedFiber::generate(2, 1, 50, 80, 1.0, f, 1e18, None).unwrap();
+        let all = vec![u64::MAX; 2];
+        let firing: Vec<u32> = (0..50).collect();
+        for step in 0..3 {
+            x.hebbian(&firing, &all, 1e18, None, step).unwrap();
+        }
+        let mut forward = vec![0f32; 80];
+        x.accumulate(&firing, &mut forward);
+        let mut backward = vec![0f32; 80];
+        let reversed: Vec<u32> = firing.iter().rev().copied().collect();
+        x.accumulate(&reversed, &mut backward);
+        let cap = (i64::MAX as f64 / (1u64 << FIXED_FRAC_BITS) as f64) as f32;
+        assert!(forward.iter().all(|&v| v == cap), "{forward:?}");
+        assert_eq!(forward, backward);
     }
 
     #[test]

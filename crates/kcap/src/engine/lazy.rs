@@ -191,6 +191,66 @@ impl LazyState {
         self.stim.push(fibers);
     }
 
+    /// Checks connectivity read from outside (a checkpoint) against the
+    /// model and the existing neurons `exist` of every area: one fiber per
+    /// ordered pair of areas, packed exactly between two explicit areas
+    /// ([`PackedFiber::validate`]; unused growable rows there are empty),
+    /// otherwise one row per existing source
+    /// neuron with targets that exist; one stimulus entry per existing
+    /// neuron. `Err` says which fiber is wrong.
+    pub(crate) fn validate(&self, model: &Model, exist: &[u64]) -> std::result::Result<(), String> {
+        let n = model.areas.len();
+        if self.fibers.len() != n || self.fibers.iter().any(|r| r.len() != n) {
+            return Err(format!("expected {n} x {n} area fibers"));
+        }
+        let name = |a: usize| &model.areas[a].name;
+        for (a, row) in self.fibers.iter().enumerate() {
+            for (b, f) in row.iter().enumerate() {
+                let explicit = |i: usize| model.areas[i].engine == EngineKind::Explicit;
+                let both = explicit(a) && explicit(b);
+                let bad = |why: String| format!("fiber {} -> {}: {why}", name(a), name(b));
+                match (&f.packed, both) {
+                    (Some(p), true) if f.rows.iter().all(Vec::is_empty) => {
+                        p.validate(exist[a], exist[b]).map_err(bad)?
+                    }
+                    (None, false) => {
+                        if f.rows.len() as u64 != exist[a] {
+                            return Err(bad(format!(
+                                "{} rows for {} neurons",
+                                f.rows.len(),
+                                exist[a]
+                            )));
+                        }
+                        if f.rows.iter().flatten().any(|s| s.to as u64 >= exist[b]) {
+                            return Err(bad("a synapse to a neuron that does not exist".into()));
+                        }
+                    }
+                    _ => return Err(bad("stored in the wrong form for its engines".into())),
+                }
+            }
+        }
+        if self.stim.len() != model.stimuli.len() || self.stim.iter().any(|r| r.len() != n) {
+            return Err(format!(
+                "expected {} x {n} stimulus fibers",
+                model.stimuli.len()
+            ));
+        }
+        for (s, row) in self.stim.iter().enumerate() {
+            for (t, f) in row.iter().enumerate() {
+                if f.count.len() as u64 != exist[t] || f.weight.len() != f.count.len() {
+                    return Err(format!(
+                        "fiber {} -> {}: {} entries for {} neurons",
+                        model.stimuli[s].name,
+                        name(t),
+                        f.count.len(),
+                        exist[t]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Total stored synapses (area fibers) and stimulus entries.
     pub fn synapse_count(&self) -> (usize, usize) {
         let a = self.fibers.iter().flatten().map(Fiber::synapses).sum();

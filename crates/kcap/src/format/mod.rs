@@ -84,7 +84,7 @@ pub enum Accumulator {
 }
 
 /// Fractional bits of the fixed-point accumulator (resolution 2⁻²⁴ ≈ 6e-8;
-/// sums up to 2³⁹ ≈ 5.5e11 before overflow).
+/// sums up to 2³⁹ ≈ 5.5e11; larger sums saturate there, in any order).
 pub const FIXED_FRAC_BITS: u32 = 24;
 
 /// The complete storage format of one fiber.
