@@ -10,10 +10,9 @@
 
 mod bench;
 mod plot;
-mod progress;
 mod report;
 
-use kcap_cli::{config, device, plan, runner};
+use kcap_cli::{config, device, plan, progress, runner};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

@@ -293,6 +293,16 @@ pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
     Ok(())
 }
 
+/// `kcap run` without output files or checkpoints: builds the brain,
+/// attaches the experiment's device and runs the whole schedule (used by
+/// the fuzz targets and the property tests).
+pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
+    let start = Instant::now();
+    let mut brain = build_brain(exp)?;
+    attach_device(exp, &mut brain)?;
+    run_brain(exp, brain, start, progress, RunControl::default())
+}
+
 /// Runs the schedule on a brain built by [`build_brain`] at `start` (the
 /// instant timing starts from; setup time is measured up to now).
 /// `progress`, when given (a [`crate::progress::bar`]), is advanced through
