@@ -14,6 +14,7 @@ use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels::{self, Module};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A CUDA device with one stream. All work of this crate on the device is
@@ -25,6 +26,9 @@ pub struct CudaDevice {
     name: String,
     cc: (i32, i32),
     sm_count: u32,
+    /// Cap on the device memory this crate plans to use (bytes; `u64::MAX`:
+    /// none), from `KCAP_DEVICE_MEMORY_LIMIT` or [`CudaDevice::set_memory_limit`].
+    memory_limit: AtomicU64,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
@@ -57,6 +61,20 @@ pub fn device_count() -> Result<usize> {
     })?;
     let n = CudaContext::device_count().what("cuDeviceGetCount")?;
     Ok(n.max(0) as usize)
+}
+
+/// `KCAP_DEVICE_MEMORY_LIMIT` in bytes, if set; a value that is not a whole
+/// number of bytes is an error naming it, not silently ignored.
+fn env_memory_limit() -> Result<Option<u64>> {
+    match std::env::var("KCAP_DEVICE_MEMORY_LIMIT") {
+        Ok(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+            Error::invalid(
+                "KCAP_DEVICE_MEMORY_LIMIT",
+                format!("{v:?} is not a number of bytes"),
+            )
+        }),
+        Err(_) => Ok(None),
+    }
 }
 
 impl CudaDevice {
@@ -92,6 +110,7 @@ impl CudaDevice {
             name,
             cc,
             sm_count,
+            memory_limit: AtomicU64::new(env_memory_limit()?.unwrap_or(u64::MAX)),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         }))
@@ -135,6 +154,30 @@ impl CudaDevice {
     /// Free and total device memory in bytes.
     pub fn mem_info(&self) -> Result<(usize, usize)> {
         self.ctx.mem_get_info().what("cuMemGetInfo")
+    }
+
+    /// Caps the device memory the memory guards let this crate plan for
+    /// (`None`: only what the driver reports free). The environment variable
+    /// `KCAP_DEVICE_MEMORY_LIMIT` (bytes) sets it when the device is opened.
+    pub fn set_memory_limit(&self, bytes: Option<u64>) {
+        self.memory_limit
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The cap set by [`CudaDevice::set_memory_limit`], if any.
+    pub fn memory_limit(&self) -> Option<u64> {
+        match self.memory_limit.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            b => Some(b),
+        }
+    }
+
+    /// Device memory a new allocation may use: what the driver reports free,
+    /// lowered to the memory limit when one is set. Memory guards compare
+    /// their estimates with this before allocating.
+    pub fn available_memory(&self) -> Result<u64> {
+        let (free, _) = self.mem_info()?;
+        Ok((free as u64).min(self.memory_limit.load(Ordering::Relaxed)))
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {

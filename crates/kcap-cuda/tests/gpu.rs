@@ -670,6 +670,48 @@ fn procedural_step_on_gpu_equals_cpu() {
 }
 
 #[test]
+fn procedural_step_refuses_what_the_device_memory_cannot_hold() {
+    if device("procedural_step_refuses_what_the_device_memory_cannot_hold").is_none() {
+        return;
+    }
+    use kcap::engine::procedural::{ProceduralState, View};
+    use kcap::engine::TargetPlan;
+    use kcap_cuda::ops::procedural::{select, ProcOptions, ProcWorkspace};
+    // A device of its own, so the cap does not reach the other tests.
+    let dev = CudaDevice::new(0).unwrap();
+    let opts = ProcOptions::default();
+    let m = proc_model(2_000_003, 400, 0.01, &[400], 0.1);
+    let need = ProcWorkspace::bytes_for(2_000_003, 400, &opts);
+    let v = View { model: &m, seed: 5 };
+    let plan = TargetPlan {
+        target: 0,
+        stims: vec![0],
+        areas: vec![],
+    };
+    let none: Vec<u64> = Vec::new();
+    let firing: Vec<&[u64]> = vec![&none];
+    let step = ProceduralState::new()
+        .device_step(&v, &plan, &firing)
+        .unwrap();
+    let mut ws = ProcWorkspace::new(&dev).unwrap();
+    dev.set_memory_limit(Some(need / 2));
+    let e = select(&dev, &mut ws, &step, &opts).expect_err("over the limit");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("not enough GPU memory") && msg.contains("under the memory limit"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{:.2} GiB", need as f64 / 1073741824.0)),
+        "{msg}"
+    );
+    // With room, the same workspace takes the step.
+    dev.set_memory_limit(Some(need + (64 << 20)));
+    select(&dev, &mut ws, &step, &opts).expect("fits");
+    dev.set_memory_limit(None);
+}
+
+#[test]
 fn procedural_fast_log_bound_is_measured() {
     let Some(dev) = device("procedural_fast_log_bound_is_measured") else {
         return;

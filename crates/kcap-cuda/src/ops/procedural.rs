@@ -290,15 +290,16 @@ pub fn select(
         // free, rather than fail inside the driver.
         let held = ws.values.as_ref().map_or(0, |v| v.len() * 4) as u64;
         let est = ProcWorkspace::bytes_for(n, k, opts);
-        let (free, _) = dev.mem_info()?;
-        if est > free as u64 + held {
+        let free = dev.available_memory()?;
+        if est > free + held {
             return Err(Error::invalid(
                 op,
                 format!(
-                    "not enough GPU memory: the step needs about {:.2} GiB, {:.2} GiB are free on {} (use fewer chunk blocks, or the CPU)",
+                    "not enough GPU memory: the step needs about {:.2} GiB, {:.2} GiB are available on {}{} (use fewer chunk blocks, or the CPU)",
                     est as f64 / 1073741824.0,
-                    (free as u64 + held) as f64 / 1073741824.0,
-                    dev.name()
+                    (free + held) as f64 / 1073741824.0,
+                    dev.name(),
+                    if dev.memory_limit().is_some() { " under the memory limit" } else { "" }
                 ),
             ));
         }
