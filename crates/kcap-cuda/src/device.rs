@@ -6,9 +6,9 @@
 //! [`Error::NoDriver`] / [`Error::NoDevice`], never a panic.
 //!
 //! Each kernel module is compiled by NVRTC the first time one of its
-//! functions is asked for, for the device's own compute capability (`sm_XY`),
-//! loaded, and kept for the life of the device: a second launch costs a hash
-//! lookup.
+//! functions is asked for, for the device's own compute capability (`sm_XY`)
+//! (or read from the on-disk cache of [`kernels::compile_cached`]), loaded,
+//! and kept for the life of the device: a second launch costs a hash lookup.
 
 use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels::{self, Module};
@@ -222,11 +222,19 @@ impl CudaDevice {
         if let Some(md) = cache.get(m.name) {
             return Ok(md.clone());
         }
-        let compiled = kernels::compile(m, &self.arch())?;
-        let md = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
-            .what(&format!("loading module {} for {}", m.name, self.arch()))?;
+        let arch = self.arch();
+        let load = |cubin: Vec<u8>| self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin));
+        let (cubin, cached) = kernels::compile_cached(m, &arch)?;
+        let md = match (load(cubin), cached) {
+            (Ok(md), _) => md,
+            // A cached file the driver refuses (damaged): drop it, compile.
+            (Err(_), Some(file)) => {
+                kernels::forget_cached(&file);
+                load(kernels::compile(m, &arch)?.cubin)
+                    .what(&format!("loading module {} for {arch}", m.name))?
+            }
+            (Err(e), None) => return Err(e).what(&format!("loading module {} for {arch}", m.name)),
+        };
         cache.insert(m.name, md.clone());
         Ok(md)
     }

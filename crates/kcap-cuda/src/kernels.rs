@@ -7,6 +7,9 @@
 //! searches the folders of [`include_dirs`]. Compilation needs no GPU, only
 //! libnvrtc.so.13 on the loader path: CI compiles every module for `sm_90`
 //! this way (`tests/nvrtc.rs`).
+//!
+//! Compiled CUBINs are kept on disk ([`compile_cached`]) so that a process
+//! after the first pays no NVRTC time (≈ 0.2 s for the crate's modules).
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;
@@ -190,4 +193,111 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
         }
     };
     out
+}
+
+/// NVRTC's version (major, minor).
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    if !nvrtc_available() {
+        return Err(Error::NoNvrtc);
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: nvrtcVersion writes two ints through valid pointers; the
+    // library is present (checked above).
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| Error::Compile {
+            module: "-".into(),
+            arch: "-".into(),
+            includes: String::new(),
+            log: format!("nvrtcVersion: {e:?}"),
+        })?;
+    Ok((major, minor))
+}
+
+/// The folder of the on-disk kernel cache: `$KCAP_KERNEL_CACHE` if set
+/// (`off` or `0` turns the cache off), else `$XDG_CACHE_HOME/kcap/kernels`,
+/// else `$HOME/.cache/kcap/kernels`.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("KCAP_KERNEL_CACHE") {
+        Some(v) if v == "off" || v == "0" || v.is_empty() => return None,
+        Some(v) => return Some(PathBuf::from(v)),
+        None => {}
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kcap").join("kernels"))
+}
+
+/// The cache file for `m` on `arch`: named by a SHA-256 of everything the
+/// CUBIN depends on — the expanded source, the target, NVRTC's version and
+/// the text of every header NVRTC would find (`cuda_fp16.h` and friends are
+/// hashed by their folder's listing of sizes and times).
+fn cache_file(dir: &std::path::Path, m: &Module, arch: &str) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update([0]);
+    h.update(arch);
+    h.update([0]);
+    h.update(format!("{:?}", nvrtc_version()?));
+    h.update([0]);
+    for d in include_dirs() {
+        h.update(d.to_string_lossy().as_bytes());
+        if let Ok(md) = std::fs::metadata(d.join("cuda_fp16.h")) {
+            h.update(md.len().to_le_bytes());
+            if let Ok(t) = md.modified() {
+                h.update(format!("{t:?}"));
+            }
+        }
+        h.update([0]);
+    }
+    h.update(expanded_source(m));
+    let hex: String = h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(dir.join(format!("{}-{arch}-{hex}.cubin", m.name)))
+}
+
+/// [`compile`] through the on-disk cache of [`cache_dir`]: a CUBIN already
+/// there for the same source, target, NVRTC and headers is read instead of
+/// compiled; a fresh one is written (temporary file, then rename, so a
+/// concurrent reader never sees half a file). The cache is best effort: a
+/// folder that cannot be written only costs the compilation. `Ok((cubin,
+/// path))`, `path` set when the CUBIN came from the cache (so the caller
+/// can drop a file the driver refuses, see [`forget_cached`]).
+pub fn compile_cached(m: &Module, arch: &str) -> Result<(Vec<u8>, Option<PathBuf>)> {
+    compile_cached_in(cache_dir().as_deref(), m, arch)
+}
+
+/// [`compile_cached`] with the cache folder given (`None`: no cache).
+pub fn compile_cached_in(
+    dir: Option<&std::path::Path>,
+    m: &Module,
+    arch: &str,
+) -> Result<(Vec<u8>, Option<PathBuf>)> {
+    let Some(dir) = dir else {
+        return Ok((compile(m, arch)?.cubin, None));
+    };
+    let file = cache_file(dir, m, arch)?;
+    if let Ok(bytes) = std::fs::read(&file) {
+        if !bytes.is_empty() {
+            return Ok((bytes, Some(file)));
+        }
+    }
+    let c = compile(m, arch)?;
+    if std::fs::create_dir_all(dir).is_ok() {
+        let tmp = dir.join(format!(".{}.{}.tmp", m.name, std::process::id()));
+        if std::fs::write(&tmp, &c.cubin).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok((c.cubin, None))
+}
+
+/// Removes a cached CUBIN that the driver refused to load.
+pub fn forget_cached(file: &std::path::Path) {
+    let _ = std::fs::remove_file(file);
 }

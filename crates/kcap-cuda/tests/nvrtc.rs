@@ -88,3 +88,36 @@ fn includes_are_expanded_once() {
     assert!(src.contains("#include <cuda_fp16.h>"));
     assert!(!src.contains("#include \"common.cuh\""));
 }
+
+#[test]
+fn the_kernel_cache_returns_what_nvrtc_compiled() {
+    if !nvrtc_or_skip("the_kernel_cache_returns_what_nvrtc_compiled") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kcap-kernel-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = &kernels::RNG;
+    // First call compiles and writes the file; it is not a cache hit.
+    let (fresh, hit) = kernels::compile_cached_in(Some(&dir), m, "sm_90").unwrap();
+    assert!(hit.is_none(), "an empty cache cannot hit");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one CUBIN written, no temporary left: {files:?}"
+    );
+    // Second call reads the same bytes back from that file.
+    let (again, hit) = kernels::compile_cached_in(Some(&dir), m, "sm_90").unwrap();
+    assert_eq!(hit.as_deref(), Some(files[0].path().as_path()));
+    assert_eq!(again, fresh);
+    // Another target or module is another entry.
+    let (other, hit) = kernels::compile_cached_in(Some(&dir), m, "sm_80").unwrap();
+    assert!(hit.is_none());
+    assert_ne!(other, fresh);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    // Without a folder nothing is cached.
+    let (plain, hit) = kernels::compile_cached_in(None, m, "sm_90").unwrap();
+    assert!(hit.is_none());
+    assert_eq!(plain.len(), fresh.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
