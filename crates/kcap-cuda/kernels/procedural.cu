@@ -53,8 +53,12 @@ struct ProcArgs {
     u32 pad1;
     u32* hits_count;        // [0] += found (may exceed hits_cap: retry)
     double log2_err;        // bound on the fast log2's error (0: no fast path)
+    // dense per-target counts kept between steps (u16, ids from 0, whole blocks)
+    const u16* base;        // proc_count: start each block's counters from these (null: from 0)
+    u16* counts;            // proc_count: store the counters here instead of inputs (null: inputs);
+                            // proc_finalize: the counts to turn into inputs
 };
-static_assert(sizeof(ProcArgs) == 184, "ProcArgs layout");
+static_assert(sizeof(ProcArgs) == 200, "ProcArgs layout");
 
 // At most this many fibers per launch (their parameters live in shared memory).
 #define KCAP_MAX_FIBERS 32
@@ -205,19 +209,12 @@ __device__ __forceinline__ void kcap_block_add(u64 v, u64* dst) {
     if ((threadIdx.x & 31) == 0 && v != 0) atomicAdd((unsigned long long*)dst, (unsigned long long)v);
 }
 
-// One thread block per target block: counts, corrections, inputs.
-// Dynamic shared memory: 2^15 u32 counter words, then the table.
-extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) {
-    extern __shared__ u32 smem[];
-    __shared__ FiberSmem fs;
-    u32* cnt = smem;
-    u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 2) : nullptr;
-    const u64 b = a.block0 + blockIdx.x;
-    const u32 len = kcap_block_len(a.n, b);
-    kcap_stage(a, fs, cnt, KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows(a, fs, tab, b, len, [](u32) { return true; },
-                   [&](u32 l, u32) { atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4)); });
-    __syncthreads();
+// Turns the counts of target block b (count(l) for local id l < len) into
+// inputs: count + the block's corrections, summed in f64 in the given order
+// and rounded to f32; 0 for ids without input. Writes out[0..len) and adds
+// received / events to a.stats.
+template <typename Count>
+__device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, float* out, Count count) {
     // This block's corrections: entries [c0, c1) sorted by local id.
     u32 c0 = 0, c1 = 0;
     {
@@ -231,10 +228,9 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
             c1 = a.corr_off[lo + 1];
         }
     }
-    float* out = a.values + (u64)blockIdx.x * KCAP_PBLOCK;
     u64 received = 0, events = 0;
     for (u32 l = threadIdx.x; l < len; l += blockDim.x) {
-        const u32 c = (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu;
+        const u32 c = count(l);
         float v = 0.0f;
         if (c != 0) {
             received += 1;
@@ -254,6 +250,44 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
     }
     kcap_block_add(received, a.stats);
     kcap_block_add(events, a.stats + 1);
+}
+
+// One thread block per target block: counts (from 0, or from a.base), then
+// either the inputs (corrections added) or, when a.counts is set, the raw
+// counts stored for a later proc_finalize or as the next step's base.
+// Dynamic shared memory: 2^15 u32 counter words, then the table.
+extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) {
+    extern __shared__ u32 smem[];
+    __shared__ FiberSmem fs;
+    u32* cnt = smem;
+    u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 2) : nullptr;
+    const u64 b = a.block0 + blockIdx.x;
+    const u32 len = kcap_block_len(a.n, b);
+    if (a.base) {
+        // Two u16 counters per u32 word, low half first: the layout of cnt.
+        const u32* src = (const u32*)(a.base + b * KCAP_PBLOCK);
+        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) cnt[i] = src[i];
+    }
+    kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
+    kcap_walk_rows(a, fs, tab, b, len, [](u32) { return true; },
+                   [&](u32 l, u32) { atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4)); });
+    __syncthreads();
+    if (a.counts) {
+        u32* dst = (u32*)(a.counts + b * KCAP_PBLOCK);
+        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) dst[i] = cnt[i];
+        return;
+    }
+    kcap_inputs(a, b, len, a.values + (u64)blockIdx.x * KCAP_PBLOCK,
+                [&](u32 l) { return (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu; });
+}
+
+// One thread block per target block of the launch: the inputs from the
+// stored counts a.counts (see proc_count) and the corrections.
+extern "C" __global__ void __launch_bounds__(1024) proc_finalize(const ProcArgs a) {
+    const u64 b = a.block0 + blockIdx.x;
+    const u16* c = a.counts + b * KCAP_PBLOCK;
+    kcap_inputs(a, b, kcap_block_len(a.n, b), a.values + (u64)blockIdx.x * KCAP_PBLOCK,
+                [&](u32 l) { return (u32)c[l]; });
 }
 
 // One thread block per target block holding winners (a.wblocks[blockIdx.x]):

@@ -182,7 +182,7 @@ impl Cuda {
         plan: &TargetPlan,
         firing: &[&[u64]],
     ) -> kcap::Result<Option<Selection>> {
-        let step = state.device_step(view, plan, firing)?;
+        let step = state.device_step_rows(view, plan, firing)?;
         if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
             return Ok(None);
         }
@@ -191,7 +191,12 @@ impl Cuda {
             *guard = Some(ProcWorkspace::new(&self.dev)?);
         }
         let ws = guard.as_mut().expect("just set");
-        let out = procedural::select(&self.dev, ws, &step, &self.proc_opts)?;
+        // The corrections are computed on the host while the device counts.
+        let out = procedural::select_deferred(&self.dev, ws, &step, &self.proc_opts, || {
+            state
+                .device_corrections(view, plan, firing)
+                .map_err(|e| e.to_string())
+        })?;
         out.into_selection(&step).map(Some)
     }
 }

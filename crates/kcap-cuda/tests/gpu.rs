@@ -540,32 +540,65 @@ fn proc_model(n: u64, k: usize, p: f64, stims: &[u64], beta: f64) -> kcap::model
 /// Runs `steps` steps of stimuli → A (and A → A from step 2) on the CPU
 /// engine and on the GPU (with `opts`), and requires identical winners,
 /// inputs (bitwise), received counts, event counts and learned synapses at
-/// every step.
+/// every step. Returns how the GPU obtained its counts at each step.
 fn proc_gpu_equals_cpu(
     dev: &Arc<CudaDevice>,
     model: &kcap::model::Model,
     steps: usize,
     opts: &kcap_cuda::ops::procedural::ProcOptions,
     what: &str,
-) {
+) -> Vec<&'static str> {
+    let mut ws = kcap_cuda::ops::procedural::ProcWorkspace::new(dev).unwrap();
+    let plans: Vec<Vec<usize>> = (0..steps)
+        .map(|s| if s == 0 { vec![] } else { vec![0] })
+        .collect();
+    proc_run_equal(dev, &mut ws, model, 11, &plans, opts, false, what)
+}
+
+/// One GPU workspace, CPU and GPU engines side by side: step i fires every
+/// stimulus and the areas `plans[i]` into A; the corrections are given with
+/// the step, or computed while the device counts (`deferred`, every other
+/// step). Asserts equality as [`proc_gpu_equals_cpu`]; returns the paths.
+#[allow(clippy::too_many_arguments)]
+fn proc_run_equal(
+    dev: &Arc<CudaDevice>,
+    ws: &mut kcap_cuda::ops::procedural::ProcWorkspace,
+    model: &kcap::model::Model,
+    seed: u64,
+    plans: &[Vec<usize>],
+    opts: &kcap_cuda::ops::procedural::ProcOptions,
+    deferred: bool,
+    what: &str,
+) -> Vec<&'static str> {
     use kcap::engine::procedural::{ProceduralState, View};
     use kcap::engine::TargetPlan;
-    use kcap_cuda::ops::procedural::{select, ProcWorkspace};
-    let mut ws = ProcWorkspace::new(dev).unwrap();
+    use kcap_cuda::ops::procedural::{select, select_deferred};
     let (mut cpu, mut gpu) = (ProceduralState::new(), ProceduralState::new());
     let mut winners: Vec<u64> = Vec::new();
-    let v = View { model, seed: 11 };
-    for step in 0..steps {
+    let v = View { model, seed };
+    let mut paths = Vec::new();
+    for (step, areas) in plans.iter().enumerate() {
         let plan = TargetPlan {
             target: 0,
             stims: (0..model.stimuli.len()).collect(),
-            areas: if step == 0 { vec![] } else { vec![0] },
+            areas: areas.clone(),
         };
         let firing: Vec<&[u64]> = vec![&winners];
         let want = cpu.select(&v, &plan, &firing).unwrap();
-        let ds = gpu.device_step(&v, &plan, &firing).unwrap();
-        let out = select(dev, &mut ws, &ds, opts).unwrap();
-        let got = out.into_selection(&ds).unwrap();
+        let out = if deferred && step % 2 == 1 {
+            let ds = gpu.device_step_rows(&v, &plan, &firing).unwrap();
+            let o = select_deferred(dev, ws, &ds, opts, || {
+                gpu.device_corrections(&v, &plan, &firing)
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap();
+            (o, ds)
+        } else {
+            let ds = gpu.device_step(&v, &plan, &firing).unwrap();
+            (select(dev, ws, &ds, opts).unwrap(), ds)
+        };
+        paths.push(out.0.path);
+        let got = out.0.into_selection(&out.1).unwrap();
         assert_eq!(
             got.winners,
             want.winners,
@@ -606,7 +639,11 @@ fn proc_gpu_equals_cpu(
             "{what}: learned weights of {src:?}"
         );
     }
-    println!("procedural GPU == CPU ({what}): {steps} steps identical");
+    println!(
+        "procedural GPU == CPU ({what}): {} steps identical, paths {paths:?}",
+        plans.len()
+    );
+    paths
 }
 
 #[test]
@@ -619,7 +656,8 @@ fn procedural_step_on_gpu_equals_cpu() {
     // A last block shorter than 2^16, β > 0 so corrections and learned weights matter.
     let m = proc_model(2_000_003, 400, 0.01, &[400], 0.1);
     proc_gpu_equals_cpu(&dev, &m, 6, &def, "n=2e6 p=0.01 default");
-    // Several chunks, the exact logarithm only, a narrow shared-memory table.
+    // Several chunks, the exact logarithm only, a narrow shared-memory
+    // table, and the streaming path (no counts kept on the device).
     for (opts, what) in [
         (
             ProcOptions {
@@ -650,6 +688,21 @@ fn procedural_step_on_gpu_equals_cpu() {
             },
             "15-bit table + fast log",
         ),
+        (
+            ProcOptions {
+                resident: false,
+                ..def
+            },
+            "streaming",
+        ),
+        (
+            ProcOptions {
+                resident: false,
+                chunk_blocks: 5,
+                ..def
+            },
+            "streaming, chunks of 5 blocks",
+        ),
     ] {
         proc_gpu_equals_cpu(&dev, &m, 4, &opts, what);
     }
@@ -667,6 +720,102 @@ fn procedural_step_on_gpu_equals_cpu() {
     // Fewer than k neurons receive input: the lowest ids fill the cap.
     let m = proc_model(1_000_000, 1000, 2e-5, &[5], 0.1);
     proc_gpu_equals_cpu(&dev, &m, 3, &def, "fewer than k receive input");
+}
+
+/// The dense counts kept on the device between steps: the stimulus counts
+/// are built once and reused, the A → A counts come from the previous
+/// step's speculation when the rows match, and every change of what they
+/// were computed from (seed, stimulus, p, area size, plan) rebuilds them —
+/// each step equal to the CPU engine, with corrections given or deferred.
+#[test]
+fn procedural_resident_counts_follow_their_inputs() {
+    let Some(dev) = device("procedural_resident_counts_follow_their_inputs") else {
+        return;
+    };
+    use kcap_cuda::ops::procedural::{ProcOptions, ProcWorkspace};
+    let def = ProcOptions::default();
+    let mut ws = ProcWorkspace::new(&dev).unwrap();
+    let a = |n: usize| {
+        vec![vec![]; 1]
+            .into_iter()
+            .chain(vec![vec![0]; n - 1])
+            .collect::<Vec<_>>()
+    };
+    let m = proc_model(1_300_001, 300, 0.01, &[300], 0.1);
+    let paths = proc_run_equal(
+        &dev,
+        &mut ws,
+        &m,
+        5,
+        &a(5),
+        &def,
+        true,
+        "resident, speculated",
+    );
+    assert_eq!(
+        paths,
+        [
+            "resident",
+            "resident",
+            "speculated",
+            "speculated",
+            "speculated"
+        ],
+        "stimulus counts built at step 1, A → A speculated from step 3"
+    );
+    // The same workspace, another seed: nothing may be reused.
+    let paths = proc_run_equal(&dev, &mut ws, &m, 6, &a(3), &def, false, "another seed");
+    assert_eq!(paths, ["resident", "resident", "speculated"]);
+    // Another stimulus size, then another p, then another n.
+    let m2 = proc_model(1_300_001, 300, 0.01, &[250], 0.1);
+    proc_run_equal(&dev, &mut ws, &m2, 6, &a(3), &def, true, "another stimulus");
+    let m3 = proc_model(1_300_001, 300, 0.012, &[250], 0.1);
+    proc_run_equal(&dev, &mut ws, &m3, 6, &a(3), &def, false, "another p");
+    let m4 = proc_model(900_000, 300, 0.01, &[250], 0.1);
+    proc_run_equal(&dev, &mut ws, &m4, 6, &a(3), &def, true, "another n");
+    // Speculation misses: the plan drops A → A for a step, so the
+    // speculated counts (for A → A) must not be used.
+    let plans = vec![vec![], vec![0], vec![], vec![0], vec![0], vec![]];
+    let paths = proc_run_equal(&dev, &mut ws, &m4, 7, &plans, &def, true, "plan changes");
+    assert_eq!(
+        paths,
+        [
+            "resident",
+            "resident",
+            "resident",
+            "resident",
+            "speculated",
+            "resident"
+        ]
+    );
+    // Resident without speculation; two stimuli (a two-fiber base) with a fixed one.
+    let nospec = ProcOptions {
+        speculate: false,
+        ..def
+    };
+    let paths = proc_run_equal(
+        &dev,
+        &mut ws,
+        &m4,
+        8,
+        &a(4),
+        &nospec,
+        true,
+        "no speculation",
+    );
+    assert!(paths.iter().all(|p| *p == "resident"), "{paths:?}");
+    let mut m5 = proc_model(1_000_000, 300, 0.01, &[300, 200], 0.1);
+    m5.set_p(kcap::Source::Stim(1), 0, 0.02).unwrap();
+    m5.set_beta(kcap::Source::Stim(1), 0, 0.0).unwrap();
+    proc_run_equal(&dev, &mut ws, &m5, 9, &a(4), &def, true, "two stimuli");
+    // Streaming after resident steps on the same workspace, and back.
+    let stream = ProcOptions {
+        resident: false,
+        ..def
+    };
+    let paths = proc_run_equal(&dev, &mut ws, &m5, 9, &a(3), &stream, true, "streaming");
+    assert!(paths.iter().all(|p| *p == "stream"), "{paths:?}");
+    proc_run_equal(&dev, &mut ws, &m5, 10, &a(3), &def, false, "resident again");
 }
 
 #[test]
@@ -747,4 +896,60 @@ fn procedural_brain_uses_the_gpu_through_the_backend() {
     let want = st.select(&v, &plan, &firing).unwrap();
     assert_eq!(got.winners, want.winners);
     assert!(got.has_synapses());
+}
+
+/// A procedural brain on the CUDA backend (dense counts kept on the device,
+/// speculation on) gives the CPU brain's winners at every step, also when
+/// it is checkpointed and resumed mid-run — on the same backend, whose
+/// device counts must then be checked rather than trusted, and on a fresh
+/// one, which rebuilds them.
+#[test]
+fn procedural_brain_on_gpu_resumes_from_checkpoint() {
+    let Some(c) = cuda("procedural_brain_on_gpu_resumes_from_checkpoint") else {
+        return;
+    };
+    let c: Arc<dyn Backend> = Arc::new(c);
+    let new_brain = |seed: u64| {
+        let mut b = kcap::Brain::new(0.01, seed).unwrap();
+        b.add_stimulus("s", 300).unwrap();
+        b.add_area_with("A", 1_200_000, 300, 0.1, kcap::EngineKind::Procedural)
+            .unwrap();
+        b
+    };
+    let step = |b: &mut kcap::Brain, i: usize| {
+        let p = kcap::Projection::new().fire("s", ["A"]);
+        let p = if i == 0 { p } else { p.fire("A", ["A"]) };
+        b.project(&p).unwrap();
+        b.winners("A").unwrap().to_vec()
+    };
+    let mut cpu = new_brain(21);
+    let want: Vec<Vec<u32>> = (0..7).map(|i| step(&mut cpu, i)).collect();
+    let mut gpu = new_brain(21);
+    gpu.set_backend(c.clone());
+    for (i, w) in want.iter().enumerate().take(3) {
+        assert_eq!(&step(&mut gpu, i), w, "step {}", i + 1);
+    }
+    // Another brain (other seed) on the same backend in between.
+    let mut other = new_brain(22);
+    other.set_backend(c.clone());
+    for i in 0..2 {
+        step(&mut other, i);
+    }
+    let bytes = kcap::checkpoint::to_bytes(&gpu).unwrap();
+    let mut resumed = kcap::checkpoint::from_bytes(&bytes, std::path::Path::new("mem")).unwrap();
+    resumed.set_backend(c.clone());
+    for (i, w) in want.iter().enumerate().skip(3).take(2) {
+        assert_eq!(&step(&mut resumed, i), w, "resumed, step {}", i + 1);
+    }
+    let bytes = kcap::checkpoint::to_bytes(&resumed).unwrap();
+    let mut fresh = kcap::checkpoint::from_bytes(&bytes, std::path::Path::new("mem")).unwrap();
+    fresh.set_backend(Arc::new(Cuda::new(0).unwrap()));
+    for (i, w) in want.iter().enumerate().skip(5) {
+        assert_eq!(&step(&mut fresh, i), w, "fresh backend, step {}", i + 1);
+    }
+    assert_eq!(
+        fresh.procedural_state().fibers(),
+        cpu.procedural_state().fibers(),
+        "learned weights equal to the CPU run's"
+    );
 }

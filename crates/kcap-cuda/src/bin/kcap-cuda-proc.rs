@@ -12,7 +12,7 @@
 //! `--check N`: also runs the first N steps on the CPU engine and requires
 //! identical winners and inputs (exact); use at 1e7 (the CPU takes ~1 s a step).
 //!
-//! Usage: kcap-cuda-proc SCENARIO [--steps N] [--table-bits B] [--fast-log 0|1] [--chunk-blocks N] [--check N] [--seed S]
+//! Usage: kcap-cuda-proc SCENARIO [--steps N] [--table-bits B] [--fast-log 0|1] [--chunk-blocks N] [--resident 0|1] [--speculate 0|1] [--check N] [--seed S]
 
 use kcap::engine::procedural::{ProceduralState, View};
 use kcap::engine::TargetPlan;
@@ -52,6 +52,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--seed" => seed = val()?.parse()?,
             "--chunk-blocks" => opts.chunk_blocks = val()?.parse()?,
             "--fast-log" => opts.fast_log = val()?.parse::<u8>()? != 0,
+            "--resident" => opts.resident = val()?.parse::<u8>()? != 0,
+            "--speculate" => opts.speculate = val()?.parse::<u8>()? != 0,
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;
@@ -60,14 +62,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (maj, min) = dev.driver_version()?;
     let mut ws = ProcWorkspace::new(&dev)?;
     println!(
-        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?})",
+        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?}) resident={} speculate={}",
         dev.name(),
         dev.compute_capability().0,
         dev.compute_capability().1,
         opts.table_bits,
         opts.chunk_blocks,
         opts.fast_log,
-        ws.log2_err()
+        ws.log2_err(),
+        opts.resident,
+        opts.speculate
     );
     let mut model = Model::new(p)?;
     model.add_stimulus(StimSpec {
@@ -103,11 +107,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             seed,
         };
         let t0 = Instant::now();
-        let ds = st.device_step(&v, &plan, &firing)?;
+        let ds = st.device_step_rows(&v, &plan, &firing)?;
         let prep_s = t0.elapsed().as_secs_f64();
-        let out = procedural::select(&dev, &mut ws, &ds, &opts)?;
-        let (events, received, count_s, hits_s) =
-            (out.events, out.received, out.count_s, out.hits_s);
+        let out = procedural::select_deferred(&dev, &mut ws, &ds, &opts, || {
+            st.device_corrections(&v, &plan, &firing)
+                .map_err(|e| e.to_string())
+        })?;
+        let (events, received, count_s, hits_s, corr_s, path) = (
+            out.events,
+            out.received,
+            out.count_s,
+            out.hits_s,
+            out.corr_s,
+            out.path,
+        );
         let nsyn = out.synapses.len();
         let sel = out.into_selection(&ds)?;
         let th = Instant::now();
@@ -148,13 +161,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         prev = sel.winners.clone();
         winners = sel.winners;
         println!(
-            "step {:>2}: {:8.1} ms ({:.3e} events, {:.3e} events/s; prepare {:.1} ms, count+cap {:.1} ms, synapses {:.1} ms, hebbian {:.1} ms) received {} overlap {} support {} learned {} (+{} of {} found){verdict}",
+            "step {:>2}: {:8.1} ms ({:.3e} events, {:.3e} events/s; rows {:.1} ms, count+cap {:.1} ms [{path}; host corrections {:.1} ms inside], synapses {:.1} ms, hebbian {:.1} ms) received {} overlap {} support {} learned {} (+{} of {} found){verdict}",
             step + 1,
             dt * 1e3,
             events as f64,
             events as f64 / dt,
             prep_s * 1e3,
             count_s * 1e3,
+            corr_s * 1e3,
             hits_s * 1e3,
             heb_s * 1e3,
             received,

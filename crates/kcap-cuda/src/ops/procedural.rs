@@ -22,7 +22,7 @@ use crate::kernels;
 use cudarc::driver::{
     sys::CUfunction_attribute, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use kcap::engine::procedural::device::DeviceStep;
+use kcap::engine::procedural::device::{DeviceCorrections, DeviceFiber, DeviceStep};
 use kcap::engine::procedural::{ProceduralState, Selection, SkipTable, BLOCK, BLOCK_BITS};
 use std::time::Instant;
 
@@ -66,10 +66,12 @@ struct ProcArgs {
     pad1: u32,
     hits_count: u64,
     log2_err: f64,
+    base: u64,
+    counts: u64,
 }
 // SAFETY: plain repr(C) integers and device addresses, laid out as the C struct.
 unsafe impl DeviceRepr for ProcArgs {}
-const _: () = assert!(std::mem::size_of::<ProcArgs>() == 184);
+const _: () = assert!(std::mem::size_of::<ProcArgs>() == 200);
 
 /// How a step runs (tuning knobs; the result does not depend on them).
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +84,16 @@ pub struct ProcOptions {
     /// measured error bound, falling back to the exact recipe where the
     /// bound leaves the skip undecided (same result either way).
     pub fast_log: bool,
+    /// Keep dense per-target u16 counts on the device between steps when
+    /// they fit ([`Resident`]): the stimuli's counts are computed once and
+    /// reused, and the counting of the other fibers overlaps the host's
+    /// corrections. Off, or when they do not fit, every step streams.
+    pub resident: bool,
+    /// With `resident`: after a step whose only non-stimulus fiber is the
+    /// target's own (A → A), count that fiber for the next step from the
+    /// new winners while the host applies the Hebbian update; the next step
+    /// uses the counts only if its firing rows turn out to be exactly those.
+    pub speculate: bool,
 }
 
 impl Default for ProcOptions {
@@ -90,8 +102,43 @@ impl Default for ProcOptions {
             table_bits: 0,
             chunk_blocks: MAX_CHUNK_BLOCKS,
             fast_log: true,
+            resident: true,
+            speculate: true,
         }
     }
+}
+
+/// Dense per-target counts kept on the device between steps, for one
+/// target area (see docs/cuda.md).
+///
+/// **Key decision: what a buffer holds is named by the exact inputs that
+/// made it**, not by a step number: `base_id` / `tot_id` list n, each
+/// fiber's p, scale and row count, and every row key. A buffer is used only
+/// when the step's own identity is equal, so a different seed, stimulus,
+/// p, target, or a resumed checkpoint (a new workspace) rebuilds it, and
+/// nothing of it is ever saved.
+struct Resident {
+    n: u64,
+    /// Counts of the step's leading stimulus fibers (all rows fire every step).
+    base: Option<CudaSlice<u16>>,
+    base_id: Vec<u64>,
+    /// Counts of the base plus the other fibers of one step.
+    tot: Option<CudaSlice<u16>>,
+    tot_id: Vec<u64>,
+    /// Inputs of a speculative count, kept alive until it has run.
+    spec_bufs: Vec<CudaSlice<u64>>,
+    spec_meta: Vec<CudaSlice<u32>>,
+    spec_scale: Option<CudaSlice<f64>>,
+}
+
+/// The identity of counts over `fibers` of an area of `n` neurons.
+fn ident(n: u64, fibers: &[DeviceFiber]) -> Vec<u64> {
+    let mut v = vec![n, fibers.len() as u64];
+    for f in fibers {
+        v.extend([f.p.to_bits(), f.scale.to_bits(), f.row_keys.len() as u64]);
+        v.extend_from_slice(&f.row_keys);
+    }
+    v
 }
 
 /// The error bound of the fast skip path, in log2 units: twice the sum of
@@ -128,9 +175,16 @@ pub struct ProcOutcome {
     pub events: u64,
     /// (winner, slot) for every synapse of a plastic fiber onto a winner.
     pub synapses: Vec<(u64, u32)>,
-    /// Seconds spent counting (all chunks, incl. top-k) and finding synapses.
+    /// Seconds spent counting (all chunks, incl. top-k and, when deferred,
+    /// the host's corrections) and finding synapses.
     pub count_s: f64,
     pub hits_s: f64,
+    /// Seconds the host spent on deferred corrections (inside `count_s`).
+    pub corr_s: f64,
+    /// How the counts were obtained: "stream" (fused, every fiber walked),
+    /// "resident" (stimulus counts reused or built, the rest counted now),
+    /// "speculated" (all counts from the previous step's speculation).
+    pub path: &'static str,
 }
 
 impl ProcOutcome {
@@ -158,6 +212,7 @@ pub struct ProcWorkspace {
     topk: TopkWorkspace,
     gathered: CudaSlice<f32>,
     log2_err: Option<f64>,
+    res: Option<Resident>,
 }
 
 impl ProcWorkspace {
@@ -172,6 +227,7 @@ impl ProcWorkspace {
             topk: TopkWorkspace::new(dev)?,
             gathered: s.alloc_zeros(1).what("alloc")?,
             log2_err: log2_bound(dev)?,
+            res: None,
         })
     }
 
@@ -187,6 +243,15 @@ impl ProcWorkspace {
             + self.table.as_ref().map_or(0, |t| t.2.len() * 2)
             + self.gathered.len() * 4
             + self.topk.bytes()
+            + self.res.as_ref().map_or(0, |r| {
+                r.base.as_ref().map_or(0, |b| b.len() * 2)
+                    + r.tot.as_ref().map_or(0, |b| b.len() * 2)
+            })
+    }
+
+    /// Drops the dense counts kept between steps (they are rebuilt when needed).
+    pub fn drop_resident(&mut self) {
+        self.res = None;
     }
 
     /// Device bytes a step of an area of `n` neurons will hold (for the
@@ -210,12 +275,123 @@ fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
     p
 }
 
-/// Runs `step` on the device.
+/// Where the step's corrections come from.
+enum Corr<'a> {
+    /// Already in the step.
+    Ready,
+    /// Computed by the host when needed, while the device counts.
+    Later(Box<dyn FnOnce() -> std::result::Result<DeviceCorrections, String> + 'a>),
+}
+
+/// Runs `step` (with its corrections) on the device.
 pub fn select(
     dev: &CudaDevice,
     ws: &mut ProcWorkspace,
     step: &DeviceStep,
     opts: &ProcOptions,
+) -> Result<ProcOutcome> {
+    run(dev, ws, step, opts, Corr::Ready)
+}
+
+/// Runs `step`, whose corrections are still empty, on the device; `corr`
+/// computes them on the host while the device counts (the counts do not
+/// depend on them). Same result as [`select`] with the corrections in the step.
+pub fn select_deferred<'a>(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    step: &DeviceStep,
+    opts: &ProcOptions,
+    corr: impl FnOnce() -> std::result::Result<DeviceCorrections, String> + 'a,
+) -> Result<ProcOutcome> {
+    if !step.corr.is_empty() {
+        return Err(Error::invalid(
+            "procedural select",
+            "select_deferred takes a step without corrections",
+        ));
+    }
+    run(dev, ws, step, opts, Corr::Later(Box::new(corr)))
+}
+
+/// Per-fiber launch inputs: concatenated row keys, end slots, scales, plastic flags.
+struct FiberArrays {
+    keys: CudaSlice<u64>,
+    ends: CudaSlice<u32>,
+    scale: CudaSlice<f64>,
+    plastic: CudaSlice<u32>,
+}
+
+fn fiber_arrays(dev: &CudaDevice, fibers: &[DeviceFiber]) -> Result<FiberArrays> {
+    let mut keys = Vec::with_capacity(fibers.iter().map(|f| f.row_keys.len()).sum());
+    let mut ends = Vec::new();
+    for f in fibers {
+        keys.extend_from_slice(&f.row_keys);
+        ends.push(keys.len() as u32);
+    }
+    let scale: Vec<f64> = fibers.iter().map(|f| f.scale).collect();
+    let plastic: Vec<u32> = fibers.iter().map(|f| f.plastic as u32).collect();
+    Ok(FiberArrays {
+        keys: upload(dev, &keys)?,
+        ends: upload(dev, &ends)?,
+        scale: upload(dev, &scale)?,
+        plastic: upload(dev, &plastic)?,
+    })
+}
+
+/// Launches `proc_count` over every block of the area, walking the rows of
+/// `arr` (a fiber subset) from `base` (or 0) and storing the counts into
+/// `out` (whole blocks, ids from 0).
+#[allow(clippy::too_many_arguments)]
+fn count_into(
+    dev: &CudaDevice,
+    a: &ProcArgs,
+    arr: &FiberArrays,
+    nf: usize,
+    slots: u64,
+    base: u64,
+    out: &CudaSlice<u16>,
+    smem: u32,
+) -> Result<()> {
+    let nblocks = a.n.div_ceil(BLOCK);
+    let b = ProcArgs {
+        row_keys: ptr(dev, &arr.keys),
+        fiber_end: ptr(dev, &arr.ends),
+        scale: ptr(dev, &arr.scale),
+        plastic: ptr(dev, &arr.plastic),
+        nf: nf as u32,
+        slots: slots as u32,
+        block0: 0,
+        nblocks: nblocks as u32,
+        base,
+        counts: ptr(dev, out),
+        values: 0,
+        ncorr: 0,
+        ..*a
+    };
+    let f = dev.function(&kernels::PROCEDURAL, "proc_count")?;
+    let cfg = LaunchConfig {
+        grid_dim: (nblocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    // SAFETY: the per-fiber arrays hold nf entries and `slots` keys; `base`
+    // (if not 0) and `out` hold nblocks·2^16 u16 (checked by the caller);
+    // values is unused when counts is set.
+    unsafe {
+        dev.stream()
+            .launch_builder(&f)
+            .arg(&b)
+            .launch(cfg)
+            .what("launch proc_count (store counts)")?;
+    }
+    Ok(())
+}
+
+fn run(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    step: &DeviceStep,
+    opts: &ProcOptions,
+    corr: Corr,
 ) -> Result<ProcOutcome> {
     let op = "procedural select";
     let slots = step.slots();
@@ -249,22 +425,7 @@ pub fn select(
     let s = dev.stream();
     let t0 = Instant::now();
     // Per-step inputs.
-    let mut keys = Vec::with_capacity(slots as usize);
-    let mut ends = Vec::new();
-    for f in &step.fibers {
-        keys.extend_from_slice(&f.row_keys);
-        ends.push(keys.len() as u32);
-    }
-    let scale: Vec<f64> = step.fibers.iter().map(|f| f.scale).collect();
-    let plastic: Vec<u32> = step.fibers.iter().map(|f| f.plastic as u32).collect();
-    let d_keys = upload(dev, &keys)?;
-    let d_ends = upload(dev, &ends)?;
-    let d_scale = upload(dev, &scale)?;
-    let d_plastic = upload(dev, &plastic)?;
-    let d_cb = upload(dev, &step.corr_blocks)?;
-    let d_co = upload(dev, &step.corr_off)?;
-    let d_cl = upload(dev, &step.corr_local)?;
-    let d_cd = upload(dev, &step.corr_delta)?;
+    let all = fiber_arrays(dev, &step.fibers)?;
     // The skip table: only when every fiber has the same p.
     let p0 = step.fibers.first().map(|f| f.p);
     let same_p = p0.is_some_and(|p| step.fibers.iter().all(|f| f.p == p));
@@ -308,20 +469,15 @@ pub fn select(
     }
     s.memset_zeros(&mut ws.stats).what("zero stats")?;
     let mut a = ProcArgs {
-        row_keys: ptr(dev, &d_keys),
-        fiber_end: ptr(dev, &d_ends),
-        scale: ptr(dev, &d_scale),
-        plastic: ptr(dev, &d_plastic),
+        row_keys: ptr(dev, &all.keys),
+        fiber_end: ptr(dev, &all.ends),
+        scale: ptr(dev, &all.scale),
+        plastic: ptr(dev, &all.plastic),
         table: table_ptr,
         n,
         nf: step.fibers.len() as u32,
         slots: slots as u32,
         tbits,
-        corr_blocks: ptr(dev, &d_cb),
-        corr_off: ptr(dev, &d_co),
-        corr_local: ptr(dev, &d_cl),
-        corr_delta: ptr(dev, &d_cd),
-        ncorr: step.corr_blocks.len() as u32,
         values: ptr(dev, ws.values.as_ref().unwrap()),
         stats: ptr(dev, &ws.stats),
         log2_err: if opts.fast_log {
@@ -333,12 +489,94 @@ pub fn select(
     };
     let count = dev.function(&kernels::PROCEDURAL, "proc_count")?;
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
+    // The largest dynamic shared memory any launch uses (15-bit table), so
+    // that threads sharing the device never lower it under each other.
     count
         .set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem as i32,
+            ((BLOCK / 2) as u32 * 4 + (2u32 << 15)) as i32,
         )
         .what("proc_count shared memory")?;
+    // Dense counts on the device: the stimuli's reused, the rest counted
+    // now (or by the previous step's speculation), corrections meanwhile.
+    let nstim = step
+        .fibers
+        .iter()
+        .take_while(|f| matches!(f.src, kcap::Source::Stim(_)))
+        .count();
+    let resident =
+        opts.resident && prepare_resident(dev, ws, n, nstim > 0, nstim < step.fibers.len())?;
+    let mut path = "stream";
+    let mut counts_in = 0u64;
+    if resident {
+        let res = ws.res.as_mut().expect("resident counts");
+        let base_id = ident(n, &step.fibers[..nstim]);
+        let stim_slots: u64 = step.fibers[..nstim]
+            .iter()
+            .map(|f| f.row_keys.len() as u64)
+            .sum();
+        if nstim > 0 && res.base_id != base_id {
+            let sub = fiber_arrays(dev, &step.fibers[..nstim])?;
+            let base = res.base.as_ref().expect("base buffer");
+            count_into(dev, &a, &sub, nstim, stim_slots, 0, base, smem)?;
+            res.base_id = base_id.clone();
+            res.tot_id.clear();
+        }
+        let base_ptr = res.base.as_ref().map_or(0, |b| ptr(dev, b));
+        if nstim == step.fibers.len() {
+            counts_in = base_ptr;
+            path = "resident";
+        } else {
+            let rest = &step.fibers[nstim..];
+            let mut tot_id = base_id;
+            tot_id.extend(ident(n, rest));
+            let tot = res.tot.as_ref().expect("total buffer");
+            if res.tot_id != tot_id {
+                // Device arrays of the fibers after the stimuli: their keys
+                // start at slot stim_slots; ends relative to it.
+                let sub = fiber_arrays(dev, rest)?;
+                count_into(
+                    dev,
+                    &a,
+                    &sub,
+                    rest.len(),
+                    slots - stim_slots,
+                    base_ptr,
+                    tot,
+                    smem,
+                )?;
+                res.tot_id = tot_id;
+                path = "resident";
+            } else {
+                path = "speculated";
+            }
+            counts_in = ptr(dev, tot);
+        }
+    }
+    // The corrections (computed now if deferred: the device is counting).
+    let tc = Instant::now();
+    let later;
+    let c: &DeviceCorrections = match corr {
+        Corr::Ready => &step.corr,
+        Corr::Later(f) => {
+            later = f().map_err(|why| Error::Invalid {
+                op: "procedural corrections",
+                why,
+            })?;
+            &later
+        }
+    };
+    let corr_s = tc.elapsed().as_secs_f64();
+    let d_cb = upload(dev, &c.blocks)?;
+    let d_co = upload(dev, &c.off)?;
+    let d_cl = upload(dev, &c.local)?;
+    let d_cd = upload(dev, &c.delta)?;
+    a.corr_blocks = ptr(dev, &d_cb);
+    a.corr_off = ptr(dev, &d_co);
+    a.corr_local = ptr(dev, &d_cl);
+    a.corr_delta = ptr(dev, &d_cd);
+    a.ncorr = c.blocks.len() as u32;
+    let finalize = dev.function(&kernels::PROCEDURAL, "proc_finalize")?;
     // Running k-cap over the chunks: (id, input), merged on the host.
     let mut best: Vec<(u64, f32)> = Vec::new();
     let mut b0 = 0u64;
@@ -346,20 +584,32 @@ pub fn select(
         let nb = chunk.min(nblocks - b0);
         a.block0 = b0;
         a.nblocks = nb as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (nb as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: smem,
-        };
         // SAFETY: every address in `a` is a live device buffer of the sizes
         // the kernel reads (checked above: values holds nb·2^16 f32, the
-        // per-fiber arrays nf entries, row_keys `slots`); the kernel's only
-        // parameter is a ProcArgs by value.
+        // per-fiber arrays nf entries, row_keys `slots`, the stored counts
+        // nblocks·2^16 u16); the kernel's only parameter is a ProcArgs by value.
         unsafe {
-            s.launch_builder(&count)
-                .arg(&a)
-                .launch(cfg)
-                .what("launch proc_count")?;
+            if resident {
+                a.counts = counts_in;
+                s.launch_builder(&finalize)
+                    .arg(&a)
+                    .launch(LaunchConfig {
+                        grid_dim: (nb as u32, 1, 1),
+                        block_dim: (THREADS, 1, 1),
+                        shared_mem_bytes: 0,
+                    })
+                    .what("launch proc_finalize")?;
+                a.counts = 0;
+            } else {
+                s.launch_builder(&count)
+                    .arg(&a)
+                    .launch(LaunchConfig {
+                        grid_dim: (nb as u32, 1, 1),
+                        block_dim: (THREADS, 1, 1),
+                        shared_mem_bytes: smem,
+                    })
+                    .what("launch proc_count")?;
+            }
         }
         let len = (n - b0 * BLOCK).min(nb * BLOCK) as usize;
         let values = ws.values.as_ref().unwrap();
@@ -394,6 +644,10 @@ pub fn select(
     } else {
         Vec::new()
     };
+    let hits_s = t1.elapsed().as_secs_f64();
+    if resident && opts.speculate {
+        speculate(dev, ws, step, nstim, &winners, &a, smem)?;
+    }
     Ok(ProcOutcome {
         winners,
         inputs,
@@ -401,8 +655,118 @@ pub fn select(
         events: stats[1],
         synapses,
         count_s: (t1 - t0).as_secs_f64(),
-        hits_s: t1.elapsed().as_secs_f64(),
+        hits_s,
+        corr_s,
+        path,
     })
+}
+
+/// Whether the dense counts of an area of `n` neurons fit on the device
+/// next to the step's other buffers (allocating them if so): a base buffer
+/// when the step has stimuli, a total buffer when it has other fibers,
+/// 2 bytes per neuron each, with 1 GiB left free. An area that does not fit
+/// (n = 10¹¹ needs 400 GB) streams, with device memory independent of n.
+fn prepare_resident(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    n: u64,
+    want_base: bool,
+    want_tot: bool,
+) -> Result<bool> {
+    let len = (n.div_ceil(BLOCK) * BLOCK) as usize;
+    if ws.res.as_ref().is_some_and(|r| r.n != n) {
+        ws.res = None;
+    }
+    let res = ws.res.get_or_insert_with(|| Resident {
+        n,
+        base: None,
+        base_id: Vec::new(),
+        tot: None,
+        tot_id: Vec::new(),
+        spec_bufs: Vec::new(),
+        spec_meta: Vec::new(),
+        spec_scale: None,
+    });
+    let missing = (want_base && res.base.is_none()) as u64 + (want_tot && res.tot.is_none()) as u64;
+    if missing > 0 {
+        let (free, _) = dev.mem_info()?;
+        if (free as u64) < missing * len as u64 * 2 + (1 << 30) {
+            ws.res = None;
+            return Ok(false);
+        }
+        let s = dev.stream();
+        if want_base && res.base.is_none() {
+            res.base = Some(
+                s.alloc_zeros::<u16>(len)
+                    .what("alloc resident base counts")?,
+            );
+            res.base_id.clear();
+        }
+        if want_tot && res.tot.is_none() {
+            res.tot = Some(s.alloc_zeros::<u16>(len).what("alloc resident counts")?);
+            res.tot_id.clear();
+        }
+    }
+    Ok(true)
+}
+
+/// After a resident step whose fibers are stimuli plus the target's own
+/// area (A → A): counts the next step's A → A rows — the winners just
+/// chosen — on top of the base, into the total buffer, while the host
+/// applies the Hebbian update. The next step uses them only if its
+/// identity (every row key) is equal.
+fn speculate(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    step: &DeviceStep,
+    nstim: usize,
+    winners: &[u64],
+    a: &ProcArgs,
+    smem: u32,
+) -> Result<()> {
+    let rest = &step.fibers[nstim..];
+    let [me] = rest else { return Ok(()) };
+    if me.src != kcap::Source::Area(step.target) {
+        return Ok(());
+    }
+    let stim_slots: u64 = step.fibers[..nstim]
+        .iter()
+        .map(|f| f.row_keys.len() as u64)
+        .sum();
+    if stim_slots + winners.len() as u64 > MAX_SLOTS {
+        return Ok(());
+    }
+    let Some(res) = ws.res.as_mut() else {
+        return Ok(());
+    };
+    let (Some(tot), true) = (res.tot.as_ref(), nstim == 0 || res.base.is_some()) else {
+        return Ok(());
+    };
+    let next = DeviceFiber {
+        row_keys: winners
+            .iter()
+            .map(|&w| kcap::engine::procedural::row_key(me.key, w))
+            .collect(),
+        ..me.clone()
+    };
+    let arr = fiber_arrays(dev, std::slice::from_ref(&next))?;
+    let base_ptr = res
+        .base
+        .as_ref()
+        .filter(|_| nstim > 0)
+        .map_or(0, |b| ptr(dev, b));
+    count_into(dev, a, &arr, 1, winners.len() as u64, base_ptr, tot, smem)?;
+    let mut id = res.base_id.clone();
+    if nstim == 0 {
+        id = ident(step.n, &[]);
+    }
+    id.extend(ident(step.n, std::slice::from_ref(&next)));
+    res.tot_id = id;
+    // The launch reads these until it has run.
+    res.spec_bufs = vec![arr.keys];
+    res.spec_meta = vec![arr.ends, arr.plastic];
+    res.spec_scale = Some(arr.scale);
+    Ok(())
 }
 
 /// The (chunk id, input) pairs of the last top-k, in the device's order.
@@ -477,7 +841,7 @@ fn hits(
     let smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     f.set_attribute(
         CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
+        ((BLOCK / 32) as u32 * 4 + (2u32 << 15)) as i32,
     )
     .what("proc_hits shared memory")?;
     a.wblocks = ptr(dev, &d_wb);

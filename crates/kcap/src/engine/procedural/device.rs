@@ -19,10 +19,77 @@ use crate::error::{invalid, Result};
 use crate::model::Source;
 use rayon::prelude::*;
 
+/// Firing rows of one fiber, for membership tests.
+enum Firing {
+    All(u64),
+    Set(RowSet),
+}
+
+impl Firing {
+    #[inline]
+    fn contains(&self, row: u64) -> bool {
+        match self {
+            Firing::All(n) => row < *n,
+            Firing::Set(s) => s.contains(row),
+        }
+    }
+}
+
+/// A set of row ids (< 2⁴⁸) by open addressing with a multiplicative hash,
+/// at most 1/4 full: a probe costs about one cache-resident load, several
+/// times cheaper than a binary search of the sorted winner list.
+struct RowSet {
+    slots: Vec<u64>,
+    shift: u32,
+}
+
+impl RowSet {
+    const EMPTY: u64 = u64::MAX;
+
+    fn new(rows: &[u64]) -> RowSet {
+        let cap = (rows.len() * 4).next_power_of_two().max(16);
+        let mut s = RowSet {
+            slots: vec![Self::EMPTY; cap],
+            shift: 64 - cap.trailing_zeros(),
+        };
+        for &r in rows {
+            let mut i = s.home(r);
+            while s.slots[i] != Self::EMPTY && s.slots[i] != r {
+                i = (i + 1) & (cap - 1);
+            }
+            s.slots[i] = r;
+        }
+        s
+    }
+
+    #[inline]
+    fn home(&self, r: u64) -> usize {
+        (r.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn contains(&self, r: u64) -> bool {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(r);
+        loop {
+            let x = self.slots[i];
+            if x == r {
+                return true;
+            }
+            if x == Self::EMPTY {
+                return false;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
 /// One fiber into the target, prepared for a device.
 #[derive(Clone, Debug)]
 pub struct DeviceFiber {
     pub src: Source,
+    /// The fiber key ([`fiber_key`]): `row_key(key, id)` is the key of row `id`.
+    pub key: u64,
     /// `row_key` of every firing row, in slot order (ids increasing).
     pub row_keys: Vec<u64>,
     /// Connection probability and `c = 1 / ln(1 − p)` ([`skip_scale`]).
@@ -30,6 +97,30 @@ pub struct DeviceFiber {
     pub scale: f64,
     /// True when the fiber's synapses are potentiated (β > 0).
     pub plastic: bool,
+}
+
+/// Learned corrections of one step, grouped by target block: `blocks`
+/// increasing, block `blocks[i]` owns entries `off[i]..off[i + 1]` of
+/// `local` / `delta`, sorted by local target with ties in (fiber, row)
+/// order — the order in which the CPU adds them (`w − 1`, summed in f64
+/// after the count).
+#[derive(Clone, Debug, Default)]
+pub struct DeviceCorrections {
+    pub blocks: Vec<u64>,
+    pub off: Vec<u32>,
+    pub local: Vec<u32>,
+    pub delta: Vec<f32>,
+}
+
+impl DeviceCorrections {
+    /// Number of corrections.
+    pub fn len(&self) -> usize {
+        self.local.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty()
+    }
 }
 
 /// Everything a device needs for one target's k-cap in one step.
@@ -41,15 +132,11 @@ pub struct DeviceStep {
     /// Fibers in plan order (stimuli, then areas); slots number their rows
     /// consecutively in that order.
     pub fibers: Vec<DeviceFiber>,
-    /// Learned corrections of this step, grouped by target block:
-    /// `corr_blocks` increasing, block `corr_blocks[i]` owns entries
-    /// `corr_off[i]..corr_off[i + 1]` of `corr_local` / `corr_delta`,
-    /// sorted by local target with ties in (fiber, row) order — the order
-    /// in which the CPU adds them (`w − 1`, summed in f64 after the count).
-    pub corr_blocks: Vec<u64>,
-    pub corr_off: Vec<u32>,
-    pub corr_local: Vec<u32>,
-    pub corr_delta: Vec<f32>,
+    /// The step's learned corrections ([`ProceduralState::device_step`]
+    /// fills them; [`ProceduralState::device_step_rows`] leaves them empty
+    /// for [`ProceduralState::device_corrections`] to compute later, e.g.
+    /// while the device counts).
+    pub corr: DeviceCorrections,
 }
 
 impl DeviceStep {
@@ -69,8 +156,20 @@ impl DeviceStep {
 
 impl ProceduralState {
     /// The inputs of one step into `plan.target` for a device (validated
-    /// like [`ProceduralState::select`]).
+    /// like [`ProceduralState::select`]): rows and corrections.
     pub fn device_step(
+        &self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Result<DeviceStep> {
+        let mut step = self.device_step_rows(v, plan, firing)?;
+        step.corr = self.device_corrections(v, plan, firing)?;
+        Ok(step)
+    }
+
+    /// [`Self::device_step`] without the learned corrections (validated).
+    pub fn device_step_rows(
         &self,
         v: &View,
         plan: &TargetPlan,
@@ -79,67 +178,103 @@ impl ProceduralState {
         Self::validate(v.model, plan, firing)?;
         let t = plan.target;
         let tables = self.fiber_list(v, plan);
-        let fibers = self.prepare(v, plan, firing, &tables, true);
+        let fibers = self.prepare(v, plan, firing, &tables, false);
         let plastic = Self::plastic(v, plan);
+        let mut step = DeviceStep {
+            target: t,
+            n: v.model.areas[t].n,
+            k: v.model.areas[t].k,
+            fibers: Vec::with_capacity(fibers.len()),
+            corr: DeviceCorrections {
+                off: vec![0],
+                ..Default::default()
+            },
+        };
+        for (i, ((src, _), f)) in tables.iter().zip(fibers).enumerate() {
+            let p = v.model.p(*src, t);
+            let key = fiber_key(v.seed, *src, t);
+            debug_assert!(f.row_keys.is_empty() || row_key(key, f.rows.get(0)) == f.row_keys[0]);
+            step.fibers.push(DeviceFiber {
+                src: *src,
+                key,
+                row_keys: f.row_keys,
+                p,
+                scale: skip_scale(p),
+                plastic: plastic.iter().any(|q| q.0 == i),
+            });
+        }
+        Ok(step)
+    }
+
+    /// The learned corrections of one step into `plan.target` (validated):
+    /// for every block holding potentiated synapses from firing rows, their
+    /// `w − 1` in the CPU's summation order.
+    pub fn device_corrections(
+        &self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Result<DeviceCorrections> {
+        Self::validate(v.model, plan, firing)?;
+        let t = plan.target;
+        // Per fiber in plan order: its learned map and its firing rows
+        // (every row of a stimulus; an area's winners through a hash set:
+        // a step probes one row per (block, stored row), millions of times).
+        let fibers: Vec<(&super::FiberLearned, Firing)> = plan
+            .stims
+            .iter()
+            .map(|&s| (Source::Stim(s), Firing::All(v.model.stimuli[s].size)))
+            .chain(
+                plan.areas
+                    .iter()
+                    .map(|&a| (Source::Area(a), Firing::Set(RowSet::new(firing[a])))),
+            )
+            .filter_map(|(src, f)| {
+                self.learned
+                    .get(&(src, t))
+                    .filter(|l| !l.is_empty())
+                    .map(|l| (l, f))
+            })
+            .collect();
         // Block by block in parallel: every fiber's corrections in plan
         // order, then a stable sort by target keeps (fiber, row) order.
         let mut blocks: Vec<u64> = fibers
             .iter()
-            .filter_map(|f| f.learned)
-            .flat_map(|l| l.blocks.keys().copied())
+            .flat_map(|(l, _)| l.blocks.keys().copied())
             .collect();
         blocks.par_sort_unstable();
         blocks.dedup();
         let per: Vec<Vec<(u32, f32)>> = blocks
             .par_iter()
             .map(|&b| {
-                let mut v = Vec::new();
-                for f in fibers.iter() {
-                    if let Some(l) = f.learned {
-                        l.corrections(b, |row| f.rows.contains(row), |local, d| v.push((local, d)));
-                    }
+                let mut out = Vec::new();
+                for (l, f) in &fibers {
+                    l.corrections(b, |row| f.contains(row), |local, d| out.push((local, d)));
                 }
-                v.sort_by_key(|c| c.0);
-                v
+                out.sort_by_key(|c| c.0);
+                out
             })
             .collect();
-        let mut step = DeviceStep {
-            target: t,
-            n: v.model.areas[t].n,
-            k: v.model.areas[t].k,
-            fibers: Vec::with_capacity(fibers.len()),
-            corr_blocks: Vec::new(),
-            corr_off: Vec::new(),
-            corr_local: Vec::new(),
-            corr_delta: Vec::new(),
+        let total: usize = per.iter().map(Vec::len).sum();
+        let mut c = DeviceCorrections {
+            blocks: Vec::with_capacity(per.len()),
+            off: Vec::with_capacity(per.len() + 1),
+            local: Vec::with_capacity(total),
+            delta: Vec::with_capacity(total),
         };
-        for (i, ((src, _), f)) in tables.iter().zip(&fibers).enumerate() {
-            let p = v.model.p(*src, t);
-            debug_assert_eq!(
-                row_key(fiber_key(v.seed, *src, t), f.rows.get(0)),
-                f.row_keys[0]
-            );
-            step.fibers.push(DeviceFiber {
-                src: *src,
-                row_keys: f.row_keys.clone(),
-                p,
-                scale: skip_scale(p),
-                plastic: plastic.iter().any(|q| q.0 == i),
-            });
-        }
         for (&b, v) in blocks.iter().zip(&per) {
             if v.is_empty() {
                 continue;
             }
-            step.corr_blocks.push(b);
-            step.corr_off.push(step.corr_local.len() as u32);
+            c.blocks.push(b);
+            c.off.push(c.local.len() as u32);
             for &(local, d) in v {
-                step.corr_local.push(local);
-                step.corr_delta.push(d);
+                c.local.push(local);
+                c.delta.push(d);
             }
         }
-        step.corr_off.push(step.corr_local.len() as u32);
-        Ok(step)
+        c.off.push(c.local.len() as u32);
+        Ok(c)
     }
 
     /// A [`Selection`] from a device's answer to `step`: the k winners
