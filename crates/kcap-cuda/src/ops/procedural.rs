@@ -664,7 +664,8 @@ fn run(
 /// Whether the dense counts of an area of `n` neurons fit on the device
 /// next to the step's other buffers (allocating them if so): a base buffer
 /// when the step has stimuli, a total buffer when it has other fibers,
-/// 2 bytes per neuron each, with 1 GiB left free. An area that does not fit
+/// 2 bytes per neuron each, with 1 GiB left available
+/// ([`CudaDevice::available_memory`], which honours the memory limit). An area that does not fit
 /// (n = 10¹¹ needs 400 GB) streams, with device memory independent of n.
 fn prepare_resident(
     dev: &CudaDevice,
@@ -689,8 +690,7 @@ fn prepare_resident(
     });
     let missing = (want_base && res.base.is_none()) as u64 + (want_tot && res.tot.is_none()) as u64;
     if missing > 0 {
-        let (free, _) = dev.mem_info()?;
-        if (free as u64) < missing * len as u64 * 2 + (1 << 30) {
+        if dev.available_memory()? < missing * len as u64 * 2 + (1 << 30) {
             ws.res = None;
             return Ok(false);
         }
