@@ -448,8 +448,17 @@ pub fn ln_fast(x: f64) -> f64 {
     2.0 * s * poly + e as f64 * std::f64::consts::LN_2
 }
 
+/// `1/ln(1 − p)`, the scale of the geometric skips of [`bernoulli_positions`].
+#[inline]
+pub fn geometric_scale(p: f64) -> f64 {
+    1.0 / (-p).ln_1p()
+}
+
 /// Calls `f(i)` for each i in `[0, len)` independently with probability `p`,
-/// in increasing order, by geometric skips (cost ∝ number of hits).
+/// in increasing order, by geometric skips (cost ∝ number of hits): one
+/// draw `u` per skip, skip = ⌊ln_fast(u) · geometric_scale(p)⌋, stop when
+/// it reaches the positions left. (The lazy engine gets the same positions
+/// from the same draws faster through a skip table.)
 #[inline]
 pub fn bernoulli_positions(len: u64, p: f64, rng: &mut Stream, mut f: impl FnMut(u64)) {
     if len == 0 || p <= 0.0 {
@@ -459,7 +468,7 @@ pub fn bernoulli_positions(len: u64, p: f64, rng: &mut Stream, mut f: impl FnMut
         (0..len).for_each(f);
         return;
     }
-    let inv_ln_q = 1.0 / (-p).ln_1p();
+    let inv_ln_q = geometric_scale(p);
     let mut i: u64 = 0;
     loop {
         // ln(u) * inv_ln_q >= 0: truncation is the floor.

@@ -3,8 +3,9 @@
 //!
 //! Key decisions:
 //! - **The graph does not depend on the format.** Row i's synapses inside
-//!   column block b (65 536 targets wide) are drawn by geometric skips from
-//!   the stream keyed (seed, GRAPH, fiber, i, b); every layout stores that
+//!   column block b (65 536 targets wide) are drawn (a binomial count, then
+//!   a uniform subset: [`RowGen`]) from the stream keyed
+//!   (seed, GRAPH, fiber, i, b); every layout stores that
 //!   same set, so every format can be compared with the f32 reference on the
 //!   same graph, and any thread count builds the same graph.
 //! - **Rows are stored in chunks** of [`ROWS`] rows, generated in parallel,
@@ -114,66 +115,29 @@ impl PackedFiber {
             )));
         }
         let key = derive(seed, &[purpose::GRAPH, fiber]);
-        let nb = n_tgt.div_ceil(BLOCK) as usize;
         let n_chunks = (n_src as usize).div_ceil(ROWS);
         let chunks: Vec<Chunk> = (0..n_chunks)
             .into_par_iter()
-            .map(|c| {
-                let r0 = c * ROWS;
-                let rows = ROWS.min(n_src as usize - r0);
-                let expect = (rows as f64 * n_tgt as f64 * p * 1.02) as usize + 16;
-                let mut gen = RowGen::new(key, n_tgt, p);
-                let targets = match format.layout {
-                    Layout::Bitmap => {
-                        let words = (n_tgt as usize).div_ceil(64);
-                        let mut bits = vec![0u64; words * rows];
-                        for r in 0..rows {
-                            let row = &mut bits[r * words..(r + 1) * words];
-                            gen.row((r0 + r) as u64, |j| row[(j >> 6) as usize] |= 1 << (j & 63));
-                        }
-                        Targets::Bitmap { words, bits }
-                    }
-                    Layout::Csr => match format.indices {
-                        IndexFormat::U32 => {
-                            let mut ptr = Vec::with_capacity(rows + 1);
-                            let mut idx = Vec::with_capacity(expect);
-                            ptr.push(0u32);
-                            for r in 0..rows {
-                                gen.row((r0 + r) as u64, |j| idx.push(j as u32));
-                                ptr.push(idx.len() as u32);
-                            }
-                            idx.shrink_to_fit();
-                            Targets::U32 { ptr, idx }
-                        }
-                        IndexFormat::U16 => {
-                            let mut seg = Vec::with_capacity(rows * nb + 1);
-                            let mut idx = Vec::with_capacity(expect);
-                            for r in 0..rows {
-                                for b in 0..nb {
-                                    seg.push(idx.len() as u32);
-                                    gen.block((r0 + r) as u64, b as u64, |o| idx.push(o as u16));
-                                }
-                            }
-                            seg.push(idx.len() as u32);
-                            idx.shrink_to_fit();
-                            Targets::U16 { seg, idx }
-                        }
-                    },
-                };
-                let count = match &targets {
-                    Targets::U32 { idx, .. } => idx.len(),
-                    Targets::U16 { idx, .. } => idx.len(),
-                    Targets::Bitmap { .. } => 0,
-                };
-                let weights = match format.weights {
-                    WeightFormat::F32 => Weights::F32(vec![1.0; count]),
-                    WeightFormat::F16 => Weights::F16(vec![f16::ONE; count]),
-                    WeightFormat::Bf16 => Weights::Bf16(vec![bf16::ONE; count]),
-                    WeightFormat::LogU8 => Weights::LogU8(vec![0; count]),
-                    WeightFormat::Bit => Weights::None,
-                };
-                Chunk { targets, weights }
-            })
+            .map_init(
+                || RowGen::new(key, n_tgt, p),
+                |gen, c| {
+                    let r0 = c * ROWS;
+                    let targets = gen.chunk(r0, ROWS.min(n_src as usize - r0), format);
+                    let count = match &targets {
+                        Targets::U32 { idx, .. } => idx.len(),
+                        Targets::U16 { idx, .. } => idx.len(),
+                        Targets::Bitmap { .. } => 0,
+                    };
+                    let weights = match format.weights {
+                        WeightFormat::F32 => Weights::F32(vec![1.0; count]),
+                        WeightFormat::F16 => Weights::F16(vec![f16::ONE; count]),
+                        WeightFormat::Bf16 => Weights::Bf16(vec![bf16::ONE; count]),
+                        WeightFormat::LogU8 => Weights::LogU8(vec![0; count]),
+                        WeightFormat::Bit => Weights::None,
+                    };
+                    Chunk { targets, weights }
+                },
+            )
             .collect();
         let synapses = chunks
             .iter()
@@ -524,15 +488,107 @@ impl PackedFiber {
 /// duplicates are redrawn (for p > 1/2 the complement is drawn instead).
 /// Count-then-subset is exactly Bernoulli(p) per target, and costs about a
 /// quarter of a generator call per synapse — no logarithm per synapse.
-/// Offsets come out in draw order, not sorted.
+/// Offsets come out in draw order, not sorted; that order is part of the
+/// definition (it keys stochastic rounding), and a test pins it.
+///
+/// Generation takes two passes so that storage is written once, in its
+/// final format: [`RowGen::count`] draws a block's size (the first draws of
+/// its stream), which sizes a chunk's buffers exactly; [`RowGen::fill`]
+/// then writes the block's offsets straight into them.
 pub struct RowGen {
     key: u64,
     n_tgt: u64,
     p: f64,
     full: Option<rand_distr::Binomial>,
     last: Option<rand_distr::Binomial>,
+    /// One bit per offset of a block; all zero between blocks.
     seen: Vec<u64>,
+    /// The drawn offsets of a complement block (p > 1/2).
     picked: Vec<u32>,
+    /// The offsets of one block, for [`RowGen::block`].
+    out: Vec<u32>,
+}
+
+/// A block whose size is drawn: its stream, positioned after the count.
+#[derive(Clone, Debug)]
+pub struct Drawn {
+    rng: Stream,
+    len: u32,
+    /// Offsets to draw (the complement's, for p > 1/2).
+    drawn: u32,
+    /// Synapses of the block.
+    pub count: u32,
+}
+
+/// Draws `out.len()` distinct offsets in `[0, len)` from `rng` in the
+/// recipe's order (low then high half of each word, duplicates skipped) and
+/// writes `enc(offset)` into `out`; `dec` inverts `enc`. `bits` (one bit per
+/// offset, zero on entry) is left with the drawn offsets set.
+///
+/// Candidates are made in batches, as many as are still missing (words
+/// from [`Stream::fill_words`], which vectorises), then tested against
+/// `bits`; a duplicate (about c²/2·len per block: a few) is removed by
+/// shifting the later candidates over it, so the hot loops carry no
+/// per-candidate bookkeeping. A batch of odd size leaves the high half of
+/// its last word for the next batch, which the sequential recipe would
+/// reach next too.
+#[inline(always)]
+fn pick<T: Copy>(
+    rng: &mut Stream,
+    len: u32,
+    bits: &mut [u64],
+    out: &mut [T],
+    enc: impl Fn(u32) -> T,
+    dec: impl Fn(T) -> u32,
+) {
+    let c = out.len();
+    assert!(len as usize <= bits.len() * 64, "seen bits too short");
+    let len = len as u64;
+    let off = |h: u64| ((h * len) >> 32) as u32;
+    let mut carry: Option<u32> = None;
+    let mut n = 0;
+    while n < c {
+        let mut j = n;
+        if let Some(o) = carry.take() {
+            out[j] = enc(o);
+            j += 1;
+        }
+        let mut pairs = (c - j) / 2;
+        let mut words = [0u64; 64];
+        while pairs > 0 {
+            let m = pairs.min(words.len());
+            rng.fill_words(&mut words[..m]);
+            for (pair, &w) in out[j..j + 2 * m].chunks_exact_mut(2).zip(&words[..m]) {
+                pair[0] = enc(off(w & 0xffff_ffff));
+                pair[1] = enc(off(w >> 32));
+            }
+            j += 2 * m;
+            pairs -= m;
+        }
+        if j < c {
+            let w = rng.next_u64_pub();
+            out[j] = enc(off(w & 0xffff_ffff));
+            carry = Some(off(w >> 32));
+        }
+        // Keep the first occurrence of each offset, in order: test-and-set,
+        // and on a duplicate shift the later candidates over it.
+        let mut end = c;
+        let mut r = n;
+        while r < end {
+            let o = dec(out[r]);
+            let (wi, m) = ((o >> 6) as usize, 1u64 << (o & 63));
+            // SAFETY: o < len ≤ 64·bits.len() (asserted above).
+            let s = unsafe { bits.get_unchecked_mut(wi) };
+            if *s & m != 0 {
+                out.copy_within(r + 1..end, r);
+                end -= 1;
+                continue;
+            }
+            *s |= m;
+            r += 1;
+        }
+        n = end;
+    }
 }
 
 impl RowGen {
@@ -550,59 +606,120 @@ impl RowGen {
             last: if tail == 0 { None } else { binom(tail) },
             seen: vec![0; (BLOCK / 64) as usize],
             picked: Vec::new(),
+            out: Vec::new(),
         }
     }
 
-    /// Calls `f(offset)` for each target of row `i` in block `b`.
+    /// Draws the size of block `b` of row `i`.
     #[inline]
-    pub fn block(&mut self, i: u64, b: u64, mut f: impl FnMut(u64)) {
+    pub fn count(&self, i: u64, b: u64) -> Drawn {
         use rand_distr::Distribution;
-        let start = b * BLOCK;
-        let len = BLOCK.min(self.n_tgt - start);
+        let len = BLOCK.min(self.n_tgt - b * BLOCK) as u32;
         let mut rng = Stream::new(derive(self.key, &[i, b]));
+        let (drawn, count) = if self.p >= 1.0 {
+            (0, len)
+        } else {
+            let dist = if len as u64 == BLOCK || self.n_tgt < BLOCK {
+                &self.full
+            } else {
+                &self.last
+            };
+            let c = dist.as_ref().map_or(0, |d| d.sample(&mut rng) as u32);
+            (c, if self.p > 0.5 { len - c } else { c })
+        };
+        Drawn {
+            rng,
+            len,
+            drawn,
+            count,
+        }
+    }
+
+    /// Writes `enc(offset)` for each synapse of the drawn block into `out`
+    /// (`out.len()` = `d.count`), in the recipe's order; `dec` inverts `enc`.
+    #[inline(always)]
+    pub fn fill<T: Copy>(
+        &mut self,
+        mut d: Drawn,
+        out: &mut [T],
+        enc: impl Fn(u32) -> T,
+        dec: impl Fn(T) -> u32,
+    ) {
+        debug_assert_eq!(out.len(), d.count as usize);
+        let words = (d.len as usize).div_ceil(64);
         if self.p >= 1.0 {
-            (0..len).for_each(f);
+            for (o, x) in out.iter_mut().enumerate() {
+                *x = enc(o as u32);
+            }
+        } else if self.p > 0.5 {
+            // The drawn offsets are the absent targets: emit the rest, in order.
+            let mut picked = std::mem::take(&mut self.picked);
+            picked.resize(d.drawn as usize, 0);
+            pick(&mut d.rng, d.len, &mut self.seen, &mut picked, |o| o, |o| o);
+            self.picked = picked;
+            let mut s = 0;
+            for (wi, &w) in self.seen[..words].iter().enumerate() {
+                let mut free = !w;
+                if wi == words - 1 && d.len % 64 != 0 {
+                    free &= (1u64 << (d.len % 64)) - 1;
+                }
+                while free != 0 {
+                    out[s] = enc((wi as u32) << 6 | free.trailing_zeros());
+                    s += 1;
+                    free &= free - 1;
+                }
+            }
+            self.seen[..words].fill(0);
+        } else {
+            pick(&mut d.rng, d.len, &mut self.seen, out, &enc, &dec);
+            // Clearing all words costs about a quarter of a store per word.
+            if out.len() * 4 > words {
+                self.seen[..words].fill(0);
+            } else {
+                for &v in out.iter() {
+                    // SAFETY: offsets are < len ≤ 64·seen.len().
+                    unsafe { *self.seen.get_unchecked_mut((dec(v) >> 6) as usize) = 0 };
+                }
+            }
+        }
+    }
+
+    /// Sets the bits of the drawn block's synapses in `bits` (the block's
+    /// `⌈len/64⌉` words of a bitmap row, zero on entry).
+    pub fn fill_bits(&mut self, mut d: Drawn, bits: &mut [u64]) {
+        let len = d.len as usize;
+        if self.p <= 0.5 {
+            let mut picked = std::mem::take(&mut self.picked);
+            picked.resize(d.drawn as usize, 0);
+            pick(&mut d.rng, d.len, bits, &mut picked, |o| o, |o| o);
+            self.picked = picked;
             return;
         }
-        let dist = if len == BLOCK || self.n_tgt < BLOCK {
-            &self.full
-        } else {
-            &self.last
-        };
-        let Some(dist) = dist else { return };
-        let c = dist.sample(&mut rng);
-        let complement = self.p > 0.5;
-        self.picked.clear();
-        let mut need = c;
-        while need > 0 {
-            let w = rng.next_u64_pub();
-            for h in [w & 0xffff_ffff, w >> 32] {
-                let o = ((h * len) >> 32) as u32;
-                let (wi, bi) = ((o >> 6) as usize, o & 63);
-                if self.seen[wi] >> bi & 1 == 0 {
-                    self.seen[wi] |= 1 << bi;
-                    self.picked.push(o);
-                    need -= 1;
-                    if need == 0 {
-                        break;
-                    }
-                }
-            }
+        if self.p < 1.0 {
+            let mut picked = std::mem::take(&mut self.picked);
+            picked.resize(d.drawn as usize, 0);
+            pick(&mut d.rng, d.len, bits, &mut picked, |o| o, |o| o);
+            self.picked = picked;
         }
-        if complement {
-            for o in 0..len as u32 {
-                if self.seen[(o >> 6) as usize] >> (o & 63) & 1 == 0 {
-                    f(o as u64);
-                }
-            }
-        } else {
-            for &o in &self.picked {
-                f(o as u64);
-            }
+        for (wi, w) in bits.iter_mut().enumerate() {
+            let valid = if (wi + 1) * 64 <= len {
+                u64::MAX
+            } else {
+                (1u64 << (len % 64)) - 1
+            };
+            *w = !*w & valid;
         }
-        for &o in &self.picked {
-            self.seen[(o >> 6) as usize] = 0;
-        }
+    }
+
+    /// Calls `f(offset)` for each target of row `i` in block `b`, in the
+    /// recipe's order.
+    pub fn block(&mut self, i: u64, b: u64, mut f: impl FnMut(u64)) {
+        let d = self.count(i, b);
+        let mut out = std::mem::take(&mut self.out);
+        out.resize(d.count as usize, 0);
+        self.fill(d, &mut out, |o| o, |o| o);
+        out.iter().for_each(|&o| f(o as u64));
+        self.out = out;
     }
 
     /// All targets of row `i` (absolute ids, in increasing block order,
@@ -611,6 +728,83 @@ impl RowGen {
         for b in 0..self.n_tgt.div_ceil(BLOCK) {
             let base = b * BLOCK;
             self.block(i, b, |o| f(base + o));
+        }
+    }
+
+    /// Rows `r0..r0 + rows` in `format`'s layout and indices (weights not
+    /// included), every buffer allocated once at its final size.
+    fn chunk(&mut self, r0: usize, rows: usize, format: FiberFormat) -> Targets {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.chunk_avx2(r0, rows, format) };
+        }
+        self.chunk_any(r0, rows, format)
+    }
+
+    /// [`RowGen::chunk`] compiled for AVX2 (the word generator vectorises).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk_avx2(&mut self, r0: usize, rows: usize, format: FiberFormat) -> Targets {
+        self.chunk_any(r0, rows, format)
+    }
+
+    #[inline(always)]
+    fn chunk_any(&mut self, r0: usize, rows: usize, format: FiberFormat) -> Targets {
+        let nb = self.n_tgt.div_ceil(BLOCK);
+        let draws = |gen: &RowGen| -> Vec<Drawn> {
+            (r0..r0 + rows)
+                .flat_map(|i| (0..nb).map(move |b| gen.count(i as u64, b)))
+                .collect()
+        };
+        match (format.layout, format.indices) {
+            (Layout::Bitmap, _) => {
+                let words = (self.n_tgt as usize).div_ceil(64);
+                let mut bits = vec![0u64; words * rows];
+                for (r, row) in bits.chunks_exact_mut(words).enumerate() {
+                    for b in 0..nb {
+                        let d = self.count((r0 + r) as u64, b);
+                        let w0 = (b * BLOCK / 64) as usize;
+                        let w1 = w0 + (d.len as usize).div_ceil(64);
+                        self.fill_bits(d, &mut row[w0..w1]);
+                    }
+                }
+                Targets::Bitmap { words, bits }
+            }
+            (Layout::Csr, IndexFormat::U32) => {
+                let draws = draws(self);
+                let mut ptr = Vec::with_capacity(rows + 1);
+                ptr.push(0u32);
+                for row in draws.chunks_exact(nb as usize) {
+                    let n: u32 = row.iter().map(|d| d.count).sum();
+                    ptr.push(ptr.last().unwrap() + n);
+                }
+                let mut idx = vec![0u32; *ptr.last().unwrap() as usize];
+                let mut s = 0;
+                for (k, d) in draws.into_iter().enumerate() {
+                    let base = ((k as u64 % nb) * BLOCK) as u32;
+                    let n = d.count as usize;
+                    self.fill(d, &mut idx[s..s + n], |o| base + o, |v| v - base);
+                    s += n;
+                }
+                Targets::U32 { ptr, idx }
+            }
+            (Layout::Csr, IndexFormat::U16) => {
+                let draws = draws(self);
+                let mut seg = Vec::with_capacity(draws.len() + 1);
+                seg.push(0u32);
+                for d in &draws {
+                    seg.push(seg.last().unwrap() + d.count);
+                }
+                let mut idx = vec![0u16; *seg.last().unwrap() as usize];
+                let mut s = 0;
+                for d in draws {
+                    let n = d.count as usize;
+                    self.fill(d, &mut idx[s..s + n], |o| o as u16, |v| v as u32);
+                    s += n;
+                }
+                Targets::U16 { seg, idx }
+            }
         }
     }
 }
@@ -626,6 +820,111 @@ mod tests {
             indices,
             layout,
             ..Default::default()
+        }
+    }
+
+    /// The generator as first written (commit e34bb05), one block at a time,
+    /// kept verbatim as the definition the faster generator must reproduce:
+    /// the offsets of row `i`, block `b`, in draw order.
+    fn recipe_block(key: u64, n_tgt: u64, p: f64, i: u64, b: u64) -> Vec<u64> {
+        use rand_distr::Distribution;
+        let start = b * BLOCK;
+        let len = BLOCK.min(n_tgt - start);
+        let mut rng = Stream::new(derive(key, &[i, b]));
+        if p >= 1.0 {
+            return (0..len).collect();
+        }
+        let q = if p > 0.5 { 1.0 - p } else { p };
+        if q == 0.0 {
+            return vec![];
+        }
+        let c = rand_distr::Binomial::new(len, q).unwrap().sample(&mut rng);
+        let mut seen = vec![0u64; 1024];
+        let mut picked = Vec::new();
+        let mut need = c;
+        while need > 0 {
+            let w = rng.next_u64_pub();
+            for h in [w & 0xffff_ffff, w >> 32] {
+                let o = ((h * len) >> 32) as u32;
+                let (wi, bi) = ((o >> 6) as usize, o & 63);
+                if seen[wi] >> bi & 1 == 0 {
+                    seen[wi] |= 1 << bi;
+                    picked.push(o as u64);
+                    need -= 1;
+                    if need == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if p > 0.5 {
+            (0..len)
+                .filter(|&o| seen[(o >> 6) as usize] >> (o & 63) & 1 == 0)
+                .collect()
+        } else {
+            picked
+        }
+    }
+
+    /// Same seed ⇒ the same synapses, stored in the same order (the order
+    /// keys stochastic rounding), as the recipe: every layout, several seeds,
+    /// p on both sides of 1/2, p = 1, narrow last blocks, areas narrower than
+    /// a block, rows across chunk boundaries; and the rows of lazy areas.
+    #[test]
+    fn generated_graph_is_pinned_to_the_recipe() {
+        let cases: [(u64, u64, f64); 6] = [
+            (1100, 140_000, 0.01),
+            (300, 70_000, 0.3),
+            (300, 66_000, 0.7),
+            (40, 5_000, 1.0),
+            (1100, 5_000, 0.05),
+            (200, 65_536, 0.001),
+        ];
+        let formats = [
+            FiberFormat::REFERENCE,
+            fmt(WeightFormat::LogU8, IndexFormat::U16, Layout::Csr),
+            fmt(WeightFormat::Bit, IndexFormat::U32, Layout::Bitmap),
+        ];
+        for seed in [1u64, 7, 1234] {
+            for &(n_src, n_tgt, p) in &cases {
+                let key = derive(seed, &[purpose::GRAPH, 3]);
+                let nb = n_tgt.div_ceil(BLOCK);
+                let want: Vec<Vec<u64>> = (0..n_src)
+                    .map(|i| {
+                        (0..nb)
+                            .flat_map(|b| {
+                                recipe_block(key, n_tgt, p, i, b)
+                                    .into_iter()
+                                    .map(move |o| b * BLOCK + o)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let total: usize = want.iter().map(Vec::len).sum();
+                for f in formats {
+                    let x = PackedFiber::generate(seed, 3, n_src, n_tgt, p, f, 0.05, None).unwrap();
+                    let what = format!("seed {seed} {n_src}x{n_tgt} p {p} {}", f.label());
+                    assert_eq!(x.synapses() as usize, total, "{what}");
+                    assert_eq!(x.validate(n_src, n_tgt), Ok(()), "{what}");
+                    for (r, want) in want.iter().enumerate() {
+                        let mut got = Vec::new();
+                        x.for_row(r, |_, j| got.push(j));
+                        if f.layout == Layout::Bitmap {
+                            let mut w = want.clone();
+                            w.sort_unstable();
+                            assert_eq!(got, w, "{what} row {r}");
+                        } else {
+                            assert_eq!(&got, want, "{what} row {r}");
+                        }
+                    }
+                }
+                let mut gen = RowGen::new(key, n_tgt, p);
+                for r in [0, n_src / 2, n_src - 1] {
+                    let mut got = Vec::new();
+                    gen.row(r, |j| got.push(j));
+                    assert_eq!(got, want[r as usize], "seed {seed} p {p} lazy row {r}");
+                }
+            }
         }
     }
 

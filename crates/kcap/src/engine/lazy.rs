@@ -20,12 +20,13 @@
 //! 4. Hebbian update of synapses from firing sources into the new winners.
 
 use super::explicit::PackedFiber;
+use super::procedural::SkipTable;
 use super::TargetPlan;
 use crate::backend::{Backend, Syn};
 use crate::error::{KcapError, Result};
 use crate::model::{EngineKind, Model, Source};
 use crate::rng::{purpose, Stream};
-use crate::stats::{bernoulli_positions, binomial, sample_distinct, sample_tail, Pmf, TailSampler};
+use crate::stats::{binomial, sample_distinct, sample_tail, Pmf, TailSampler};
 use rayon::prelude::*;
 
 /// Out-synapses of every existing source neuron into one target area:
@@ -605,6 +606,80 @@ struct Scratch {
     chosen: Vec<Vec<u32>>,
 }
 
+/// [`crate::stats::bernoulli_positions`], bit for bit — the same positions
+/// from the same draws, leaving `rng` at the same counter — with most
+/// logarithms replaced by a [`SkipTable`] lookup where this thread holds a
+/// table for `p` (see [`skip_table`]).
+fn bernoulli_positions(len: u64, p: f64, rng: &mut Stream, f: impl FnMut(u64)) {
+    match skip_table(p, len) {
+        Some(table) => bernoulli_positions_in(&table, len, rng, f),
+        None => crate::stats::bernoulli_positions(len, p, rng, f),
+    }
+}
+
+/// [`crate::stats::bernoulli_positions`] through `table` (built for
+/// [`crate::stats::geometric_scale`]`(p)`, 0 < p < 1).
+#[inline]
+fn bernoulli_positions_in(table: &SkipTable, len: u64, rng: &mut Stream, mut f: impl FnMut(u64)) {
+    let mut i = 0u64;
+    while i < len {
+        let rem = len - i;
+        let s = table.skip(rng.next_u64_pub(), rem);
+        if s >= rem {
+            return;
+        }
+        i += s;
+        f(i);
+        i += 1;
+    }
+}
+
+/// Draws at one p after which a thread builds its table: about what the
+/// table costs to build (two logarithms per entry, 2¹⁵–2¹⁶ entries), so
+/// short or one-off calls never pay for one and the rest at most double.
+const TABLE_AFTER_DRAWS: f64 = (1 << 16) as f64;
+/// Tables (64–128 KiB each) a thread keeps; the oldest p goes first.
+const MAX_TABLES: usize = 16;
+
+thread_local! {
+    /// Per p (bits): the draws made so far without a table, and the table.
+    static SKIP_TABLES: std::cell::RefCell<Vec<(u64, f64, Option<std::rc::Rc<SkipTable>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's skip table for `p` (0 < p < 1), built once the calls at
+/// this p would have taken [`TABLE_AFTER_DRAWS`] logarithms; `None` before.
+fn skip_table(p: f64, len: u64) -> Option<std::rc::Rc<SkipTable>> {
+    if !(p > 0.0 && p < 1.0) || len == 0 {
+        return None;
+    }
+    SKIP_TABLES.with(|tables| {
+        let mut tables = tables.borrow_mut();
+        let at = match tables.iter().position(|e| e.0 == p.to_bits()) {
+            Some(at) => at,
+            None => {
+                if tables.len() == MAX_TABLES {
+                    tables.remove(0);
+                }
+                tables.push((p.to_bits(), 0.0, None));
+                tables.len() - 1
+            }
+        };
+        let (_, draws, table) = &mut tables[at];
+        if table.is_none() {
+            *draws += len as f64 * p + 1.0;
+            if *draws >= TABLE_AFTER_DRAWS {
+                let c = crate::stats::geometric_scale(p);
+                *table = Some(std::rc::Rc::new(SkipTable::with_scale(
+                    c,
+                    SkipTable::bits_for(p),
+                )));
+            }
+        }
+        table.clone()
+    })
+}
+
 /// Appends `Syn { to: base + j, w: 1 }` to `rows[i]` for each `i` in
 /// `lists[j]`, in increasing j (so rows stay sorted by target).
 fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
@@ -652,5 +727,65 @@ fn append_transposed(rows: &mut [Vec<Syn>], lists: &[&[u32]], base: u32) {
         rows.par_chunks_mut(CHUNK)
             .enumerate()
             .for_each(|(c, ch)| work(c, ch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table walk gives the reference's positions and leaves the
+    /// stream where the reference leaves it, for p on both table sizes,
+    /// near 1, tiny, and lengths from 1 up.
+    #[test]
+    fn table_positions_match_the_reference() {
+        for &p in &[0.5, 0.3, 0.05, 0.01, 0.004, 0.0039, 1e-3, 1e-5, 0.99] {
+            let table =
+                SkipTable::with_scale(crate::stats::geometric_scale(p), SkipTable::bits_for(p));
+            for seed in 0..40u64 {
+                for len in [1u64, 2, 7, 100, 5_000, 300_000] {
+                    let mut a = Stream::keyed(seed, &[len]);
+                    let mut b = a.clone();
+                    let mut want = Vec::new();
+                    crate::stats::bernoulli_positions(len, p, &mut a, |i| want.push(i));
+                    let mut got = Vec::new();
+                    bernoulli_positions_in(&table, len, &mut b, |i| got.push(i));
+                    assert_eq!(got, want, "p {p} seed {seed} len {len}");
+                    assert_eq!(
+                        b.next_u64_pub(),
+                        a.next_u64_pub(),
+                        "p {p} seed {seed} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The cached path: no table before enough draws, the same positions
+    /// before and after it is built, and edge values of p and len.
+    #[test]
+    fn cached_tables_keep_the_positions() {
+        let p = 0.0123;
+        assert!(skip_table(p, 10).is_none());
+        let mut built = false;
+        for call in 0..400u64 {
+            let mut a = Stream::keyed(call, &[1]);
+            let mut b = a.clone();
+            let mut want = Vec::new();
+            crate::stats::bernoulli_positions(20_000, p, &mut a, |i| want.push(i));
+            let mut got = Vec::new();
+            bernoulli_positions(20_000, p, &mut b, |i| got.push(i));
+            assert_eq!(got, want, "call {call}");
+            assert_eq!(b.next_u64_pub(), a.next_u64_pub());
+            built |= skip_table(p, 0).is_some() || skip_table(p, 1).is_some();
+        }
+        assert!(built, "no table after 400 calls of ~250 draws");
+        for (len, p) in [(0, 0.5), (10, 0.0), (10, 1.0), (1, 0.999)] {
+            let (mut a, mut b) = (Stream::new(3), Stream::new(3));
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            crate::stats::bernoulli_positions(len, p, &mut a, |i| want.push(i));
+            bernoulli_positions(len, p, &mut b, |i| got.push(i));
+            assert_eq!(got, want, "len {len} p {p}");
+        }
     }
 }

@@ -170,18 +170,34 @@ impl SkipTable {
     pub fn new(p: f64) -> SkipTable {
         // Bins much narrower than the skip's step (≈ p·u wide near u): 2¹⁵
         // bins leave ~2 % of draws slow at p = 0.01, 2¹⁶ ~8 % at p = 10⁻³.
-        SkipTable::with_bits(p, if p >= 0.004 { 15 } else { MAX_TABLE_BITS })
+        SkipTable::with_bits(p, SkipTable::bits_for(p))
     }
 
     /// The table over the top `bits` (1..=16) bits of the draw: fewer bits,
     /// a smaller table (a GPU keeps it in shared memory) and more slow draws;
     /// exact for any `bits`.
     pub fn with_bits(p: f64, bits: u32) -> SkipTable {
+        SkipTable::with_scale(skip_scale(p), bits)
+    }
+
+    /// Index bits [`SkipTable::new`] uses for connection probability `p`.
+    pub fn bits_for(p: f64) -> u32 {
+        if p >= 0.004 {
+            15
+        } else {
+            MAX_TABLE_BITS
+        }
+    }
+
+    /// The table of the skips `floor(ln_fast(u)·c)` for a scale `c` < 0
+    /// given as a value: a recipe that computes 1/ln(1−p) another way
+    /// (e.g. with `f64::ln_1p`, possibly an ulp away from [`skip_scale`])
+    /// gets a table exact for its own `c`.
+    pub fn with_scale(c: f64, bits: u32) -> SkipTable {
         assert!(
             (1..=MAX_TABLE_BITS).contains(&bits),
             "table bits {bits} not in 1..=16"
         );
-        let c = skip_scale(p);
         let n = 1usize << bits;
         let sh = 64 - bits;
         let skip = |w: u64| (ln_fast(crate::rng::unit_open(w)) * c).floor();
@@ -227,6 +243,14 @@ impl SkipTable {
     /// Share of table bins resolved without a logarithm.
     pub fn resolved(&self) -> f64 {
         self.table.iter().filter(|&&e| e != SLOW).count() as f64 / self.table.len() as f64
+    }
+
+    /// The skip of the draw with 64 random bits `w` (uniform
+    /// `unit_open(w)`) when `rem` ≥ 1 positions remain: `floor(ln_fast(u)·c)`
+    /// if that is below `rem`, else a value ≥ `rem` (the walk ends).
+    #[inline(always)]
+    pub fn skip(&self, w: u64, rem: u64) -> u64 {
+        skip(&self.table, 64 - self.bits, self.c, w, rem)
     }
 
     /// Starts the walk of a block (key `block_key(row, b)`, width `len`):
