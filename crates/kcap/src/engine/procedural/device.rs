@@ -237,43 +237,61 @@ impl ProceduralState {
             })
             .collect();
         // Block by block in parallel: every fiber's corrections in plan
-        // order, then a stable sort by target keeps (fiber, row) order.
+        // order, then sorted by target with ties in that order (the
+        // sequence number in the low bits of the sort key). One allocation
+        // per block, sized from the stored synapses, and an in-place sort:
+        // a step handles millions of corrections, and growing vectors from
+        // many threads at once costs more than the work itself.
         let mut blocks: Vec<u64> = fibers
             .iter()
             .flat_map(|(l, _)| l.blocks.keys().copied())
             .collect();
         blocks.par_sort_unstable();
         blocks.dedup();
-        let per: Vec<Vec<(u32, f32)>> = blocks
+        let per: Vec<Vec<(u64, f32)>> = blocks
             .par_iter()
             .map(|&b| {
-                let mut out = Vec::new();
+                let cap = fibers
+                    .iter()
+                    .map(|(l, _)| l.blocks.get(&b).map_or(0, |x| x.keys.len()))
+                    .sum();
+                let mut out: Vec<(u64, f32)> = Vec::with_capacity(cap);
                 for (l, f) in &fibers {
-                    l.corrections(b, |row| f.contains(row), |local, d| out.push((local, d)));
+                    l.corrections(
+                        b,
+                        |row| f.contains(row),
+                        |local, d| out.push(((local as u64) << 32 | out.len() as u64, d)),
+                    );
                 }
-                out.sort_by_key(|c| c.0);
+                out.sort_unstable_by_key(|c| c.0);
                 out
             })
             .collect();
-        let total: usize = per.iter().map(Vec::len).sum();
-        let mut c = DeviceCorrections {
-            blocks: Vec::with_capacity(per.len()),
-            off: Vec::with_capacity(per.len() + 1),
-            local: Vec::with_capacity(total),
-            delta: Vec::with_capacity(total),
-        };
+        let mut c = DeviceCorrections::default();
         for (&b, v) in blocks.iter().zip(&per) {
-            if v.is_empty() {
-                continue;
-            }
-            c.blocks.push(b);
-            c.off.push(c.local.len() as u32);
-            for &(local, d) in v {
-                c.local.push(local);
-                c.delta.push(d);
+            if !v.is_empty() {
+                c.blocks.push(b);
+                c.off.push(c.local.len() as u32);
+                c.local.resize(c.local.len() + v.len(), 0);
             }
         }
         c.off.push(c.local.len() as u32);
+        c.delta = vec![0.0; c.local.len()];
+        // Each block fills its own slice of the output, in parallel.
+        let mut slots = Vec::with_capacity(c.blocks.len());
+        let (mut rest_l, mut rest_d) = (&mut c.local[..], &mut c.delta[..]);
+        for v in per.iter().filter(|v| !v.is_empty()) {
+            let (l, tl) = std::mem::take(&mut rest_l).split_at_mut(v.len());
+            let (d, td) = std::mem::take(&mut rest_d).split_at_mut(v.len());
+            slots.push((v, l, d));
+            (rest_l, rest_d) = (tl, td);
+        }
+        slots.into_par_iter().for_each(|(v, l, d)| {
+            for ((&(key, delta), lo), de) in v.iter().zip(l).zip(d) {
+                *lo = (key >> 32) as u32;
+                *de = delta;
+            }
+        });
         Ok(c)
     }
 
@@ -319,4 +337,136 @@ impl ProceduralState {
 #[inline]
 pub fn split_id(id: u64) -> (u64, u32) {
     (id / BLOCK, (id % BLOCK) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AreaSpec, EngineKind, Model, StimSpec};
+
+    /// `device_corrections` equals the plain definition: per block, every
+    /// fiber's stored synapses from firing rows in (fiber, row, target)
+    /// order, stably sorted by target — over random learned maps, firing
+    /// sets and plans, including blocks of one fiber only and empty ones.
+    #[test]
+    fn corrections_equal_the_definition() {
+        let mut r = crate::rng::Stream::new(9);
+        for round in 0..6 {
+            let n = 4 * BLOCK + 17;
+            let mut m = Model::new(0.01).unwrap();
+            for s in 0..2 {
+                m.add_stimulus(StimSpec {
+                    name: format!("s{s}"),
+                    size: 40 + 10 * s,
+                })
+                .unwrap();
+            }
+            m.add_area(AreaSpec {
+                name: "A".into(),
+                n,
+                k: 50,
+                beta: 0.1,
+                engine: EngineKind::Procedural,
+            })
+            .unwrap();
+            let mut st = ProceduralState::new();
+            let srcs = [Source::Stim(0), Source::Stim(1), Source::Area(0)];
+            for (i, &src) in srcs.iter().enumerate() {
+                if round % 3 == i {
+                    continue; // one fiber without learned weights
+                }
+                let rows = match src {
+                    Source::Stim(s) => m.stimuli[s].size,
+                    Source::Area(_) => 300,
+                };
+                let l = st.learned.entry((src, 0)).or_default();
+                for _ in 0..3 {
+                    let b = r.below(5);
+                    let len = (n - b * BLOCK).min(BLOCK);
+                    let mut keys: Vec<u64> = (0..r.below(200))
+                        .map(|_| super::super::learned::pack(r.below(rows), r.below(len) as u32))
+                        .collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    l.potentiate(b, &keys, 1.0 + r.below(5) as f32 / 8.0, 4.0);
+                }
+            }
+            let mut winners: Vec<u64> = (0..60).map(|_| r.below(300)).collect();
+            winners.sort_unstable();
+            winners.dedup();
+            let plan = TargetPlan {
+                target: 0,
+                stims: if round % 2 == 0 { vec![0, 1] } else { vec![1] },
+                areas: vec![0],
+            };
+            let firing: Vec<&[u64]> = vec![&winners];
+            let v = View { model: &m, seed: 1 };
+            let got = st.device_corrections(&v, &plan, &firing).unwrap();
+            // The definition.
+            let fibers: Vec<(Source, RowsCheck)> = plan
+                .stims
+                .iter()
+                .map(|&s| (Source::Stim(s), RowsCheck::All))
+                .chain([(Source::Area(0), RowsCheck::List(&winners))])
+                .collect();
+            let mut want = DeviceCorrections::default();
+            for b in 0..5u64 {
+                let mut v: Vec<(u32, f32)> = Vec::new();
+                for (src, rows) in &fibers {
+                    if let Some(l) = st.learned.get(&(*src, 0)) {
+                        for (row, tgt, w) in l.iter() {
+                            if tgt / BLOCK == b && rows.fires(row) {
+                                v.push(((tgt % BLOCK) as u32, w - 1.0));
+                            }
+                        }
+                    }
+                }
+                v.sort_by_key(|c| c.0);
+                if !v.is_empty() {
+                    want.blocks.push(b);
+                    want.off.push(want.local.len() as u32);
+                    want.local.extend(v.iter().map(|c| c.0));
+                    want.delta.extend(v.iter().map(|c| c.1));
+                }
+            }
+            want.off.push(want.local.len() as u32);
+            assert!(!want.is_empty());
+            assert_eq!(got.blocks, want.blocks, "round {round}");
+            assert_eq!(got.off, want.off, "round {round}");
+            assert_eq!(got.local, want.local, "round {round}");
+            let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.delta), bits(&want.delta), "round {round}");
+        }
+    }
+
+    enum RowsCheck<'a> {
+        All,
+        List(&'a [u64]),
+    }
+
+    impl RowsCheck<'_> {
+        fn fires(&self, row: u64) -> bool {
+            match self {
+                RowsCheck::All => true,
+                RowsCheck::List(l) => l.contains(&row),
+            }
+        }
+    }
+
+    /// The hash set of firing rows answers like a linear search.
+    #[test]
+    fn row_set_membership() {
+        let mut r = crate::rng::Stream::new(4);
+        for len in [0usize, 1, 7, 1000] {
+            let rows: Vec<u64> = (0..len).map(|_| r.below(1 << 40)).collect();
+            let set = RowSet::new(&rows);
+            for &x in &rows {
+                assert!(set.contains(x));
+            }
+            for _ in 0..2000 {
+                let x = r.below(1 << 40);
+                assert_eq!(set.contains(x), rows.contains(&x));
+            }
+        }
+    }
 }

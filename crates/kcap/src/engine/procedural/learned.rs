@@ -132,18 +132,23 @@ impl FiberLearned {
     /// [`Self::potentiate`] for many blocks at once, merged in place and in
     /// parallel: `groups` holds `(block, keys)` sorted by block, distinct
     /// blocks. Same result as potentiating the groups one by one.
-    pub fn potentiate_many(&mut self, groups: &[(u64, Vec<u64>)], m: f32, cap: f32) {
+    pub fn potentiate_many<K: AsRef<[u64]> + Sync>(
+        &mut self,
+        groups: &[(u64, K)],
+        m: f32,
+        cap: f32,
+    ) {
         use rayon::prelude::*;
         debug_assert!(groups.windows(2).all(|g| g[0].0 < g[1].0));
         let find = |b: &u64| groups.binary_search_by_key(b, |g| g.0).ok();
         self.blocks.par_iter_mut().for_each(|(b, blk)| {
             if let Some(g) = find(b) {
-                merge_in_place(blk, &groups[g].1, m, cap);
+                merge_in_place(blk, groups[g].1.as_ref(), m, cap);
             }
         });
         for (b, keys) in groups {
             if !self.blocks.contains_key(b) {
-                self.blocks.insert(*b, merge(None, keys, m, cap));
+                self.blocks.insert(*b, merge(None, keys.as_ref(), m, cap));
             }
         }
         self.blocks.retain(|_, blk| !blk.keys.is_empty());

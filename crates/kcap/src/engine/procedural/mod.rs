@@ -636,19 +636,19 @@ impl ProceduralState {
         let n = ups.len() as u64;
         let t = plan.target;
         let _ = v;
-        // Per fiber, the (block, keys) groups, merged in parallel.
+        // The keys in one array; per fiber, (block, keys) groups slicing
+        // it, merged in parallel (no vector per block to allocate).
+        let keys: Vec<u64> = ups.par_iter().map(|u| u.2).collect();
         let mut i = 0;
         while i < ups.len() {
             let fi = ups[i].0;
-            let mut groups: Vec<(u64, Vec<u64>)> = Vec::new();
+            let mut groups: Vec<(u64, &[u64])> = Vec::new();
             while i < ups.len() && ups[i].0 == fi {
-                let b = ups[i].1;
-                let mut keys = Vec::new();
+                let (b, start) = (ups[i].1, i);
                 while i < ups.len() && ups[i].0 == fi && ups[i].1 == b {
-                    keys.push(ups[i].2);
                     i += 1;
                 }
-                groups.push((b, keys));
+                groups.push((b, &keys[start..i]));
             }
             let &(_, src, m, cap) = plastic
                 .iter()
@@ -784,14 +784,16 @@ impl ProceduralState {
                 "the selection was made with another plan or other firing sets",
             ));
         }
-        let mut ups = Vec::with_capacity(syn.len());
-        for &(j, s) in syn {
-            let fi = starts.partition_point(|&st| st <= s as u64) - 1;
-            if plastic.iter().any(|p| p.0 == fi) {
-                let row = rows[fi].get((s as u64 - starts[fi]) as usize);
-                ups.push((fi, j / BLOCK, learned::pack(row, (j % BLOCK) as u32)));
-            }
-        }
+        let ups: Vec<Update> = syn
+            .par_iter()
+            .filter_map(|&(j, s)| {
+                let fi = starts.partition_point(|&st| st <= s as u64) - 1;
+                plastic.iter().any(|p| p.0 == fi).then(|| {
+                    let row = rows[fi].get((s as u64 - starts[fi]) as usize);
+                    (fi, j / BLOCK, learned::pack(row, (j % BLOCK) as u32))
+                })
+            })
+            .collect();
         let potentiated = self.apply(v, plan, &plastic, ups);
         Ok(HebbianReport {
             potentiated,
