@@ -546,6 +546,7 @@ fn pick<T: Copy>(
     let len = len as u64;
     let off = |h: u64| ((h * len) >> 32) as u32;
     let mut carry: Option<u32> = None;
+    let mut words = [0u64; 64];
     let mut n = 0;
     while n < c {
         let mut j = n;
@@ -554,7 +555,6 @@ fn pick<T: Copy>(
             j += 1;
         }
         let mut pairs = (c - j) / 2;
-        let mut words = [0u64; 64];
         while pairs > 0 {
             let m = pairs.min(words.len());
             rng.fill_words(&mut words[..m]);
@@ -574,21 +574,31 @@ fn pick<T: Copy>(
         // and on a duplicate shift the later candidates over it.
         let mut end = c;
         let mut r = n;
-        while r < end {
-            let o = dec(out[r]);
-            let (wi, m) = ((o >> 6) as usize, 1u64 << (o & 63));
-            // SAFETY: o < len ≤ 64·bits.len() (asserted above).
-            let s = unsafe { bits.get_unchecked_mut(wi) };
-            if *s & m != 0 {
-                out.copy_within(r + 1..end, r);
-                end -= 1;
-                continue;
-            }
-            *s |= m;
-            r += 1;
+        while let Some(k) = first_repeat(bits, &out[r..end], &dec) {
+            r += k;
+            out.copy_within(r + 1..end, r);
+            end -= 1;
         }
         n = end;
     }
+}
+
+/// Sets the bit of each of `vals` (decoded by `dec`) in `bits`, in order,
+/// up to the first whose bit is already set: returns its position, or
+/// `None` when all were new.
+#[inline(always)]
+fn first_repeat<T: Copy>(bits: &mut [u64], vals: &[T], dec: impl Fn(T) -> u32) -> Option<usize> {
+    for (k, &v) in vals.iter().enumerate() {
+        let o = dec(v);
+        let (wi, m) = ((o >> 6) as usize, 1u64 << (o & 63));
+        // SAFETY: offsets are < len ≤ 64·bits.len() (asserted by `pick`).
+        let s = unsafe { bits.get_unchecked_mut(wi) };
+        if *s & m != 0 {
+            return Some(k);
+        }
+        *s |= m;
+    }
+    None
 }
 
 impl RowGen {
