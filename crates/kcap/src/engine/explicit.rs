@@ -507,6 +507,8 @@ pub struct RowGen {
     picked: Vec<u32>,
     /// The offsets of one block, for [`RowGen::block`].
     out: Vec<u32>,
+    /// The drawn blocks of one chunk.
+    draws: Vec<Drawn>,
 }
 
 /// A block whose size is drawn: its stream, positioned after the count.
@@ -617,6 +619,7 @@ impl RowGen {
             seen: vec![0; (BLOCK / 64) as usize],
             picked: Vec::new(),
             out: Vec::new(),
+            draws: Vec::new(),
         }
     }
 
@@ -762,10 +765,13 @@ impl RowGen {
     #[inline(always)]
     fn chunk_any(&mut self, r0: usize, rows: usize, format: FiberFormat) -> Targets {
         let nb = self.n_tgt.div_ceil(BLOCK);
-        let draws = |gen: &RowGen| -> Vec<Drawn> {
-            (r0..r0 + rows)
-                .flat_map(|i| (0..nb).map(move |b| gen.count(i as u64, b)))
-                .collect()
+        // The sizes of every block of the chunk, in a buffer kept across chunks.
+        let draws = |gen: &mut RowGen| -> Vec<Drawn> {
+            let mut d = std::mem::take(&mut gen.draws);
+            d.clear();
+            let gen = &*gen;
+            d.extend((r0..r0 + rows).flat_map(|i| (0..nb).map(move |b| gen.count(i as u64, b))));
+            d
         };
         match (format.layout, format.indices) {
             (Layout::Bitmap, _) => {
@@ -782,7 +788,7 @@ impl RowGen {
                 Targets::Bitmap { words, bits }
             }
             (Layout::Csr, IndexFormat::U32) => {
-                let draws = draws(self);
+                let draws = draws(&mut *self);
                 let mut ptr = Vec::with_capacity(rows + 1);
                 ptr.push(0u32);
                 for row in draws.chunks_exact(nb as usize) {
@@ -791,16 +797,18 @@ impl RowGen {
                 }
                 let mut idx = vec![0u32; *ptr.last().unwrap() as usize];
                 let mut s = 0;
-                for (k, d) in draws.into_iter().enumerate() {
+                let mut draws = draws;
+                for (k, d) in draws.drain(..).enumerate() {
                     let base = ((k as u64 % nb) * BLOCK) as u32;
                     let n = d.count as usize;
                     self.fill(d, &mut idx[s..s + n], |o| base + o, |v| v - base);
                     s += n;
                 }
+                self.draws = draws;
                 Targets::U32 { ptr, idx }
             }
             (Layout::Csr, IndexFormat::U16) => {
-                let draws = draws(self);
+                let draws = draws(&mut *self);
                 let mut seg = Vec::with_capacity(draws.len() + 1);
                 seg.push(0u32);
                 for d in &draws {
@@ -808,11 +816,13 @@ impl RowGen {
                 }
                 let mut idx = vec![0u16; *seg.last().unwrap() as usize];
                 let mut s = 0;
-                for d in draws {
+                let mut draws = draws;
+                for d in draws.drain(..) {
                     let n = d.count as usize;
                     self.fill(d, &mut idx[s..s + n], |o| o as u16, |v| v as u32);
                     s += n;
                 }
+                self.draws = draws;
                 Targets::U16 { seg, idx }
             }
         }

@@ -635,9 +635,10 @@ fn bernoulli_positions_in(table: &SkipTable, len: u64, rng: &mut Stream, mut f: 
 }
 
 /// Draws at one p after which a thread builds its table: about what the
-/// table costs to build (two logarithms per entry, 2¹⁵–2¹⁶ entries), so
-/// short or one-off calls never pay for one and the rest at most double.
-const TABLE_AFTER_DRAWS: f64 = (1 << 16) as f64;
+/// table costs to build (two logarithms per entry, 2¹⁵–2¹⁶ entries; a draw
+/// through the table saves about one), so short or one-off runs never pay
+/// for one and the rest pay at most about twice the best choice.
+const TABLE_AFTER_DRAWS: f64 = (1 << 17) as f64;
 /// Tables (64–128 KiB each) a thread keeps; the oldest p goes first.
 const MAX_TABLES: usize = 16;
 
@@ -768,7 +769,7 @@ mod tests {
         let p = 0.0123;
         assert!(skip_table(p, 10).is_none());
         let mut built = false;
-        for call in 0..400u64 {
+        for call in 0..800u64 {
             let mut a = Stream::keyed(call, &[1]);
             let mut b = a.clone();
             let mut want = Vec::new();
@@ -779,7 +780,7 @@ mod tests {
             assert_eq!(b.next_u64_pub(), a.next_u64_pub());
             built |= skip_table(p, 0).is_some() || skip_table(p, 1).is_some();
         }
-        assert!(built, "no table after 400 calls of ~250 draws");
+        assert!(built, "no table after 800 calls of ~250 draws");
         for (len, p) in [(0, 0.5), (10, 0.0), (10, 1.0), (1, 0.999)] {
             let (mut a, mut b) = (Stream::new(3), Stream::new(3));
             let (mut want, mut got) = (Vec::new(), Vec::new());

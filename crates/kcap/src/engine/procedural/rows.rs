@@ -202,18 +202,23 @@ impl SkipTable {
         let sh = 64 - bits;
         let skip = |w: u64| (ln_fast(crate::rng::unit_open(w)) * c).floor();
         let mut table = vec![SLOW; n];
+        // The points √2·2⁻ᵉ where ln_fast halves its mantissa, increasing
+        // (e ≤ 60 covers every bin j ≥ 1: unit_open(lo) ≥ 2⁻¹⁶ there).
+        let switches: Vec<f64> = (0..=60)
+            .rev()
+            .map(|e| std::f64::consts::SQRT_2 * 0.5f64.powi(e))
+            .collect();
+        let mut next = 0;
         for (j, entry) in table.iter_mut().enumerate().skip(1) {
             let lo = (j as u64) << sh;
             let hi = lo | ((1u64 << sh) - 1);
             let (ulo, uhi) = (crate::rng::unit_open(lo), crate::rng::unit_open(hi));
-            // Is a point √2·2⁻ᵉ (where ln_fast halves its mantissa) inside?
-            // Bins j ≥ 1 span less than a factor 2, so only e near −log2(ulo).
-            let e0 = -ulo.log2().floor() as i32;
-            let switch = (e0 - 1..=e0 + 2).any(|e| {
-                let x = std::f64::consts::SQRT_2 * 0.5f64.powi(e);
-                x >= ulo && x <= uhi
-            });
-            if switch {
+            // Is a switch point inside the bin? (Bins increase with j, so
+            // one cursor walks the points once.)
+            while next < switches.len() && switches[next] < ulo {
+                next += 1;
+            }
+            if next < switches.len() && switches[next] <= uhi {
                 continue;
             }
             let (a, b) = (skip(lo), skip(hi));
