@@ -303,8 +303,7 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
     let cpu = || kcap::memory::cpu_seconds().unwrap_or(f64::NAN);
     for _ in 0..args.repeat {
         let start = std::time::Instant::now();
-        let mut brain = runner::build_brain(&exp)?;
-        runner::attach_device(&exp, &mut brain)?;
+        let brain = runner::build_brain_on_device(&exp)?;
         let c0 = cpu();
         let out = runner::run_brain(&exp, brain, start, None, runner::RunControl::default())?;
         report.step_cpu_seconds.push(cpu() - c0);

@@ -279,13 +279,12 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let (brain, resume) = match &args.resume {
         Some(p) => {
-            let (b, prog) = load_resume(&exp, p)?;
+            let (mut b, prog) = load_resume(&exp, p)?;
+            runner::attach_device(&exp, &mut b)?;
             (b, Some(prog))
         }
-        None => (runner::build_brain(&exp)?, None),
+        None => (runner::build_brain_on_device(&exp)?, None),
     };
-    let mut brain = brain;
-    runner::attach_device(&exp, &mut brain)?;
     let out_dir = args
         .out
         .clone()

@@ -23,8 +23,10 @@ use crate::plan::{Action, Experiment, ScheduleEntry};
 use crate::progress::Ticker;
 use anyhow::{anyhow, Result};
 use indicatif::ProgressBar;
+use kcap::backend::Backend;
 use kcap::{Brain, BrainOptions};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What one area did in one step in which it was a target.
@@ -189,6 +191,12 @@ fn at(exp: &Experiment, span: Range<usize>, e: impl std::fmt::Display) -> Config
 /// Builds the brain the file declares. A library error becomes a config
 /// error at the line of the item that caused it.
 pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
+    build_brain_on(exp, Arc::new(kcap::backend::cpu::Cpu))
+}
+
+/// [`build_brain`] with `backend` attached before any area is added, so
+/// that explicit areas generate their fibers in its memory (a GPU's).
+pub fn build_brain_on(exp: &Experiment, backend: Arc<dyn Backend>) -> Result<Brain, ConfigError> {
     let raw = &exp.raw;
     let b = raw.brain.get_ref();
     let opts = BrainOptions {
@@ -201,6 +209,9 @@ pub fn build_brain(exp: &Experiment) -> Result<Brain, ConfigError> {
     };
     let mut brain =
         Brain::with_options(*b.p.get_ref(), opts).map_err(|e| at(exp, raw.brain.span(), e))?;
+    brain
+        .set_backend(backend)
+        .map_err(|e| at(exp, raw.brain.span(), e))?;
     brain.set_plasticity(b.plasticity.unwrap_or(true));
     // Before any area exists: explicit areas generate their fibers when added.
     brain.set_planned_steps(Some(exp.total_steps));
@@ -289,8 +300,15 @@ fn step_context(entry: &ScheduleEntry, global: u64, rep: u64) -> String {
 /// its kernels now, so that a missing driver or device is reported before
 /// anything runs or is written).
 pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
-    brain.set_backend(exp.device.backend()?);
+    brain.set_backend(exp.device.backend()?)?;
     Ok(())
+}
+
+/// Opens the experiment's device and builds the brain on it
+/// ([`build_brain_on`]): explicit fibers are generated on the GPU directly.
+pub fn build_brain_on_device(exp: &Experiment) -> Result<Brain> {
+    let backend = exp.device.backend()?;
+    Ok(build_brain_on(exp, backend)?)
 }
 
 /// `kcap run` without output files or checkpoints: builds the brain,
@@ -298,8 +316,7 @@ pub fn attach_device(exp: &Experiment, brain: &mut Brain) -> Result<()> {
 /// the fuzz targets and the property tests).
 pub fn run(exp: &Experiment, progress: Option<&ProgressBar>) -> Result<RunOutcome> {
     let start = Instant::now();
-    let mut brain = build_brain(exp)?;
-    attach_device(exp, &mut brain)?;
+    let brain = build_brain_on_device(exp)?;
     run_brain(exp, brain, start, progress, RunControl::default())
 }
 

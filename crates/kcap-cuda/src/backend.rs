@@ -21,11 +21,15 @@
 use crate::device::CudaDevice;
 use crate::error::{DriverResultExt, Result};
 use crate::ops::accumulate::{self, DeviceCsr};
+use crate::ops::explicit::{self, ExplicitFiber};
 use crate::ops::procedural::{self, ProcOptions, ProcWorkspace};
 use crate::ops::topk::{self, TopkWorkspace};
 use kcap::backend::{Backend, Syn};
+use kcap::engine::explicit::{DeviceFiber, FiberParts, GenSpec, PackedFiber};
 use kcap::engine::procedural::{ProceduralState, Selection, View};
 use kcap::engine::TargetPlan;
+use kcap::format::weights::Update;
+use kcap::format::FiberFormat;
 use std::sync::{Arc, Mutex};
 
 /// The CUDA backend on one device.
@@ -157,14 +161,18 @@ impl Cuda {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let s = self.dev.stream();
-        let v = s.clone_htod(values).what("upload values")?;
+        let v = self.dev.stream().clone_htod(values).what("upload values")?;
+        self.top_k_device(&v, k)
+    }
+
+    /// The k-cap of a device vector (`1 <= k < len`), ids increasing.
+    fn top_k_device(&self, v: &cudarc::driver::CudaSlice<f32>, k: usize) -> Result<Vec<u32>> {
         let mut guard = self.topk_ws.lock().expect("top-k workspace poisoned");
         if guard.is_none() {
             *guard = Some(TopkWorkspace::new(&self.dev)?);
         }
         let ws = guard.as_mut().expect("just set");
-        topk::topk(&self.dev, ws, &v, k)?;
+        topk::topk(&self.dev, ws, v, k)?;
         Ok(ws.fetch_sorted(&self.dev)?.ids)
     }
 }
@@ -201,7 +209,148 @@ impl Cuda {
     }
 }
 
+/// An explicit fiber in a [`Cuda`] backend's device memory (see
+/// [`crate::ops::explicit`]): what `PackedFiber` holds while the GPU keeps it.
+#[derive(Debug)]
+pub struct CudaFiber {
+    inner: Mutex<ExplicitFiber>,
+}
+
+impl CudaFiber {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExplicitFiber> {
+        self.inner.lock().expect("explicit fiber poisoned")
+    }
+}
+
+impl DeviceFiber for CudaFiber {
+    fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) -> kcap::Result<()> {
+        if firing.is_empty() {
+            return Ok(());
+        }
+        let f = self.lock();
+        let s = f.device().stream().clone();
+        let fd = s.clone_htod(firing).what("upload firing ids")?;
+        let mut d = s.clone_htod(inputs).what("upload inputs")?;
+        f.accumulate(&fd, firing.len(), &mut d)?;
+        s.memcpy_dtoh(&d, inputs).what("download inputs")?;
+        s.synchronize().what("synchronize")?;
+        Ok(())
+    }
+
+    fn hebbian(
+        &self,
+        firing: &[u32],
+        is_winner: &[u64],
+        u: Update,
+        stochastic: bool,
+        sr_key: u64,
+    ) -> kcap::Result<()> {
+        if firing.is_empty() || is_winner.is_empty() {
+            return Ok(());
+        }
+        let mut f = self.lock();
+        let s = f.device().stream().clone();
+        let fd = s.clone_htod(firing).what("upload firing ids")?;
+        let wd = s.clone_htod(is_winner).what("upload winner bits")?;
+        f.hebbian(&fd, firing.len(), &wd, u.mult, u.cap, stochastic, sr_key)?;
+        Ok(())
+    }
+
+    fn download(&self) -> kcap::Result<FiberParts> {
+        Ok(self.lock().download()?)
+    }
+
+    fn bytes(&self) -> usize {
+        self.lock().bytes()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Cuda {
+    /// `fiber`'s device storage when it is on this backend's device.
+    fn own<'a>(&self, fiber: &'a dyn DeviceFiber) -> Option<&'a CudaFiber> {
+        let c = fiber.as_any().downcast_ref::<CudaFiber>()?;
+        Arc::ptr_eq(c.lock().device(), &self.dev).then_some(c)
+    }
+
+    /// [`Backend::explicit_select`] with the fibers already resolved: one
+    /// upload of the inputs, the rows of each fiber added on the device in
+    /// the engine's order, the k-cap on the device, k ids back.
+    fn explicit_select_on(
+        &self,
+        sources: &[(&CudaFiber, &[u32])],
+        inputs: &[f32],
+        k: usize,
+    ) -> kcap::Result<Vec<u32>> {
+        let s = self.dev.stream();
+        let mut d = s.clone_htod(inputs).what("upload inputs")?;
+        for (f, firing) in sources {
+            if firing.is_empty() {
+                continue;
+            }
+            let fd = s.clone_htod(*firing).what("upload firing ids")?;
+            f.lock().accumulate(&fd, firing.len(), &mut d)?;
+        }
+        if k >= inputs.len() {
+            return Ok((0..inputs.len() as u32).collect());
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.top_k_device(&d, k)?)
+    }
+}
+
 impl Backend for Cuda {
+    fn explicit_supports(&self, format: &FiberFormat) -> bool {
+        explicit::supports(format)
+    }
+
+    fn explicit_generate(&self, spec: &GenSpec) -> kcap::Result<Arc<dyn DeviceFiber>> {
+        let f = ExplicitFiber::generate(&self.dev, spec)?;
+        Ok(Arc::new(CudaFiber {
+            inner: Mutex::new(f),
+        }))
+    }
+
+    fn explicit_upload(
+        &self,
+        fiber: &PackedFiber,
+        parts: &FiberParts,
+    ) -> kcap::Result<Arc<dyn DeviceFiber>> {
+        let f = ExplicitFiber::upload(
+            &self.dev,
+            fiber.format,
+            fiber.n_src,
+            fiber.n_tgt,
+            fiber.log_code(),
+            parts,
+        )?;
+        Ok(Arc::new(CudaFiber {
+            inner: Mutex::new(f),
+        }))
+    }
+
+    fn explicit_owns(&self, fiber: &dyn DeviceFiber) -> bool {
+        self.own(fiber).is_some()
+    }
+
+    fn explicit_select(
+        &self,
+        sources: &[(&PackedFiber, &[u32])],
+        inputs: &[f32],
+        k: usize,
+    ) -> Option<kcap::Result<Vec<u32>>> {
+        let own: Option<Vec<(&CudaFiber, &[u32])>> = sources
+            .iter()
+            .map(|(pf, firing)| Some((self.own(pf.device()?.as_ref())?, *firing)))
+            .collect();
+        Some(self.explicit_select_on(&own?, inputs, k))
+    }
+
     fn procedural_select(
         &self,
         state: &ProceduralState,

@@ -49,8 +49,20 @@ pub const PROCEDURAL: Module = Module {
     src: include_str!("../kernels/procedural.cu"),
 };
 
+pub const EXPLICIT: Module = Module {
+    name: "explicit",
+    src: include_str!("../kernels/explicit.cu"),
+};
+
 /// Every kernel module of the crate (CI compiles each of them).
-pub const MODULES: &[Module] = &[TOPK_F32, TOPK_F16, ACCUMULATE_ROWS_F32, RNG, PROCEDURAL];
+pub const MODULES: &[Module] = &[
+    TOPK_F32,
+    TOPK_F16,
+    ACCUMULATE_ROWS_F32,
+    RNG,
+    PROCEDURAL,
+    EXPLICIT,
+];
 
 /// The source of `m` with the project's quoted includes expanded (each
 /// header once, like `#pragma once`).

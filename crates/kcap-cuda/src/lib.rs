@@ -17,12 +17,15 @@
 //! | `topk_*_f32`, `topk_*_f16` | [`ops::topk`] | k-cap by radix select, ties to the lowest id, dense vectors or sparse (id, value) lists |
 //! | `accumulate_rows_f32` | [`ops::accumulate`] | `inputs[to] += w` over firing CSR rows, fixed-point (deterministic) |
 //! | `rng_*_u64`, `ln_fast_f64` | [`ops::rng`] | the counter-based generator and `ln_fast`, bit-identical to `kcap::rng` / `kcap::stats` |
+//! | `explicit_gen_*`, `explicit_acc_*`, `explicit_hebb_*` | [`ops::explicit`] | explicit fibers kept on the device: generation, accumulation in firing order, Hebbian update — all bit-identical to the host engine |
 //!
 //! [`Cuda`] implements [`kcap::backend::Backend`], so a brain runs on the GPU
 //! with `brain.set_backend(Arc::new(Cuda::new(0)?))`; [`Device`] does the same
-//! from a device name (`"cpu"`, `"cuda"`, `"cuda:N"`) for the CLI and Python. It uploads its inputs
-//! on every call for now (engines that keep their state on the device come
-//! later), so it only pays off on large steps.
+//! from a device name (`"cpu"`, `"cuda"`, `"cuda:N"`) for the CLI and Python.
+//! Explicit areas keep their stored fibers in device memory (generated
+//! there when the backend is attached before the area is added) and run
+//! their whole selection on the device; the lazy engine's calls upload
+//! their inputs, so they only pay off on large steps.
 
 pub mod backend;
 pub mod device;

@@ -493,7 +493,7 @@ fn lazy_brain_runs_on_the_cuda_backend() {
     let run = |backend: Option<Arc<dyn Backend>>| {
         let mut b = kcap::Brain::new(0.01, 7).unwrap();
         if let Some(be) = backend {
-            b.set_backend(be);
+            b.set_backend(be).unwrap();
         }
         b.add_stimulus("s", 317).unwrap();
         b.add_area("A", 100_000, 317, 0.05).unwrap();
@@ -925,25 +925,25 @@ fn procedural_brain_on_gpu_resumes_from_checkpoint() {
     let mut cpu = new_brain(21);
     let want: Vec<Vec<u32>> = (0..7).map(|i| step(&mut cpu, i)).collect();
     let mut gpu = new_brain(21);
-    gpu.set_backend(c.clone());
+    gpu.set_backend(c.clone()).unwrap();
     for (i, w) in want.iter().enumerate().take(3) {
         assert_eq!(&step(&mut gpu, i), w, "step {}", i + 1);
     }
     // Another brain (other seed) on the same backend in between.
     let mut other = new_brain(22);
-    other.set_backend(c.clone());
+    other.set_backend(c.clone()).unwrap();
     for i in 0..2 {
         step(&mut other, i);
     }
     let bytes = kcap::checkpoint::to_bytes(&gpu).unwrap();
     let mut resumed = kcap::checkpoint::from_bytes(&bytes, std::path::Path::new("mem")).unwrap();
-    resumed.set_backend(c.clone());
+    resumed.set_backend(c.clone()).unwrap();
     for (i, w) in want.iter().enumerate().skip(3).take(2) {
         assert_eq!(&step(&mut resumed, i), w, "resumed, step {}", i + 1);
     }
     let bytes = kcap::checkpoint::to_bytes(&resumed).unwrap();
     let mut fresh = kcap::checkpoint::from_bytes(&bytes, std::path::Path::new("mem")).unwrap();
-    fresh.set_backend(Arc::new(Cuda::new(0).unwrap()));
+    fresh.set_backend(Arc::new(Cuda::new(0).unwrap())).unwrap();
     for (i, w) in want.iter().enumerate().skip(5) {
         assert_eq!(&step(&mut fresh, i), w, "fresh backend, step {}", i + 1);
     }
@@ -952,4 +952,252 @@ fn procedural_brain_on_gpu_resumes_from_checkpoint() {
         cpu.procedural_state().fibers(),
         "learned weights equal to the CPU run's"
     );
+}
+
+// ---- explicit engine on the device (ops::explicit) ----------------------------
+
+use kcap::engine::explicit::{fiber_id, PackedFiber};
+use kcap::format::{Accumulator, FiberFormat, IndexFormat, Layout, Rounding, WeightFormat};
+use kcap::model::EngineKind;
+use kcap::FormatChoice;
+
+/// Every format the device keeps: weights × indices × rounding (narrow
+/// floats only) × accumulator.
+fn device_formats() -> Vec<FiberFormat> {
+    let mut out = Vec::new();
+    for weights in [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Bf16,
+        WeightFormat::LogU8,
+    ] {
+        let roundings: &[Rounding] = match weights {
+            WeightFormat::F16 | WeightFormat::Bf16 => &[Rounding::Nearest, Rounding::Stochastic],
+            _ => &[Rounding::Nearest],
+        };
+        for indices in [IndexFormat::U32, IndexFormat::U16] {
+            for &rounding in roundings {
+                for accumulator in [Accumulator::F32, Accumulator::Fixed] {
+                    out.push(FiberFormat {
+                        weights,
+                        indices,
+                        layout: Layout::Csr,
+                        rounding,
+                        accumulator,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn explicit_fibers_generated_on_the_gpu_equal_the_hosts() {
+    let Some(c) = cuda("explicit_fibers_generated_on_the_gpu_equal_the_hosts") else {
+        return;
+    };
+    // Two column blocks (narrow last one), a complement fiber (p > 1/2),
+    // a full one (p = 1), and a small sparse one.
+    for (n_src, n_tgt, p) in [
+        (2100u64, 140_000u64, 0.01),
+        (300, 70_000, 0.7),
+        (50, 3000, 1.0),
+        (1500, 1000, 0.03),
+    ] {
+        for f in [
+            FiberFormat::REFERENCE,
+            FiberFormat {
+                weights: WeightFormat::LogU8,
+                indices: IndexFormat::U16,
+                ..FiberFormat::REFERENCE
+            },
+            FiberFormat {
+                weights: WeightFormat::Bf16,
+                indices: IndexFormat::U16,
+                ..FiberFormat::REFERENCE
+            },
+        ] {
+            let host = PackedFiber::generate(11, 3, n_src, n_tgt, p, f, 0.05, None).unwrap();
+            let dev = PackedFiber::generate_on(&c, 11, 3, n_src, n_tgt, p, f, 0.05, None).unwrap();
+            assert!(dev.device().is_some(), "{} stays on the host", f.label());
+            assert_eq!(dev.synapses(), host.synapses());
+            let back = dev.to_host().unwrap();
+            assert_eq!(
+                back.to_parts().unwrap(),
+                host.to_parts().unwrap(),
+                "{n_src}x{n_tgt} p={p} {}",
+                f.label()
+            );
+        }
+    }
+    // Bitmap rows and bit weights stay on the host.
+    let bitmap = FiberFormat {
+        weights: WeightFormat::Bit,
+        layout: Layout::Bitmap,
+        ..FiberFormat::REFERENCE
+    };
+    let f = PackedFiber::generate_on(&c, 1, fiber_id(0, 0), 100, 1000, 0.1, bitmap, 0.0, None);
+    assert!(f.unwrap().device().is_none());
+}
+
+/// Runs the two-area explicit scenario (stimulus → A, A ↔ B, recurrence)
+/// with format `f` on `backend`, returning every step's winners of A and B
+/// and the brain.
+fn explicit_run(
+    f: FiberFormat,
+    backend: Option<Arc<dyn Backend>>,
+    steps: usize,
+) -> (Vec<(Vec<u32>, Vec<u32>)>, kcap::Brain) {
+    let mut b = kcap::Brain::new(0.01, 21).unwrap();
+    if let Some(be) = backend {
+        b.set_backend(be).unwrap();
+    }
+    b.set_default_format(FormatChoice::Fixed(f));
+    b.add_stimulus("s", 150).unwrap();
+    b.add_area_with("A", 70_000, 150, 0.05, EngineKind::Explicit)
+        .unwrap();
+    b.add_area_with("B", 20_000, 100, 0.1, EngineKind::Explicit)
+        .unwrap();
+    let mut out = Vec::new();
+    let record = |b: &kcap::Brain| {
+        (
+            b.winners("A").unwrap().to_vec(),
+            b.winners("B").unwrap().to_vec(),
+        )
+    };
+    b.project(&kcap::Projection::new().fire("s", ["A"]))
+        .unwrap();
+    out.push(record(&b));
+    for i in 1..steps {
+        let mut p = kcap::Projection::new()
+            .fire("s", ["A"])
+            .fire("A", ["A", "B"]);
+        if i > 1 {
+            p = p.fire("B", ["B", "A"]);
+        }
+        b.project(&p).unwrap();
+        out.push(record(&b));
+    }
+    (out, b)
+}
+
+#[test]
+fn explicit_brain_gives_the_cpu_winners_at_every_step_in_every_format() {
+    let Some(d) = device("explicit_brain_gives_the_cpu_winners_at_every_step_in_every_format")
+    else {
+        return;
+    };
+    let gpu: Arc<dyn Backend> = Arc::new(Cuda::on(d).unwrap());
+    for f in device_formats() {
+        let (cpu_w, cpu_b) = explicit_run(f, None, 12);
+        let (gpu_w, gpu_b) = explicit_run(f, Some(gpu.clone()), 12);
+        let fibers = gpu_b.lazy_state().fibers.iter().flatten();
+        assert!(
+            fibers
+                .filter_map(|x| x.packed.as_ref())
+                .all(|p| p.device().is_some()),
+            "{}: every packed fiber on the GPU",
+            f.label()
+        );
+        for (step, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
+            assert_eq!(c, g, "{}: winners differ at step {}", f.label(), step + 1);
+        }
+        // The learned weights too, bit for bit (downloaded).
+        for (a, row) in cpu_b.lazy_state().fibers.iter().enumerate() {
+            for (t, fib) in row.iter().enumerate() {
+                let (Some(h), Some(g)) = (&fib.packed, &gpu_b.lazy_state().fibers[a][t].packed)
+                else {
+                    continue;
+                };
+                assert_eq!(
+                    g.to_host().unwrap().to_parts().unwrap(),
+                    h.to_parts().unwrap(),
+                    "{}: fiber {a}->{t} after the run",
+                    f.label()
+                );
+            }
+        }
+        println!("{}: 12 steps, same winners and weights", f.label());
+    }
+}
+
+#[test]
+fn explicit_checkpoint_from_the_gpu_resumes_on_either_backend() {
+    let Some(d) = device("explicit_checkpoint_from_the_gpu_resumes_on_either_backend") else {
+        return;
+    };
+    let gpu: Arc<dyn Backend> = Arc::new(Cuda::on(d).unwrap());
+    let f = FiberFormat {
+        weights: WeightFormat::F16,
+        indices: IndexFormat::U16,
+        rounding: Rounding::Stochastic,
+        ..FiberFormat::REFERENCE
+    };
+    let (_, mut straight) = explicit_run(f, Some(gpu.clone()), 6);
+    let (_, saved) = explicit_run(f, Some(gpu.clone()), 6);
+    let bytes = kcap::checkpoint::to_bytes(&saved).unwrap();
+    let path = std::path::Path::new("mem.kcap");
+    let mut on_cpu = kcap::checkpoint::from_bytes(&bytes, path).unwrap();
+    let mut on_gpu = kcap::checkpoint::from_bytes(&bytes, path).unwrap();
+    on_gpu.set_backend(gpu.clone()).unwrap();
+    let step = kcap::Projection::new()
+        .fire("s", ["A"])
+        .fire("A", ["A", "B"])
+        .fire("B", ["B", "A"]);
+    for _ in 0..4 {
+        for b in [&mut straight, &mut on_cpu, &mut on_gpu] {
+            b.project(&step).unwrap();
+        }
+        assert_eq!(on_cpu.winners("A").unwrap(), straight.winners("A").unwrap());
+        assert_eq!(on_gpu.winners("A").unwrap(), straight.winners("A").unwrap());
+        assert_eq!(on_gpu.winners("B").unwrap(), straight.winners("B").unwrap());
+    }
+    // Moving back to the CPU downloads the fibers.
+    on_gpu.set_backend(Arc::new(Cpu)).unwrap();
+    let fibers = on_gpu.lazy_state().fibers.iter().flatten();
+    assert!(fibers
+        .filter_map(|x| x.packed.as_ref())
+        .all(|p| p.device().is_none()));
+    on_gpu.project(&step).unwrap();
+    straight.project(&step).unwrap();
+    assert_eq!(on_gpu.winners("B").unwrap(), straight.winners("B").unwrap());
+}
+
+#[test]
+fn explicit_memory_guard_refuses_with_the_estimate_and_the_free_memory() {
+    let Some(d) = device("explicit_memory_guard_refuses_with_the_estimate_and_the_free_memory")
+    else {
+        return;
+    };
+    drop(d);
+    // A device of its own, so the cap does not reach the other tests.
+    let dev = CudaDevice::new(0).unwrap();
+    // 50 000 x 50 000 at p = 0.01: 25 M synapses, 200 MB in f32/u32.
+    dev.set_memory_limit(Some(64 << 20));
+    let c = Cuda::on(dev).unwrap();
+    let mut b = kcap::Brain::new(0.01, 3).unwrap();
+    b.set_backend(Arc::new(c)).unwrap();
+    let e = b
+        .add_area_with("A", 50_000, 100, 0.05, EngineKind::Explicit)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, kcap::KcapError::OutOfMemory { need, avail, .. }
+            if need > 190_000_000 && avail == 64 << 20),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("GPU")
+            && msg.contains("under the memory limit")
+            && msg.contains("50000 x 50000"),
+        "{msg}"
+    );
+    // Nothing half-added: a smaller area still fits and runs.
+    b.add_area_with("A", 5_000, 50, 0.05, EngineKind::Explicit)
+        .unwrap();
+    b.add_stimulus("s", 50).unwrap();
+    b.project(&kcap::Projection::new().fire("s", ["A"]))
+        .unwrap();
+    assert_eq!(b.winners("A").unwrap().len(), 50);
 }

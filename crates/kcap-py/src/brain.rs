@@ -235,7 +235,7 @@ impl PyBrain {
     ) -> PyResult<Bound<'py, PyAny>> {
         let backend = open_device(cls.py(), device)?;
         let mut restored = persist::decode(cls.py(), bytes, origin)?;
-        restored.brain.set_backend(backend);
+        restored.brain.set_backend(backend).py_err()?;
         let obj = cls.call_method1("__new__", (cls,))?;
         obj.cast::<PyBrain>()?.borrow_mut().restore(restored);
         Ok(obj)
@@ -363,7 +363,9 @@ impl PyBrain {
         let mut brain = Brain::with_options(p, opts).py_err()?;
         // Last, once every argument is known to be valid: opening a GPU
         // compiles its kernels.
-        brain.set_backend(open_device(py, &device.to_string())?);
+        brain
+            .set_backend(open_device(py, &device.to_string())?)
+            .py_err()?;
         self.inner = Some(brain);
         self.p = p;
         self.save_size = save_size;
@@ -875,7 +877,10 @@ impl PyBrain {
     fn to<'py>(slf: Bound<'py, Self>, device: &str) -> PyResult<Bound<'py, Self>> {
         slf.borrow().inner()?;
         let backend = open_device(slf.py(), device)?;
-        slf.borrow_mut().inner_mut()?.set_backend(backend);
+        slf.borrow_mut()
+            .inner_mut()?
+            .set_backend(backend)
+            .py_err()?;
         Ok(slf)
     }
 

@@ -446,9 +446,19 @@ impl Brain {
         }
     }
 
-    /// Replaces the backend (results do not depend on it).
-    pub fn set_backend(&mut self, backend: Arc<dyn Backend>) {
+    /// Replaces the backend (results do not depend on it). Stored fibers of
+    /// explicit areas move into the new backend's memory when it keeps
+    /// their format (a GPU), else onto the host. Errors (a device out of
+    /// memory) leave the old backend in place; every fiber stays usable
+    /// wherever it is.
+    pub fn set_backend(&mut self, backend: Arc<dyn Backend>) -> Result<()> {
+        for f in self.lazy.fibers.iter_mut().flatten() {
+            if let Some(pf) = &mut f.packed {
+                pf.move_to(backend.as_ref())?;
+            }
+        }
         self.backend = backend;
+        Ok(())
     }
 
     pub fn backend_name(&self) -> String {
@@ -544,9 +554,16 @@ impl Brain {
             let formats = self.fiber_formats.clone();
             let (opts, model) = (&self.opts, &self.model);
             let format_of = |a: usize, b: usize| resolve_format(model, opts, &formats, a, b).0;
-            if let Err(e) =
-                connect_explicit_area(&mut self.lazy, model, opts.seed, id, &exist, &format_of)
-            {
+            let backend = self.backend.as_ref();
+            if let Err(e) = connect_explicit_area(
+                &mut self.lazy,
+                model,
+                opts.seed,
+                id,
+                &exist,
+                &format_of,
+                backend,
+            ) {
                 // Leave no half-added area behind.
                 self.model.remove_last_area();
                 self.lazy.remove_last_area();
@@ -581,10 +598,15 @@ impl Brain {
                 } else {
                     (m, n)
                 };
+                let format = resolve_format(model, &self.opts, &self.fiber_formats, a, b).0;
+                if both && self.backend.explicit_supports(&format) {
+                    // Generated on the device (which checks its own memory):
+                    // the host holds the counts plan, 12 bytes a row block.
+                    bytes += rows * (cols / 65_536.0).ceil() * 12.0;
+                    continue;
+                }
                 let per = if both {
-                    resolve_format(model, &self.opts, &self.fiber_formats, a, b)
-                        .0
-                        .bytes_per_synapse(cols as u64, p)
+                    format.bytes_per_synapse(cols as u64, p)
                 } else {
                     8.0
                 };
@@ -693,7 +715,8 @@ impl Brain {
             let spec = (&self.model.areas[a], &self.model.areas[b]);
             let p = self.model.p(Source::Area(a), b);
             let beta = self.model.beta(Source::Area(a), b);
-            let fib = crate::engine::explicit::PackedFiber::generate(
+            let fib = crate::engine::explicit::PackedFiber::generate_on(
+                self.backend.as_ref(),
                 self.opts.seed,
                 crate::engine::explicit::fiber_id(a, b),
                 spec.0.n,

@@ -67,6 +67,12 @@ impl Stream {
         Self::new(derive(parent, words))
     }
 
+    /// How many words the stream has handed out (the next word is
+    /// `word(key, counter)`): lets a GPU continue a stream the host started.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
     /// Uniform f64 in (0, 1).
     #[inline(always)]
     pub fn uniform(&mut self) -> f64 {

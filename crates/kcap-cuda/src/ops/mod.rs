@@ -2,6 +2,7 @@
 //! before it launches anything.
 
 pub mod accumulate;
+pub mod explicit;
 pub mod procedural;
 pub mod rng;
 pub mod topk;

@@ -8,8 +8,12 @@
 
 pub mod cpu;
 
+use crate::engine::explicit::{DeviceFiber, FiberParts, GenSpec, PackedFiber};
 use crate::engine::procedural::{ProceduralState, Selection, View};
 use crate::engine::TargetPlan;
+use crate::error::{KcapError, Result};
+use crate::format::FiberFormat;
+use std::sync::Arc;
 
 /// One stored synapse: target neuron id and weight.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,6 +52,61 @@ pub trait Backend: Send + Sync {
         firing: &[&[u64]],
     ) -> Option<crate::error::Result<Selection>> {
         let _ = (state, view, plan, firing);
+        None
+    }
+
+    /// Whether this backend keeps explicit fibers of `format` in its own
+    /// memory (a GPU); then [`Backend::explicit_generate`] and
+    /// [`Backend::explicit_upload`] must work for it. Default: no.
+    fn explicit_supports(&self, format: &FiberFormat) -> bool {
+        let _ = format;
+        false
+    }
+
+    /// Generates a fiber in this backend's memory (see
+    /// [`crate::engine::explicit::generation_plan`]); the same graph as the
+    /// host's [`PackedFiber::generate`]. Refuses, with the estimate and what
+    /// is free, a fiber that would not fit.
+    fn explicit_generate(&self, spec: &GenSpec) -> Result<Arc<dyn DeviceFiber>> {
+        let _ = spec;
+        Err(KcapError::Unsupported(format!(
+            "backend {} keeps no explicit fibers",
+            self.name()
+        )))
+    }
+
+    /// Copies a host fiber (`parts` = [`PackedFiber::to_parts`]) into this
+    /// backend's memory.
+    fn explicit_upload(
+        &self,
+        fiber: &PackedFiber,
+        parts: &FiberParts,
+    ) -> Result<Arc<dyn DeviceFiber>> {
+        let _ = (fiber, parts);
+        Err(KcapError::Unsupported(format!(
+            "backend {} keeps no explicit fibers",
+            self.name()
+        )))
+    }
+
+    /// Whether `fiber` lives in this backend's memory.
+    fn explicit_owns(&self, fiber: &dyn DeviceFiber) -> bool {
+        let _ = fiber;
+        false
+    }
+
+    /// The k-cap of an explicit target whose `inputs` (stimulus part, len n)
+    /// still lack the rows of `sources` (fiber, firing rows), when this
+    /// backend runs the whole of it (`None`: the engine does, with
+    /// [`PackedFiber::accumulate`] and [`Backend::top_k`]). Must return the
+    /// engine's winners exactly, increasing.
+    fn explicit_select(
+        &self,
+        sources: &[(&PackedFiber, &[u32])],
+        inputs: &[f32],
+        k: usize,
+    ) -> Option<Result<Vec<u32>>> {
+        let _ = (sources, inputs, k);
         None
     }
 }

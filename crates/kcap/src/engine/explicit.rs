@@ -20,6 +20,9 @@ use crate::rng::{derive, purpose, word, Stream};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+mod device;
+pub use device::{generation_plan, DeviceFiber, FiberParts, GenSpec, PartIdx, PartWeights};
+
 /// Rows per chunk.
 pub const ROWS: usize = 1024;
 /// Width of a column block (the unit of generation and of u16 indices).
@@ -55,7 +58,12 @@ struct Chunk {
 }
 
 /// A fiber between two explicit areas in a chosen [`FiberFormat`].
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+///
+/// Its synapses live either in host memory (`chunks`) or, when a backend
+/// holds them (`device`, see [`DeviceFiber`]), in that backend's memory;
+/// then `chunks` is empty and every operation goes to the device. Saving
+/// (serde) downloads a device fiber; a clone of one shares its storage.
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct PackedFiber {
     pub format: FiberFormat,
     pub n_src: u64,
@@ -69,6 +77,9 @@ pub struct PackedFiber {
     /// The log-u8 code (for β fixed at creation).
     log: Option<LogU8>,
     synapses: u64,
+    /// The fiber's storage when a backend holds it (then `chunks` is empty).
+    #[serde(skip)]
+    device: Option<std::sync::Arc<dyn DeviceFiber>>,
 }
 
 macro_rules! with_weights {
@@ -158,6 +169,7 @@ impl PackedFiber {
             side: Default::default(),
             log,
             synapses,
+            device: None,
         })
     }
 
@@ -286,6 +298,9 @@ impl PackedFiber {
 
     /// Bytes held (targets, weights, segment tables, side table).
     pub fn bytes(&self) -> usize {
+        if let Some(d) = &self.device {
+            return d.bytes();
+        }
         let chunks: usize = self
             .chunks
             .iter()
@@ -352,9 +367,13 @@ impl PackedFiber {
     }
 
     /// Adds the weighted rows of `firing` into `inputs` (len n_tgt), in
-    /// firing order, with the fiber's accumulator.
-    pub fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) {
+    /// firing order, with the fiber's accumulator. Errors only from a device
+    /// that holds the fiber.
+    pub fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) -> Result<()> {
         assert_eq!(inputs.len() as u64, self.n_tgt, "input buffer length");
+        if let Some(d) = &self.device {
+            return d.accumulate(firing, inputs);
+        }
         match self.format.accumulator {
             Accumulator::F32 => {
                 for &i in firing {
@@ -377,6 +396,7 @@ impl PackedFiber {
                 }
             }
         }
+        Ok(())
     }
 
     #[inline]
@@ -424,6 +444,9 @@ impl PackedFiber {
         let hit = |j: u64| is_winner[(j >> 6) as usize] >> (j & 63) & 1 == 1;
         let stochastic = self.format.rounding == crate::format::Rounding::Stochastic;
         let sr_key = derive(self.key, &[purpose::STOCHASTIC_ROUNDING, step]);
+        if let Some(d) = &self.device {
+            return d.hebbian(firing, is_winner, u, stochastic, sr_key);
+        }
         let bit_weights = self.format.weights == WeightFormat::Bit;
         for &i in firing {
             let r = i as usize;
@@ -463,7 +486,11 @@ impl PackedFiber {
     }
 
     /// All (target, weight) of row `r` (tests and reports).
+    /// A device fiber is downloaded first (slow: tests and reports only).
     pub fn row(&self, r: usize) -> Vec<(u64, f32)> {
+        if self.device.is_some() {
+            return self.to_host().expect("downloading a device fiber").row(r);
+        }
         let mut out = Vec::new();
         self.add_row(r, |j, w| out.push((j, w)));
         // Merge side-table corrections into the base weights.
@@ -1149,10 +1176,10 @@ mod tests {
             x.hebbian(&firing, &all, 1e18, None, step).unwrap();
         }
         let mut forward = vec![0f32; 80];
-        x.accumulate(&firing, &mut forward);
+        x.accumulate(&firing, &mut forward).unwrap();
         let mut backward = vec![0f32; 80];
         let reversed: Vec<u32> = firing.iter().rev().copied().collect();
-        x.accumulate(&reversed, &mut backward);
+        x.accumulate(&reversed, &mut backward).unwrap();
         let cap = (i64::MAX as f64 / (1u64 << FIXED_FRAC_BITS) as f64) as f32;
         assert!(forward.iter().all(|&v| v == cap), "{forward:?}");
         assert_eq!(forward, backward);
@@ -1198,7 +1225,7 @@ mod tests {
                 x.hebbian(&firing, &winners, 0.05, None, step).unwrap();
             }
             let mut inp = vec![0f32; 2000];
-            x.accumulate(&firing, &mut inp);
+            x.accumulate(&firing, &mut inp).unwrap();
             inp
         };
         let reference = run(FiberFormat::REFERENCE);
@@ -1231,7 +1258,8 @@ pub fn fiber_id(src: usize, tgt: usize) -> u64 {
 /// of the brain: packed fibers to and from every explicit area (itself
 /// included) in the format chosen by `format_of(src, tgt)`, growable rows to
 /// and from every lazy area's existing neurons, and Binomial(size, p)
-/// synapse counts from every stimulus.
+/// synapse counts from every stimulus. Packed fibers go into `backend`'s
+/// memory when it keeps their format ([`PackedFiber::generate_on`]).
 pub fn connect_explicit_area(
     state: &mut super::lazy::LazyState,
     model: &crate::model::Model,
@@ -1239,6 +1267,7 @@ pub fn connect_explicit_area(
     e: usize,
     exist: &[u64],
     format_of: &dyn Fn(usize, usize) -> FiberFormat,
+    backend: &dyn crate::backend::Backend,
 ) -> Result<()> {
     use crate::backend::Syn;
     use crate::model::{EngineKind, Source};
@@ -1257,7 +1286,8 @@ pub fn connect_explicit_area(
             let fiber = &mut state.fibers[a][b];
             if both_explicit {
                 let beta = model.beta(Source::Area(a), b);
-                fiber.packed = Some(PackedFiber::generate(
+                fiber.packed = Some(PackedFiber::generate_on(
+                    backend,
                     seed,
                     fiber_id(a, b),
                     model.areas[a].n,

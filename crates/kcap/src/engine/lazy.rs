@@ -297,9 +297,29 @@ impl LazyState {
             }
             parts.push((v.model.stimuli[s].size, v.model.p(Source::Stim(s), t)));
         }
+        if explicit {
+            // Fibers held by the backend: the rest of the step runs there.
+            let sources: Vec<(&PackedFiber, &[u32])> = plan
+                .areas
+                .iter()
+                .filter_map(|&a| {
+                    let pf = self.fibers[a][t].packed.as_ref()?;
+                    Some((pf, v.winners[a].as_slice()))
+                })
+                .collect();
+            if sources.len() == plan.areas.len() {
+                if let Some(winners) = backend.explicit_select(&sources, known, k) {
+                    return Ok(Selection {
+                        target: t,
+                        winners: winners?,
+                        new_inputs: Vec::new(),
+                    });
+                }
+            }
+        }
         for &a in &plan.areas {
             match &self.fibers[a][t].packed {
-                Some(pf) => pf.accumulate(&v.winners[a], known),
+                Some(pf) => pf.accumulate(&v.winners[a], known)?,
                 None => backend.accumulate_rows(&self.fibers[a][t].rows, &v.winners[a], known),
             }
             parts.push((v.winners[a].len() as u64, v.model.p(Source::Area(a), t)));
