@@ -95,28 +95,6 @@ pub struct GenSpec<'a> {
     pub complement: bool,
 }
 
-impl RowGen {
-    /// Row `i`, block `b`: (number of synapses, stream counter after the
-    /// count was drawn) — the start of [`RowGen::block`], without the offsets.
-    fn count(&self, i: u64, b: u64) -> (u64, u64) {
-        use rand_distr::Distribution;
-        let len = BLOCK.min(self.n_tgt - b * BLOCK);
-        if self.p >= 1.0 {
-            return (len, 0);
-        }
-        let dist = if len == BLOCK || self.n_tgt < BLOCK {
-            &self.full
-        } else {
-            &self.last
-        };
-        let Some(dist) = dist else { return (0, 0) };
-        let mut rng = Stream::new(derive(self.key, &[i, b]));
-        let c = dist.sample(&mut rng);
-        let n = if self.p > 0.5 { len - c } else { c };
-        (n, rng.counter())
-    }
-}
-
 /// The host half of generating the fiber (key, n_src → n_tgt, p) on a
 /// device: segment offsets, the stream counter of every (row, block) after
 /// its count, and whether offsets are drawn for the complement (p > 1/2).
@@ -135,9 +113,10 @@ pub fn generation_plan(key: u64, n_src: u64, n_tgt: u64, p: f64) -> (Vec<u64>, V
             for (l, (cr, ar)) in cnt.chunks_mut(nb).zip(at.chunks_mut(nb)).enumerate() {
                 let i = (c * ROWS + l) as u64;
                 for b in 0..nb {
-                    let (n, ctr) = gen.count(i, b as u64);
-                    cr[b] = n;
-                    ar[b] = u32::try_from(ctr).expect("binomial draw used < 2^32 words");
+                    let d = gen.count(i, b as u64);
+                    cr[b] = d.count as u64;
+                    ar[b] =
+                        u32::try_from(d.rng.counter()).expect("binomial draw used < 2^32 words");
                 }
             }
         });
