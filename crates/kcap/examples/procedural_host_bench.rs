@@ -1,11 +1,24 @@
 //! Host share of a procedural-1e9 GPU step, with synthetic device answers
 //! (random winners, 40 % from the support, ~21 synapses per winner and fiber):
 //! `device_step` (row keys + learned corrections) and `hebbian_selected`
-//! (apply) over 10 steps. `cargo run --release -p kcap --example procedural_host_bench`
+//! (apply) over 10 steps, in wall time and in CPU time of all threads (the
+//! process's threads' run times from /proc on Linux, so a shared machine's
+//! load does not inflate it). `cargo run --release -p kcap --example procedural_host_bench`
 use kcap::engine::procedural::{ProceduralState, View};
 use kcap::engine::TargetPlan;
 use kcap::model::{AreaSpec, EngineKind, Model, StimSpec};
 use std::time::Instant;
+
+/// CPU time (s) used so far by all threads of this process (Linux; 0 elsewhere).
+fn cpu_s() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        * 1e-9
+}
 
 fn main() {
     let (n, k, p) = (1_000_000_000u64, 10_000usize, 1e-3);
@@ -40,9 +53,9 @@ fn main() {
             areas: if step == 0 { vec![] } else { vec![0] },
         };
         let firing: Vec<&[u64]> = vec![&winners];
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), cpu_s());
         let ds = st.device_step(&v, &plan, &firing).unwrap();
-        let prep = t0.elapsed().as_secs_f64();
+        let (prep, prep_cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
         // New winners: 40 % from the support, the rest fresh.
         let mut w: Vec<u64> = (0..k)
             .map(|_| {
@@ -73,10 +86,21 @@ fn main() {
         let nsyn = syn.len();
         let inputs = vec![1.0f32; k];
         let sel = ProceduralState::device_selection(&ds, w.clone(), inputs, 0, 0, syn).unwrap();
-        let t1 = Instant::now();
+        let (t1, c1) = (Instant::now(), cpu_s());
         st.hebbian_selected(&v, &plan, &firing, &sel).unwrap();
-        let heb = t1.elapsed().as_secs_f64();
-        println!("step {}: prepare {:.1} ms ({} corrections in {} blocks), hebbian {:.1} ms ({} synapses), learned {}", step + 1, prep * 1e3, ds.corr.len(), ds.corr.blocks.len(), heb * 1e3, nsyn, st.learned_synapses());
+        let (heb, heb_cpu) = (t1.elapsed().as_secs_f64(), cpu_s() - c1);
+        println!(
+            "step {}: prepare {:.1} ms, CPU {:.1} ms ({} corrections in {} blocks), hebbian {:.1} ms, CPU {:.1} ms ({} synapses), learned {}",
+            step + 1,
+            prep * 1e3,
+            prep_cpu * 1e3,
+            ds.corr.len(),
+            ds.corr.blocks.len(),
+            heb * 1e3,
+            heb_cpu * 1e3,
+            nsyn,
+            st.learned_synapses()
+        );
         support.extend(w.iter().copied());
         support.sort_unstable();
         support.dedup();
