@@ -178,8 +178,9 @@ mod sorted_set {
     }
 }
 
-/// Bytes per stored potentiated synapse of a procedural fiber (u64 key + f32).
-const LEARNED_BYTES: u64 = 12;
+/// Bytes per stored potentiated synapse of a procedural fiber: u64 key +
+/// f32 weight, in each of the two arenas an update merges between.
+const LEARNED_BYTES: u64 = 24;
 
 /// True when the neuron ids of an area may not fit in u32.
 fn is_wide(spec: &AreaSpec) -> bool {
@@ -777,7 +778,7 @@ impl Brain {
                 // (saturates at u64::MAX).
                 reference_bytes: (stored * 8.0) as u64,
                 reasons: vec![format!(
-                    "the graph is regenerated on demand; only potentiated synapses are stored ({LEARNED_BYTES} bytes each plus block overhead)"
+                    "the graph is regenerated on demand; only potentiated synapses are stored ({LEARNED_BYTES} bytes each, 12 in each of two arenas, plus slack and block overhead)"
                 )],
             });
         }

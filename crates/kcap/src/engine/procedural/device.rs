@@ -215,6 +215,21 @@ impl ProceduralState {
         plan: &TargetPlan,
         firing: &[&[u64]],
     ) -> Result<DeviceCorrections> {
+        let mut c = DeviceCorrections::default();
+        self.device_corrections_into(v, plan, firing, &mut c)?;
+        Ok(c)
+    }
+
+    /// [`Self::device_corrections`] into `c`, whose buffers are reused
+    /// (keeping one from step to step spares the fresh pages of ~10⁷ bytes
+    /// of corrections a step at procedural-1e9).
+    pub fn device_corrections_into(
+        &self,
+        v: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+        c: &mut DeviceCorrections,
+    ) -> Result<()> {
         Self::validate(v.model, plan, firing)?;
         let t = plan.target;
         // Per fiber in plan order: its learned map and its firing rows
@@ -236,63 +251,121 @@ impl ProceduralState {
                     .map(|l| (l, f))
             })
             .collect();
-        // Block by block in parallel: every fiber's corrections in plan
-        // order, then sorted by target with ties in that order (the
-        // sequence number in the low bits of the sort key). One allocation
-        // per block, sized from the stored synapses, and an in-place sort:
-        // a step handles millions of corrections, and growing vectors from
-        // many threads at once costs more than the work itself.
-        let mut blocks: Vec<u64> = fibers
-            .iter()
-            .flat_map(|(l, _)| l.blocks.keys().copied())
-            .collect();
-        blocks.par_sort_unstable();
-        blocks.dedup();
-        let per: Vec<Vec<(u64, f32)>> = blocks
-            .par_iter()
-            .map(|&b| {
-                let cap = fibers
-                    .iter()
-                    .map(|(l, _)| l.blocks.get(&b).map_or(0, |x| x.keys.len()))
-                    .sum();
-                let mut out: Vec<(u64, f32)> = Vec::with_capacity(cap);
-                for (l, f) in &fibers {
-                    l.corrections(
-                        b,
-                        |row| f.contains(row),
-                        |local, d| out.push(((local as u64) << 32 | out.len() as u64, d)),
-                    );
+        // The blocks of every fiber, merged, with each fiber's run index
+        // (NONE where it has no synapses there) and an upper bound on the
+        // block's corrections: all its stored synapses.
+        const NONE: usize = usize::MAX;
+        let nf = fibers.len();
+        let mut blocks: Vec<u64> = Vec::new();
+        let mut runs: Vec<usize> = Vec::new();
+        let mut ends: Vec<usize> = Vec::new();
+        let mut at = vec![0usize; nf];
+        let mut end = 0;
+        loop {
+            let ids = |f: usize, at: &[usize]| fibers[f].0.block_ids().get(at[f]).copied();
+            let Some(b) = (0..nf).filter_map(|f| ids(f, &at)).min() else {
+                break;
+            };
+            blocks.push(b);
+            for (f, (l, _)) in fibers.iter().enumerate() {
+                if ids(f, &at) == Some(b) {
+                    runs.push(at[f]);
+                    end += l.block_at(at[f]).0.len();
+                    at[f] += 1;
+                } else {
+                    runs.push(NONE);
                 }
-                out.sort_unstable_by_key(|c| c.0);
-                out
-            })
-            .collect();
-        let mut c = DeviceCorrections::default();
-        for (&b, v) in blocks.iter().zip(&per) {
-            if !v.is_empty() {
-                c.blocks.push(b);
-                c.off.push(c.local.len() as u32);
-                c.local.resize(c.local.len() + v.len(), 0);
+            }
+            ends.push(end);
+        }
+        // 1. Block by block in parallel, each into its own range of one
+        // buffer kept from step to step (no allocation, no growing vector):
+        // every fiber's corrections in plan order, packed as
+        // `local << 32 | bits of w − 1`.
+        let mut kept = self.corr_scratch.try_lock();
+        let mut own = Vec::new();
+        let buf = kept.as_deref_mut().unwrap_or(&mut own);
+        super::learned::grow(buf, end);
+        let mut count = vec![0usize; blocks.len()];
+        let units = super::learned::chunks(&ends, super::learned::chunk_target(end));
+        let first = |r: &std::ops::Range<usize>| r.start.checked_sub(1).map_or(0, |s| ends[s]);
+        let bufs = super::learned::split_lens(
+            &mut buf[..end],
+            units.iter().map(|r| ends[r.end - 1] - first(r)),
+        );
+        let counts = super::learned::split_lens(&mut count, units.iter().map(|r| r.len()));
+        units
+            .par_iter()
+            .zip(bufs)
+            .zip(counts)
+            .for_each(|((r, out), counts)| {
+                let mut o = 0;
+                for (bi, c) in r.clone().zip(counts) {
+                    let base = o;
+                    for ((l, firing), &run) in fibers.iter().zip(&runs[bi * nf..(bi + 1) * nf]) {
+                        if run == NONE {
+                            continue;
+                        }
+                        let (keys, weights) = l.block_at(run);
+                        super::learned::run_corrections(
+                            keys,
+                            weights,
+                            |row| firing.contains(row),
+                            |local, d| {
+                                out[o] = (local as u64) << 32 | d.to_bits() as u64;
+                                o += 1;
+                            },
+                        );
+                    }
+                    *c = o - base;
+                    o = base + ends[bi] - if bi == 0 { 0 } else { ends[bi - 1] };
+                }
+            });
+        // 2. The output: exact sizes, then each block sorted by local target
+        // (stable, so ties stay in (fiber, row) order) into its own slices.
+        c.blocks.clear();
+        c.off.clear();
+        let mut filled = Vec::new();
+        let mut total = 0;
+        for (bi, &n) in count.iter().enumerate() {
+            if n > 0 {
+                c.blocks.push(blocks[bi]);
+                c.off.push(total as u32);
+                filled.push(bi);
+                total += n;
             }
         }
-        c.off.push(c.local.len() as u32);
-        c.delta = vec![0.0; c.local.len()];
-        // Each block fills its own slice of the output, in parallel.
-        let mut slots = Vec::with_capacity(c.blocks.len());
-        let (mut rest_l, mut rest_d) = (&mut c.local[..], &mut c.delta[..]);
-        for v in per.iter().filter(|v| !v.is_empty()) {
-            let (l, tl) = std::mem::take(&mut rest_l).split_at_mut(v.len());
-            let (d, td) = std::mem::take(&mut rest_d).split_at_mut(v.len());
-            slots.push((v, l, d));
-            (rest_l, rest_d) = (tl, td);
-        }
-        slots.into_par_iter().for_each(|(v, l, d)| {
-            for ((&(key, delta), lo), de) in v.iter().zip(l).zip(d) {
-                *lo = (key >> 32) as u32;
-                *de = delta;
-            }
-        });
-        Ok(c)
+        c.off.push(total as u32);
+        // Every element is written below: only a longer buffer is filled.
+        c.local.truncate(total);
+        c.delta.truncate(total);
+        super::learned::grow(&mut c.local, total);
+        super::learned::grow(&mut c.delta, total);
+        let out_ends: Vec<usize> = c.off[1..].iter().map(|&o| o as usize).collect();
+        let units = super::learned::chunks(&out_ends, super::learned::chunk_target(total));
+        let span = |r: &std::ops::Range<usize>| (c.off[r.end] - c.off[r.start]) as usize;
+        let locals = super::learned::split_lens(&mut c.local, units.iter().map(span));
+        let deltas = super::learned::split_lens(&mut c.delta, units.iter().map(span));
+        let buf = &*buf;
+        units
+            .par_iter()
+            .zip(locals)
+            .zip(deltas)
+            .for_each_init(Vec::new, |tmp, ((r, ls), ds)| {
+                let mut o = 0;
+                for &bi in &filled[r.clone()] {
+                    let from = if bi == 0 { 0 } else { ends[bi - 1] };
+                    let n = count[bi];
+                    sort_by_local(
+                        &buf[from..from + n],
+                        tmp,
+                        &mut ls[o..o + n],
+                        &mut ds[o..o + n],
+                    );
+                    o += n;
+                }
+            });
+        Ok(())
     }
 
     /// A [`Selection`] from a device's answer to `step`: the k winners
@@ -330,6 +403,38 @@ impl ProceduralState {
             synapses: Some(synapses),
             slots,
         })
+    }
+}
+
+/// Unpacks `src` (`local << 32 | bits of delta`) into `local`/`delta`
+/// sorted by local target, ties in their order: a stable LSD radix sort on
+/// the two bytes of the local target (a block holds a few hundred
+/// corrections; a comparison sort of them cost most of the step's
+/// corrections).
+fn sort_by_local(src: &[u64], tmp: &mut Vec<u64>, local: &mut [u32], delta: &mut [f32]) {
+    let mut hist = [[0u32; 256]; 2];
+    for &x in src {
+        hist[0][(x >> 32) as u8 as usize] += 1;
+        hist[1][(x >> 40) as u8 as usize] += 1;
+    }
+    for h in &mut hist {
+        let mut acc = 0;
+        for c in h.iter_mut() {
+            (*c, acc) = (acc, acc + *c);
+        }
+    }
+    tmp.clear();
+    tmp.resize(src.len(), 0);
+    for &x in src {
+        let c = &mut hist[0][(x >> 32) as u8 as usize];
+        tmp[*c as usize] = x;
+        *c += 1;
+    }
+    for &x in tmp.iter() {
+        let c = &mut hist[1][(x >> 40) as u8 as usize];
+        local[*c as usize] = (x >> 32) as u32;
+        delta[*c as usize] = f32::from_bits(x as u32);
+        *c += 1;
     }
 }
 

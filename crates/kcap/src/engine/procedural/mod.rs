@@ -128,6 +128,26 @@ pub const DEFAULT_RECORD_LIMIT: u64 = 1 << 22;
 /// A potentiation to apply: (fiber index in plan order, target block, learned key).
 type Update = (usize, u64, u64);
 
+/// A slice's elements written from several threads at distinct indices.
+struct SharedSlice<T>(*mut T);
+
+// SAFETY: only `write` touches the pointer, and its callers guarantee that
+// no two threads write the same index.
+unsafe impl<T: Send> Send for SharedSlice<T> {}
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+
+impl<T> SharedSlice<T> {
+    /// Writes `x` at index `i`.
+    ///
+    /// # Safety
+    /// `i` lies inside the slice, and no other thread reads or writes
+    /// index `i` while the slice is shared.
+    #[inline]
+    unsafe fn write(&self, i: usize, x: T) {
+        unsafe { self.0.add(i).write(x) }
+    }
+}
+
 /// Regeneration share (of a full step) above which recording pays: the
 /// measured cost of recording relative to generating, about 0.3.
 pub const RECORD_BREAK_EVEN: f64 = 0.3;
@@ -184,6 +204,19 @@ pub struct ProceduralState {
     pub record_limit: u64,
     /// Progress of the step in flight (see [`StepProgress`]).
     progress: Arc<StepProgress>,
+    /// Buffers kept from step to step, not part of the state's value: the
+    /// Hebbian update's, and the device corrections' (large; allocating
+    /// them afresh every step cost page faults on every thread).
+    scratch: HebbScratch,
+    corr_scratch: Mutex<Vec<u64>>,
+}
+
+/// Buffers of the Hebbian update (see [`ProceduralState::apply`]).
+#[derive(Default)]
+struct HebbScratch {
+    ups: Vec<Update>,
+    keys: Vec<u64>,
+    hist: Vec<u32>,
 }
 
 impl Default for ProceduralState {
@@ -193,6 +226,8 @@ impl Default for ProceduralState {
             tables: Mutex::new(HashMap::new()),
             record_limit: DEFAULT_RECORD_LIMIT,
             progress: Arc::default(),
+            scratch: HebbScratch::default(),
+            corr_scratch: Mutex::default(),
         }
     }
 }
@@ -204,6 +239,8 @@ impl Clone for ProceduralState {
             tables: Mutex::new(HashMap::new()),
             record_limit: self.record_limit,
             progress: Arc::default(),
+            scratch: HebbScratch::default(),
+            corr_scratch: Mutex::default(),
         }
     }
 }
@@ -625,19 +662,21 @@ impl ProceduralState {
     /// Applies `w ← min(w·(1+β), w_max)` to synapses given as
     /// `(fiber index, block, key)`, any order, repeats counted once.
     ///
-    /// The updates are bucketed by (fiber, block) with a counting sort — one
-    /// pass to count, one to place; a step brings ~2·10⁵ updates per fiber
-    /// over ~10⁴ blocks, where a comparison sort of the whole list cost
-    /// most of the update — then each bucket is sorted and deduplicated on
-    /// its own and the blocks are merged in parallel. Same result as one
+    /// The updates are bucketed by (fiber, block) with a counting sort — a
+    /// step brings ~2·10⁵ updates per fiber over ~10⁴ blocks, where a
+    /// comparison sort of the whole list cost most of the update — done in
+    /// parallel: each piece of the list counts its updates per bucket, the
+    /// counts give every piece its own slots in each bucket, and the pieces
+    /// place their keys at once. Then each bucket is sorted and deduplicated
+    /// on its own and the blocks are merged in parallel. Same result as one
     /// sort: the buckets come out in (fiber, block) order with their keys
-    /// sorted and distinct.
+    /// sorted and distinct. The buffers are kept from step to step.
     fn apply(
         &mut self,
         v: &View,
         plan: &TargetPlan,
         plastic: &[(usize, Source, f32, f32)],
-        ups: Vec<(usize, u64, u64)>,
+        ups: &[Update],
     ) -> u64 {
         let t = plan.target;
         let nb = v.model.areas[t].n.div_ceil(BLOCK);
@@ -649,26 +688,62 @@ impl ProceduralState {
                 .expect("update of a plastic fiber")
         };
         let buckets = plastic.len() as u64 * nb;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let HebbScratch { keys, hist, .. } = &mut scratch;
         let mut bucketed: Vec<(u64, &mut [u64])> = Vec::new();
-        let mut keys: Vec<u64>;
         let mut sorted: Vec<(usize, u64, u64)>;
+        let mut sorted_keys: Vec<u64>;
         if buckets <= 4 * ups.len() as u64 + 4096 && buckets < u32::MAX as u64 {
-            let bucket = |u: &(usize, u64, u64)| pos(u.0) * nb as usize + u.1 as usize;
-            let mut start = vec![0u32; buckets as usize + 1];
-            for u in &ups {
-                start[bucket(u) + 1] += 1;
+            let nbk = buckets as usize;
+            let bucket = |u: &Update| pos(u.0) * nb as usize + u.1 as usize;
+            let piece = ups
+                .len()
+                .div_ceil(rayon::current_num_threads())
+                .max(learned::MIN_UNIT);
+            let pieces = ups.len().div_ceil(piece);
+            learned::grow(hist, pieces * nbk);
+            let hist = &mut hist[..pieces * nbk];
+            hist.par_chunks_mut(nbk)
+                .zip(ups.par_chunks(piece))
+                .for_each(|(h, u)| {
+                    h.fill(0);
+                    for x in u {
+                        h[bucket(x)] += 1;
+                    }
+                });
+            // Bucket b holds keys[start[b]..start[b + 1]]; piece c writes
+            // its updates of bucket b from hist[c][b] on.
+            let mut start = vec![0u32; nbk + 1];
+            for h in hist.chunks(nbk) {
+                for (s, &c) in start[1..].iter_mut().zip(h) {
+                    *s += c;
+                }
             }
             for i in 1..start.len() {
                 start[i] += start[i - 1];
             }
-            keys = vec![0u64; ups.len()];
-            let mut next = start.clone();
-            for u in &ups {
-                let b = bucket(u);
-                keys[next[b] as usize] = u.2;
-                next[b] += 1;
+            let mut next = start[..nbk].to_vec();
+            for h in hist.chunks_mut(nbk) {
+                for (n, c) in next.iter_mut().zip(h) {
+                    (*c, *n) = (*n, *n + *c);
+                }
             }
-            drop(ups);
+            learned::grow(keys, ups.len());
+            let keys = &mut keys[..ups.len()];
+            let dst = SharedSlice(keys.as_mut_ptr());
+            hist.par_chunks_mut(nbk)
+                .zip(ups.par_chunks(piece))
+                .for_each(|(h, u)| {
+                    for x in u {
+                        let b = bucket(x);
+                        // SAFETY: slots hist[c][b]..+count(c, b) lie inside
+                        // `keys` (the counts add up to its length) and are
+                        // this piece's alone: pieces own disjoint ranges of
+                        // every bucket, buckets disjoint ranges of `keys`.
+                        unsafe { dst.write(h[b] as usize, x.2) };
+                        h[b] += 1;
+                    }
+                });
             let mut rest = &mut keys[..];
             for (b, w) in start.windows(2).enumerate() {
                 let len = (w[1] - w[0]) as usize;
@@ -680,10 +755,10 @@ impl ProceduralState {
             }
         } else {
             // Few updates over many blocks: sort them instead.
-            sorted = ups;
+            sorted = ups.to_vec();
             sorted.par_sort_unstable();
-            keys = sorted.iter().map(|u| u.2).collect();
-            let mut rest = &mut keys[..];
+            sorted_keys = sorted.iter().map(|u| u.2).collect();
+            let mut rest = &mut sorted_keys[..];
             let mut i = 0;
             while i < sorted.len() {
                 let (fi, b) = (sorted[i].0, sorted[i].1);
@@ -726,6 +801,7 @@ impl ProceduralState {
                 .potentiate_many(&fiber, m, cap);
         }
         self.learned.retain(|_, l| !l.is_empty());
+        self.scratch = scratch;
         n
     }
 
@@ -798,7 +874,7 @@ impl ProceduralState {
         let events = found.iter().map(|f| f.1).sum();
         let ups: Vec<(usize, u64, u64)> = found.into_iter().flat_map(|f| f.0).collect();
         drop(fibers);
-        let potentiated = self.apply(v, plan, &plastic, ups);
+        let potentiated = self.apply(v, plan, &plastic, &ups);
         Ok(HebbianReport {
             potentiated,
             regenerated_events: events,
@@ -854,9 +930,10 @@ impl ProceduralState {
         // collect; a filtered one grows its list and cost ~15 ms a step on
         // ~4·10⁵ synapses); synapses of fibers that do not learn are marked
         // and dropped after.
+        // The list is kept from step to step (collect_into_vec reuses it).
         const NOT_PLASTIC: usize = usize::MAX;
-        let mut ups: Vec<Update> = syn
-            .par_iter()
+        let mut ups = std::mem::take(&mut self.scratch.ups);
+        syn.par_iter()
             .map(|&(j, s)| {
                 let fi = starts.partition_point(|&st| st <= s as u64) - 1;
                 if plastic.iter().any(|p| p.0 == fi) {
@@ -866,11 +943,12 @@ impl ProceduralState {
                     (NOT_PLASTIC, 0, 0)
                 }
             })
-            .collect();
+            .collect_into_vec(&mut ups);
         if ups.iter().any(|u| u.0 == NOT_PLASTIC) {
             ups.retain(|u| u.0 != NOT_PLASTIC);
         }
-        let potentiated = self.apply(v, plan, &plastic, ups);
+        let potentiated = self.apply(v, plan, &plastic, &ups);
+        self.scratch.ups = ups;
         Ok(HebbianReport {
             potentiated,
             regenerated_events: 0,
@@ -1026,6 +1104,11 @@ mod tests {
             let plastic = ProceduralState::plastic(&v, &plan);
             assert_eq!(plastic.len(), 2);
             let (mut got, mut want) = (ProceduralState::new(), ProceduralState::new());
+            // Three threads: the counting sort splits the list into pieces.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
             for _round in 0..5 {
                 let ups: Vec<Update> = (0..len)
                     .map(|_| {
@@ -1047,7 +1130,10 @@ mod tests {
                         l.potentiate(g[0].1, &keys, mul, cap);
                     }
                 }
-                assert_eq!(got.apply(&v, &plan, &plastic, ups), def.len() as u64);
+                assert_eq!(
+                    pool.install(|| got.apply(&v, &plan, &plastic, &ups)),
+                    def.len() as u64
+                );
                 for &(_, src, _, _) in &plastic {
                     assert_eq!(
                         got.learned.get(&(src, 0)),
