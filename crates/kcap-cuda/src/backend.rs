@@ -222,19 +222,55 @@ impl CudaFiber {
     }
 }
 
-impl DeviceFiber for CudaFiber {
-    fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) -> kcap::Result<()> {
+impl CudaFiber {
+    /// `inputs += the rows of firing` (with their side entries) on the
+    /// device, into the device buffer `inputs`.
+    fn accumulate_on(
+        &self,
+        firing: &[u32],
+        side: Option<&[u64]>,
+        inputs: &mut cudarc::driver::CudaSlice<f32>,
+    ) -> Result<()> {
         if firing.is_empty() {
             return Ok(());
         }
         let f = self.lock();
         let s = f.device().stream().clone();
         let fd = s.clone_htod(firing).what("upload firing ids")?;
+        let sd = side
+            .map(|v| s.clone_htod(v).what("upload side entries"))
+            .transpose()?;
+        f.accumulate(&fd, firing.len(), sd.as_ref(), inputs)
+    }
+}
+
+impl DeviceFiber for CudaFiber {
+    fn accumulate(
+        &self,
+        firing: &[u32],
+        side: Option<&[u64]>,
+        inputs: &mut [f32],
+    ) -> kcap::Result<()> {
+        if firing.is_empty() {
+            return Ok(());
+        }
+        let s = self.lock().device().stream().clone();
         let mut d = s.clone_htod(inputs).what("upload inputs")?;
-        f.accumulate(&fd, firing.len(), &mut d)?;
+        self.accumulate_on(firing, side, &mut d)?;
         s.memcpy_dtoh(&d, inputs).what("download inputs")?;
         s.synchronize().what("synchronize")?;
         Ok(())
+    }
+
+    fn hits(&self, firing: &[u32], is_winner: &[u64]) -> kcap::Result<Vec<u64>> {
+        if firing.is_empty() || is_winner.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = self.lock();
+        let s = f.device().stream().clone();
+        let fd = s.clone_htod(firing).what("upload firing ids")?;
+        let wd = s.clone_htod(is_winner).what("upload winner bits")?;
+        Ok(f.hits(&fd, firing.len(), &wd)?)
     }
 
     fn hebbian(
@@ -281,18 +317,14 @@ impl Cuda {
     /// the engine's order, the k-cap on the device, k ids back.
     fn explicit_select_on(
         &self,
-        sources: &[(&CudaFiber, &[u32])],
+        sources: &[(&CudaFiber, &[u32], Option<Vec<u64>>)],
         inputs: &[f32],
         k: usize,
     ) -> kcap::Result<Vec<u32>> {
         let s = self.dev.stream();
         let mut d = s.clone_htod(inputs).what("upload inputs")?;
-        for (f, firing) in sources {
-            if firing.is_empty() {
-                continue;
-            }
-            let fd = s.clone_htod(*firing).what("upload firing ids")?;
-            f.lock().accumulate(&fd, firing.len(), &mut d)?;
+        for (f, firing, side) in sources {
+            f.accumulate_on(firing, side.as_deref(), &mut d)?;
         }
         if k >= inputs.len() {
             return Ok((0..inputs.len() as u32).collect());
@@ -344,9 +376,12 @@ impl Backend for Cuda {
         inputs: &[f32],
         k: usize,
     ) -> Option<kcap::Result<Vec<u32>>> {
-        let own: Option<Vec<(&CudaFiber, &[u32])>> = sources
+        let own: Option<Vec<(&CudaFiber, &[u32], Option<Vec<u64>>)>> = sources
             .iter()
-            .map(|(pf, firing)| Some((self.own(pf.device()?.as_ref())?, *firing)))
+            .map(|(pf, firing)| {
+                let f = self.own(pf.device()?.as_ref())?;
+                Some((f, *firing, pf.side_rows(firing)))
+            })
             .collect();
         Some(self.explicit_select_on(&own?, inputs, k))
     }

@@ -961,8 +961,9 @@ use kcap::format::{Accumulator, FiberFormat, IndexFormat, Layout, Rounding, Weig
 use kcap::model::EngineKind;
 use kcap::FormatChoice;
 
-/// Every format the device keeps: weights × indices × rounding (narrow
-/// floats only) × accumulator.
+/// Every format of SPEC §4: CSR rows, weights × indices × rounding
+/// (narrow floats only) × accumulator, then bit weights in CSR (u32, u16)
+/// and bitmap rows × accumulator.
 fn device_formats() -> Vec<FiberFormat> {
     let mut out = Vec::new();
     for weights in [
@@ -989,7 +990,48 @@ fn device_formats() -> Vec<FiberFormat> {
             }
         }
     }
+    for (indices, layout) in [
+        (IndexFormat::U32, Layout::Csr),
+        (IndexFormat::U16, Layout::Csr),
+        (IndexFormat::U32, Layout::Bitmap),
+    ] {
+        for accumulator in [Accumulator::F32, Accumulator::Fixed] {
+            out.push(FiberFormat {
+                weights: WeightFormat::Bit,
+                indices,
+                layout,
+                rounding: Rounding::Nearest,
+                accumulator,
+            });
+        }
+    }
     out
+}
+
+/// Bit-weight bitmap rows.
+const BITMAP: FiberFormat = FiberFormat {
+    weights: WeightFormat::Bit,
+    indices: IndexFormat::U32,
+    layout: Layout::Bitmap,
+    rounding: Rounding::Nearest,
+    accumulator: Accumulator::F32,
+};
+
+/// Asserts that two fibers hold the same synapses and learned weights, bit
+/// for bit (a device fiber is downloaded).
+fn assert_same_fiber(g: &PackedFiber, h: &PackedFiber, what: &str) {
+    let (g, h) = (g.to_host().unwrap(), h.to_host().unwrap());
+    assert_eq!(g.to_parts().unwrap(), h.to_parts().unwrap(), "{what}");
+    let bits = |x: &PackedFiber| {
+        let mut v: Vec<(u32, Vec<(u32, u32)>)> = x
+            .side()
+            .iter()
+            .map(|(&r, e)| (r, e.iter().map(|&(j, w)| (j, w.to_bits())).collect()))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(bits(&g), bits(&h), "{what}: learned side-table weights");
 }
 
 #[test]
@@ -1017,6 +1059,12 @@ fn explicit_fibers_generated_on_the_gpu_equal_the_hosts() {
                 indices: IndexFormat::U16,
                 ..FiberFormat::REFERENCE
             },
+            FiberFormat {
+                weights: WeightFormat::Bit,
+                indices: IndexFormat::U16,
+                ..FiberFormat::REFERENCE
+            },
+            BITMAP,
         ] {
             let host = PackedFiber::generate(11, 3, n_src, n_tgt, p, f, 0.05, None).unwrap();
             let dev = PackedFiber::generate_on(&c, 11, 3, n_src, n_tgt, p, f, 0.05, None).unwrap();
@@ -1031,14 +1079,15 @@ fn explicit_fibers_generated_on_the_gpu_equal_the_hosts() {
             );
         }
     }
-    // Bitmap rows and bit weights stay on the host.
-    let bitmap = FiberFormat {
-        weights: WeightFormat::Bit,
-        layout: Layout::Bitmap,
-        ..FiberFormat::REFERENCE
-    };
-    let f = PackedFiber::generate_on(&c, 1, fiber_id(0, 0), 100, 1000, 0.1, bitmap, 0.0, None);
-    assert!(f.unwrap().device().is_none());
+    // Bitmap rows in batches: 1200 rows of 70 000 at p = 0.9 are 75.6 M
+    // targets, more than one batch of drawn u32 targets (2^26).
+    let host =
+        PackedFiber::generate(5, fiber_id(0, 0), 1200, 70_000, 0.9, BITMAP, 0.0, None).unwrap();
+    let dev = PackedFiber::generate_on(&c, 5, fiber_id(0, 0), 1200, 70_000, 0.9, BITMAP, 0.0, None)
+        .unwrap();
+    assert!(dev.device().is_some());
+    assert!(dev.synapses() > 1 << 26, "{} synapses", dev.synapses());
+    assert_same_fiber(&dev, &host, "bitmap in batches");
 }
 
 /// Runs the two-area explicit scenario (stimulus → A, A ↔ B, recurrence)
@@ -1103,20 +1152,22 @@ fn explicit_brain_gives_the_cpu_winners_at_every_step_in_every_format() {
         for (step, (c, g)) in cpu_w.iter().zip(&gpu_w).enumerate() {
             assert_eq!(c, g, "{}: winners differ at step {}", f.label(), step + 1);
         }
-        // The learned weights too, bit for bit (downloaded).
+        // The learned weights too, bit for bit (downloaded; bit weights:
+        // the side tables).
+        let mut learned = 0;
         for (a, row) in cpu_b.lazy_state().fibers.iter().enumerate() {
             for (t, fib) in row.iter().enumerate() {
                 let (Some(h), Some(g)) = (&fib.packed, &gpu_b.lazy_state().fibers[a][t].packed)
                 else {
                     continue;
                 };
-                assert_eq!(
-                    g.to_host().unwrap().to_parts().unwrap(),
-                    h.to_parts().unwrap(),
-                    "{}: fiber {a}->{t} after the run",
-                    f.label()
-                );
+                let what = format!("{}: fiber {a}->{t} after the run", f.label());
+                assert_same_fiber(g, h, &what);
+                learned += h.side().values().map(Vec::len).sum::<usize>();
             }
+        }
+        if f.weights == WeightFormat::Bit {
+            assert!(learned > 1000, "{}: {learned} learned weights", f.label());
         }
         println!("{}: 12 steps, same winners and weights", f.label());
     }
@@ -1128,12 +1179,18 @@ fn explicit_checkpoint_from_the_gpu_resumes_on_either_backend() {
         return;
     };
     let gpu: Arc<dyn Backend> = Arc::new(Cuda::on(d).unwrap());
-    let f = FiberFormat {
+    let f16 = FiberFormat {
         weights: WeightFormat::F16,
         indices: IndexFormat::U16,
         rounding: Rounding::Stochastic,
         ..FiberFormat::REFERENCE
     };
+    for f in [f16, BITMAP] {
+        explicit_checkpoint_resumes(f, &gpu);
+    }
+}
+
+fn explicit_checkpoint_resumes(f: FiberFormat, gpu: &Arc<dyn Backend>) {
     let (_, mut straight) = explicit_run(f, Some(gpu.clone()), 6);
     let (_, saved) = explicit_run(f, Some(gpu.clone()), 6);
     let bytes = kcap::checkpoint::to_bytes(&saved).unwrap();
@@ -1162,6 +1219,33 @@ fn explicit_checkpoint_from_the_gpu_resumes_on_either_backend() {
     on_gpu.project(&step).unwrap();
     straight.project(&step).unwrap();
     assert_eq!(on_gpu.winners("B").unwrap(), straight.winners("B").unwrap());
+    // And the learned weights (bit weights: the side tables) are the same.
+    on_cpu.project(&step).unwrap();
+    let fibers = |b: &kcap::Brain| -> Vec<PackedFiber> {
+        let l = b.lazy_state();
+        l.fibers
+            .iter()
+            .flatten()
+            .filter_map(|x| x.packed.clone())
+            .collect()
+    };
+    for (i, ((a, b), c)) in fibers(&straight)
+        .iter()
+        .zip(&fibers(&on_gpu))
+        .zip(&fibers(&on_cpu))
+        .enumerate()
+    {
+        assert_same_fiber(
+            b,
+            a,
+            &format!("{}: fiber {i}, resumed on the GPU", f.label()),
+        );
+        assert_same_fiber(
+            c,
+            a,
+            &format!("{}: fiber {i}, resumed on the CPU", f.label()),
+        );
+    }
 }
 
 #[test]

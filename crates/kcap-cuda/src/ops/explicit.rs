@@ -4,13 +4,18 @@
 //!
 //! A fiber lives in the flat layout of [`kcap::engine::explicit::FiberParts`]
 //! (per (row, column block) segment offsets, one index array, one weight
-//! array); [`ExplicitFiber`] owns the device copies. Results equal the host
-//! engine's bit for bit for every supported format (CSR rows; f32, f16,
-//! bf16 and log-u8 weights; u32 and block-local u16 indices; nearest and
-//! stochastic rounding; f32 and fixed-point accumulators) — including the
-//! f32 sums, because each accumulation CTA adds the firing rows in firing
-//! order, exactly as the host does. Bit weights (the side table of learned
-//! weights) and bitmap rows stay on the host.
+//! array; or bitmap rows); [`ExplicitFiber`] owns the device copies. Results
+//! equal the host engine's bit for bit in every format of SPEC §4 (CSR or
+//! bitmap rows; f32, f16, bf16, log-u8 and bit weights; u32 and block-local
+//! u16 indices; nearest and stochastic rounding; f32 and fixed-point
+//! accumulators) — including the f32 sums, because each accumulation CTA
+//! adds the firing rows in firing order, exactly as the host does. Bit
+//! weights keep their learned weights in the host's side table: a step
+//! passes the firing rows' entries to the accumulation kernel, which adds
+//! each row's after the row (as the host does), and the Hebbian update
+//! lists the synapses onto winners ([`ExplicitFiber::hits`]) for the host
+//! to apply. Bitmap fibers are generated as u32 rows (the same kernel, in
+//! batches of rows) whose bits are then set.
 //!
 //! Memory guard: [`ExplicitFiber::generate`] and [`ExplicitFiber::upload`]
 //! estimate the device bytes first ([`estimate_bytes`]) and refuse, with the
@@ -23,7 +28,9 @@ use super::{cfg, grid_for};
 use crate::device::CudaDevice;
 use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels;
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use kcap::engine::explicit::{FiberParts, GenSpec, PartIdx, PartWeights};
 use kcap::format::weights::LogU8;
 use kcap::format::{Accumulator, FiberFormat, IndexFormat, Layout, WeightFormat};
@@ -35,15 +42,20 @@ const BLOCK_W: u64 = 1 << 16;
 const TILE: u64 = 4096;
 /// Warps per generation CTA (KCAP_GEN_WARPS in explicit.cu).
 const GEN_WARPS: u32 = 4;
+/// Bitmap generation draws at most this many u32 targets per batch of rows.
+const BITMAP_BATCH: u64 = 1 << 26;
 
-/// Whether the device path keeps fibers of `format`.
+/// Whether the device path keeps fibers of `format`: every valid format
+/// (bitmap rows go with bit weights).
 pub fn supports(format: &FiberFormat) -> bool {
-    format.layout == Layout::Csr && format.weights != WeightFormat::Bit
+    format.layout == Layout::Csr || format.weights == WeightFormat::Bit
 }
 
 enum DIdx {
     U32(CudaSlice<u32>),
     U16(CudaSlice<u16>),
+    /// Bitmap rows, ⌈n_tgt / 64⌉ words each.
+    Bitmap(CudaSlice<u64>),
 }
 
 enum DW {
@@ -51,6 +63,8 @@ enum DW {
     F16(CudaSlice<u16>),
     Bf16(CudaSlice<u16>),
     Log(CudaSlice<u8>),
+    /// Bit weights: none stored.
+    None,
 }
 
 /// One explicit fiber in device memory.
@@ -68,6 +82,9 @@ pub struct ExplicitFiber {
     table: CudaSlice<f32>,
     max_code: u32,
     has_cap: u32,
+    /// The Hebbian pair list of bit weights, kept between steps, and its
+    /// pair count.
+    hits: Option<(CudaSlice<u64>, CudaSlice<u64>)>,
 }
 
 impl std::fmt::Debug for ExplicitFiber {
@@ -82,7 +99,8 @@ impl std::fmt::Debug for ExplicitFiber {
 }
 
 /// Device bytes of a fiber of `nnz` synapses (plus the generation's
-/// transient counter table when `generating`).
+/// transient counter table, and for bitmap rows its batch of u32 targets,
+/// when `generating`).
 pub fn estimate_bytes(
     format: &FiberFormat,
     n_src: u64,
@@ -91,6 +109,15 @@ pub fn estimate_bytes(
     generating: bool,
 ) -> u64 {
     let items = n_src * n_tgt.div_ceil(BLOCK_W);
+    if format.layout == Layout::Bitmap {
+        let rows = n_src * n_tgt.div_ceil(64) * 8;
+        let gen = if generating {
+            (items + 1) * 8 + items * 4 + nnz.min(BITMAP_BATCH.max(n_tgt)) * 4
+        } else {
+            0
+        };
+        return rows + gen + 1024;
+    }
     let idx = match format.indices {
         IndexFormat::U32 => 4,
         IndexFormat::U16 => 2,
@@ -208,16 +235,57 @@ impl ExplicitFiber {
             cfg: gen_cfg,
             spec,
             nb: nb32,
+            item0: 0,
             items,
-            seg: &seg,
-            pos: &pos,
+            seg: seg.as_view(),
+            pos: pos.as_view(),
             complement: comp,
             nnz,
             len,
         };
-        let idx = match spec.format.indices {
-            IndexFormat::U32 => DIdx::U32(gen("explicit_gen_u32").run()?),
-            IndexFormat::U16 => DIdx::U16(gen("explicit_gen_u16").run()?),
+        let idx = match (spec.format.layout, spec.format.indices) {
+            (Layout::Bitmap, _) => {
+                let mut bits = s
+                    .alloc_zeros::<u64>((spec.n_src * spec.n_tgt.div_ceil(64)).max(1) as usize)
+                    .what("alloc bitmap rows")?;
+                // Batches of rows of at most BITMAP_BATCH targets (or one row).
+                let mut r0 = 0u64;
+                while r0 < spec.n_src {
+                    let at = |r: u64| spec.seg[(r * nb) as usize];
+                    let fit = spec.seg[(r0 * nb) as usize..]
+                        .partition_point(|&o| o - at(r0) <= BITMAP_BATCH)
+                        as u64;
+                    let r1 = (r0 + fit.saturating_sub(1) / nb).clamp(r0 + 1, spec.n_src);
+                    let (i0, i1) = ((r0 * nb) as usize, (r1 * nb) as usize);
+                    let batch = GenArgs {
+                        item0: i0 as u64,
+                        items: (i1 - i0) as u64,
+                        seg: seg.slice(i0..=i1),
+                        pos: pos.slice(i0..i1),
+                        nnz: at(r1) - at(r0),
+                        len: ((at(r1) - at(r0)) as usize).max(1),
+                        ..gen("explicit_gen_u32")
+                    };
+                    let (bitems, bnnz) = (batch.items, batch.nnz);
+                    let idx: CudaSlice<u32> = batch.run()?;
+                    set_bits(
+                        dev,
+                        &seg.slice(i0..=i1),
+                        &idx,
+                        nb32,
+                        bitems,
+                        bnnz,
+                        spec,
+                        r0,
+                        r1,
+                        &mut bits,
+                    )?;
+                    r0 = r1;
+                }
+                DIdx::Bitmap(bits)
+            }
+            (Layout::Csr, IndexFormat::U32) => DIdx::U32(gen("explicit_gen_u32").run()?),
+            (Layout::Csr, IndexFormat::U16) => DIdx::U16(gen("explicit_gen_u16").run()?),
         };
         drop(pos);
         let w = match spec.format.weights {
@@ -235,9 +303,14 @@ impl ExplicitFiber {
                 half::bf16::ONE.to_bits() as u32,
             )?),
             WeightFormat::LogU8 => DW::Log(s.alloc_zeros::<u8>(len).what("alloc weights")?),
-            WeightFormat::Bit => unreachable!("checked by supports()"),
+            WeightFormat::Bit => DW::None,
         };
         let (table, max_code, has_cap) = log_table(dev, spec.log)?;
+        let seg = match idx {
+            // Bitmap rows need no offsets once generated.
+            DIdx::Bitmap(_) => s.alloc_zeros::<u64>(1).what("alloc")?,
+            _ => seg,
+        };
         Ok(ExplicitFiber {
             dev: dev.clone(),
             format: spec.format,
@@ -251,6 +324,7 @@ impl ExplicitFiber {
             table,
             max_code,
             has_cap,
+            hits: None,
         })
     }
 
@@ -265,21 +339,31 @@ impl ExplicitFiber {
     ) -> kcap::Result<ExplicitFiber> {
         let op = "explicit_upload";
         let nb = n_tgt.div_ceil(BLOCK_W);
-        let nnz = parts.seg.last().copied().unwrap_or(0);
+        let bitmap = format.layout == Layout::Bitmap;
+        let nnz = match &parts.idx {
+            PartIdx::Bitmap(b) => b.iter().map(|w| w.count_ones() as u64).sum(),
+            _ => parts.seg.last().copied().unwrap_or(0),
+        };
         let (ilen, wlen) = (
             match &parts.idx {
                 PartIdx::U32(v) => v.len(),
                 PartIdx::U16(v) => v.len(),
+                PartIdx::Bitmap(v) => v.len(),
             },
             match &parts.weights {
                 PartWeights::F32(v) => v.len(),
                 PartWeights::F16(v) | PartWeights::Bf16(v) => v.len(),
                 PartWeights::LogU8(v) => v.len(),
+                PartWeights::None => nnz as usize,
             },
         );
+        let shape_ok = if bitmap {
+            parts.seg.is_empty() && ilen as u64 == n_src * n_tgt.div_ceil(64)
+        } else {
+            parts.seg.len() as u64 == n_src * nb + 1 && ilen as u64 == nnz
+        };
         if !supports(&format)
-            || parts.seg.len() as u64 != n_src * nb + 1
-            || ilen as u64 != nnz
+            || !shape_ok
             || wlen as u64 != nnz
             || n_tgt == 0
             || n_tgt > u32::MAX as u64
@@ -313,13 +397,19 @@ impl ExplicitFiber {
             Ok(d)
         };
         let idx = match &parts.idx {
-            PartIdx::U32(v) if format.indices == IndexFormat::U32 => {
+            PartIdx::U32(v) if format.indices == IndexFormat::U32 && !bitmap => {
                 let mut d = s.alloc_zeros::<u32>(pad(v.len())).what("alloc")?;
                 s.memcpy_htod(v, &mut d.slice_mut(..v.len()))
                     .what("upload targets")?;
                 DIdx::U32(d)
             }
-            PartIdx::U16(v) if format.indices == IndexFormat::U16 => DIdx::U16(up16(v)?),
+            PartIdx::U16(v) if format.indices == IndexFormat::U16 && !bitmap => DIdx::U16(up16(v)?),
+            PartIdx::Bitmap(v) if bitmap => {
+                let mut d = s.alloc_zeros::<u64>(pad(v.len())).what("alloc")?;
+                s.memcpy_htod(v, &mut d.slice_mut(..v.len()))
+                    .what("upload bitmap rows")?;
+                DIdx::Bitmap(d)
+            }
             _ => return Err(Error::invalid(op, "indices do not match the format").into()),
         };
         let w = match (&parts.weights, format.weights) {
@@ -337,8 +427,10 @@ impl ExplicitFiber {
                     .what("upload weights")?;
                 DW::Log(d)
             }
+            (PartWeights::None, WeightFormat::Bit) => DW::None,
             _ => return Err(Error::invalid(op, "weights do not match the format").into()),
         };
+        let seg: &[u64] = if bitmap { &[0] } else { &parts.seg };
         let (table, max_code, has_cap) = log_table(dev, log)?;
         Ok(ExplicitFiber {
             dev: dev.clone(),
@@ -347,12 +439,13 @@ impl ExplicitFiber {
             n_tgt,
             nb: nb as u32,
             nnz,
-            seg: s.clone_htod(&parts.seg).what("upload segment offsets")?,
+            seg: s.clone_htod(seg).what("upload segment offsets")?,
             idx,
             w,
             table,
             max_code,
             has_cap,
+            hits: None,
         })
     }
 
@@ -373,24 +466,52 @@ impl ExplicitFiber {
     pub fn download(&self) -> Result<FiberParts> {
         let s = self.dev.stream();
         let n = self.nnz as usize;
-        let seg = s.clone_dtoh(&self.seg).what("download segment offsets")?;
+        let seg = match &self.idx {
+            DIdx::Bitmap(_) => Vec::new(),
+            _ => s.clone_dtoh(&self.seg).what("download segment offsets")?,
+        };
         let idx = match &self.idx {
             DIdx::U32(d) => PartIdx::U32(s.clone_dtoh(&d.slice(..n)).what("download targets")?),
             DIdx::U16(d) => PartIdx::U16(s.clone_dtoh(&d.slice(..n)).what("download targets")?),
+            DIdx::Bitmap(d) => {
+                let words = (self.n_src * self.n_tgt.div_ceil(64)) as usize;
+                PartIdx::Bitmap(
+                    s.clone_dtoh(&d.slice(..words))
+                        .what("download bitmap rows")?,
+                )
+            }
         };
         let weights = match &self.w {
             DW::F32(d) => PartWeights::F32(s.clone_dtoh(&d.slice(..n)).what("download weights")?),
             DW::F16(d) => PartWeights::F16(s.clone_dtoh(&d.slice(..n)).what("download weights")?),
             DW::Bf16(d) => PartWeights::Bf16(s.clone_dtoh(&d.slice(..n)).what("download weights")?),
             DW::Log(d) => PartWeights::LogU8(s.clone_dtoh(&d.slice(..n)).what("download weights")?),
+            DW::None => PartWeights::None,
         };
         s.synchronize().what("synchronize")?;
         Ok(FiberParts { seg, idx, weights })
     }
 
-    /// The arguments every accumulate / Hebbian kernel starts with: seg,
-    /// nb, n_src, n_tgt, firing, nfiring, idx, weights.
+    /// The arguments every CSR accumulate / Hebbian kernel starts with:
+    /// [`ExplicitFiber::push_rows`]'s, then the weights.
     fn push_fiber<'a>(
+        &'a self,
+        b: &mut cudarc::driver::LaunchArgs<'a>,
+        firing: &'a CudaSlice<u32>,
+        nf: &'a u32,
+    ) {
+        self.push_rows(b, firing, nf);
+        match &self.w {
+            DW::F32(d) => b.arg(d),
+            DW::F16(d) | DW::Bf16(d) => b.arg(d),
+            DW::Log(d) => b.arg(d),
+            // Never read (WBIT): any f32 array.
+            DW::None => b.arg(&self.table),
+        };
+    }
+
+    /// seg, nb, n_src, n_tgt, firing, nfiring, idx.
+    fn push_rows<'a>(
         &'a self,
         b: &mut cudarc::driver::LaunchArgs<'a>,
         firing: &'a CudaSlice<u32>,
@@ -405,11 +526,7 @@ impl ExplicitFiber {
         match &self.idx {
             DIdx::U32(d) => b.arg(d),
             DIdx::U16(d) => b.arg(d),
-        };
-        match &self.w {
-            DW::F32(d) => b.arg(d),
-            DW::F16(d) | DW::Bf16(d) => b.arg(d),
-            DW::Log(d) => b.arg(d),
+            DIdx::Bitmap(d) => b.arg(d),
         };
     }
 
@@ -419,6 +536,7 @@ impl ExplicitFiber {
             DW::F16(_) => "f16",
             DW::Bf16(_) => "bf16",
             DW::Log(_) => "log",
+            DW::None => "bit",
         }
     }
 
@@ -426,29 +544,35 @@ impl ExplicitFiber {
         match self.idx {
             DIdx::U32(_) => "u32",
             DIdx::U16(_) => "u16",
+            DIdx::Bitmap(_) => "bitmap",
         }
     }
 
     /// `inputs += the rows firing[..nfiring]` on the device, rows in firing
-    /// order (see the module docs). Ids ≥ n_src are skipped. Asynchronous.
+    /// order (see the module docs), each followed by its entries of `side`
+    /// (bit weights: [`kcap::engine::explicit::PackedFiber::side_rows`] of
+    /// the same firing rows, uploaded). Ids ≥ n_src are skipped. Asynchronous.
     pub fn accumulate(
         &self,
         firing: &CudaSlice<u32>,
         nfiring: usize,
+        side: Option<&CudaSlice<u64>>,
         inputs: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let op = "explicit_accumulate";
         if inputs.len() as u64 != self.n_tgt
             || nfiring > firing.len()
             || nfiring > u32::MAX as usize
+            || side.is_some_and(|s| s.len() < nfiring + 1)
         {
             return Err(Error::invalid(
                 op,
                 format!(
-                    "{} inputs for {} targets, {nfiring} of {} firing ids",
+                    "{} inputs for {} targets, {nfiring} of {} firing ids, {} side entries",
                     inputs.len(),
                     self.n_tgt,
-                    firing.len()
+                    firing.len(),
+                    side.map_or(0, |s| s.len())
                 ),
             ));
         }
@@ -456,19 +580,153 @@ impl ExplicitFiber {
             Accumulator::F32 => "f32",
             Accumulator::Fixed => "fixed",
         };
+        // No side entries: any u64 array stands in (never read).
+        let (side_d, has_side) = match side {
+            Some(d) => (d, 1u32),
+            None => (&self.seg, 0),
+        };
+        let nside = side_d.len() as u64;
+        let nf = nfiring as u32;
+        let s = self.dev.stream();
+        if let DIdx::Bitmap(bits) = &self.idx {
+            let name = if acc == "f32" {
+                "explicit_acc_bitmap_f32"
+            } else {
+                "explicit_acc_bitmap_fixed"
+            };
+            let f = self.dev.function(&kernels::EXPLICIT, name)?;
+            let words = self.n_tgt.div_ceil(64);
+            let grid = self.n_tgt.div_ceil(TILE) as u32;
+            // SAFETY: arguments match KCAP_ACC_BITMAP's signature; rows are
+            // bounded by n_src (bits holds n_src·words words), side reads by
+            // nside, targets by the CTA's tile inside n_tgt = inputs.len();
+            // TILE / 8 threads, as the kernel's target ownership needs.
+            unsafe {
+                s.launch_builder(&f)
+                    .arg(bits)
+                    .arg(&words)
+                    .arg(&self.n_src)
+                    .arg(&self.n_tgt)
+                    .arg(firing)
+                    .arg(&nf)
+                    .arg(side_d)
+                    .arg(&nside)
+                    .arg(&has_side)
+                    .arg(&mut *inputs)
+                    .launch(cfg(grid, (TILE / 8) as u32))
+            }
+            .what("launch explicit accumulate")?;
+            return Ok(());
+        }
         let name = kernel_name("explicit_acc", self.wname(), self.iname(), Some(acc));
         let f = self.dev.function(&kernels::EXPLICIT, name)?;
         let grid = (self.nb as u64 * (BLOCK_W / TILE)) as u32;
-        let nf = nfiring as u32;
-        let s = self.dev.stream();
         let mut b = s.launch_builder(&f);
         self.push_fiber(&mut b, firing, &nf);
-        b.arg(&self.table).arg(&self.nnz).arg(&mut *inputs);
+        b.arg(&self.table)
+            .arg(&self.nnz)
+            .arg(side_d)
+            .arg(&nside)
+            .arg(&has_side)
+            .arg(&mut *inputs);
         // SAFETY: arguments match KCAP_ACC's signature; every read is
-        // bounded in the kernel (rows by n_src, entries by nnz, targets by
-        // the CTA's tile inside n_tgt = inputs.len()).
+        // bounded in the kernel (rows by n_src, entries by nnz, side
+        // entries by nside, targets by the CTA's tile inside n_tgt =
+        // inputs.len()).
         unsafe { b.launch(cfg(grid, 512)) }.what("launch explicit accumulate")?;
         Ok(())
+    }
+
+    /// Bit weights: every synapse from a row of `firing[..nfiring]` onto a
+    /// target set in `is_winner`, as `row << 32 | target`, in no particular
+    /// order (synchronizes). The pair buffer is kept and grows as needed.
+    pub fn hits(
+        &mut self,
+        firing: &CudaSlice<u32>,
+        nfiring: usize,
+        is_winner: &CudaSlice<u64>,
+    ) -> Result<Vec<u64>> {
+        let op = "explicit_hits";
+        if nfiring > firing.len() || nfiring > u32::MAX as usize {
+            return Err(Error::invalid(
+                op,
+                format!("{nfiring} of {} firing ids", firing.len()),
+            ));
+        }
+        let s = self.dev.stream().clone();
+        let (nf, nwords) = (nfiring as u32, is_winner.len() as u64);
+        let mut cap = self.hits.as_ref().map_or(1 << 16, |h| h.0.len());
+        loop {
+            if self.hits.as_ref().is_none_or(|h| h.0.len() < cap) {
+                self.hits = Some((
+                    s.alloc_zeros::<u64>(cap).what("alloc hebbian pairs")?,
+                    s.alloc_zeros::<u64>(1).what("alloc")?,
+                ));
+            }
+            let (mut out, mut count) = self.hits.take().expect("just set");
+            s.memset_zeros(&mut count).what("clear pair count")?;
+            let capu = out.len() as u64;
+            let (name, grid) = match self.idx {
+                DIdx::Bitmap(_) => {
+                    let items = nfiring as u64 * self.n_tgt.div_ceil(64);
+                    (
+                        "explicit_hits_bitmap",
+                        grid_for(items, 256, self.dev.sm_count(), 8),
+                    )
+                }
+                DIdx::U16(_) => (
+                    "explicit_hits_u16",
+                    grid_for(nfiring as u64, 8, self.dev.sm_count(), 16),
+                ),
+                DIdx::U32(_) => (
+                    "explicit_hits_u32",
+                    grid_for(nfiring as u64, 8, self.dev.sm_count(), 16),
+                ),
+            };
+            let f = self.dev.function(&kernels::EXPLICIT, name)?;
+            let words = self.n_tgt.div_ceil(64);
+            let mut b = s.launch_builder(&f);
+            match &self.idx {
+                DIdx::Bitmap(bits) => {
+                    b.arg(bits)
+                        .arg(&words)
+                        .arg(&self.n_src)
+                        .arg(firing)
+                        .arg(&nf);
+                }
+                _ => {
+                    self.push_rows(&mut b, firing, &nf);
+                    b.arg(&self.nnz);
+                }
+            }
+            b.arg(is_winner)
+                .arg(&nwords)
+                .arg(&mut out)
+                .arg(&capu)
+                .arg(&mut count);
+            // SAFETY: arguments match explicit_hits_bitmap (bits, words,
+            // n_src, firing, nfiring, ...) or KCAP_HITS (push_rows, nnz,
+            // ...); rows are bounded by n_src, entries by nnz, winner words
+            // by nwords, writes by cap.
+            unsafe { b.launch(cfg(grid, 256)) }.what("launch explicit hits")?;
+            let n = s.clone_dtoh(&count).what("download pair count")?[0];
+            s.synchronize().what("synchronize")?;
+            if n == 0 {
+                self.hits = Some((out, count));
+                return Ok(Vec::new());
+            }
+            if n <= capu {
+                let pairs = s
+                    .clone_dtoh(&out.slice(..n as usize))
+                    .what("download pairs")?;
+                s.synchronize().what("synchronize")?;
+                self.hits = Some((out, count));
+                return Ok(pairs);
+            }
+            // Too many pairs for the buffer: again, with room for all.
+            cap = n.next_power_of_two() as usize;
+            self.hits = Some((out, count));
+        }
     }
 
     /// The Hebbian update on the device: synapses from `firing[..nfiring]`
@@ -490,6 +748,12 @@ impl ExplicitFiber {
             return Err(Error::invalid(
                 op,
                 format!("{nfiring} of {} firing ids", firing.len()),
+            ));
+        }
+        if matches!(self.w, DW::None) {
+            return Err(Error::invalid(
+                op,
+                "bit weights learn in the host's side table (see hits)",
             ));
         }
         let name = kernel_name("explicit_hebb", self.wname(), self.iname(), None);
@@ -517,16 +781,18 @@ impl ExplicitFiber {
     }
 }
 
-/// One launch of `explicit_gen_u32` / `explicit_gen_u16`.
+/// One launch of `explicit_gen_u32` / `explicit_gen_u16`: items
+/// `item0..item0 + items` (`seg`, `pos`: theirs only), `nnz` targets.
 struct GenArgs<'a> {
     dev: &'a CudaDevice,
     name: &'static str,
     cfg: LaunchConfig,
     spec: &'a GenSpec<'a>,
     nb: u32,
+    item0: u64,
     items: u64,
-    seg: &'a CudaSlice<u64>,
-    pos: &'a CudaSlice<u32>,
+    seg: CudaView<'a, u64>,
+    pos: CudaView<'a, u32>,
     complement: u32,
     nnz: u64,
     len: usize,
@@ -538,7 +804,6 @@ impl GenArgs<'_> {
         let s = self.dev.stream();
         let mut idx = s.alloc_zeros::<T>(self.len).what("alloc targets")?;
         let f = self.dev.function(&kernels::EXPLICIT, self.name)?;
-        let item0 = 0u64;
         // SAFETY: argument list matches explicit_gen_*; seg has items + 1
         // entries, pos items, idx len >= nnz (writes are bounded by nnz);
         // T is the kernel's index type (the caller pairs name and T).
@@ -547,10 +812,10 @@ impl GenArgs<'_> {
                 .arg(&self.spec.key)
                 .arg(&self.spec.n_tgt)
                 .arg(&self.nb)
-                .arg(&item0)
+                .arg(&self.item0)
                 .arg(&self.items)
-                .arg(self.seg)
-                .arg(self.pos)
+                .arg(&self.seg)
+                .arg(&self.pos)
                 .arg(&self.complement)
                 .arg(&mut idx)
                 .arg(&self.nnz)
@@ -559,6 +824,47 @@ impl GenArgs<'_> {
         }
         Ok(idx)
     }
+}
+
+/// Sets the bits of rows `r0..r1` of `bits` from the batch's drawn u32
+/// targets `idx` (`items` row blocks, `nnz` targets, offsets `seg`).
+#[allow(clippy::too_many_arguments)]
+fn set_bits(
+    dev: &CudaDevice,
+    seg: &CudaView<u64>,
+    idx: &CudaSlice<u32>,
+    nb: u32,
+    items: u64,
+    nnz: u64,
+    spec: &GenSpec,
+    r0: u64,
+    r1: u64,
+    bits: &mut CudaSlice<u64>,
+) -> Result<()> {
+    let words = spec.n_tgt.div_ceil(64);
+    let (w0, w1) = ((r0 * words) as usize, (r1 * words) as usize);
+    let mut rows = bits.slice_mut(w0..w1);
+    let nbits = (w1 - w0) as u64;
+    let f = dev.function(&kernels::EXPLICIT, "explicit_set_bits")?;
+    let grid = grid_for(items * 32, 256, dev.sm_count(), 8);
+    // SAFETY: explicit_set_bits(seg, idx, nb, nitems, nidx, words, bits,
+    // nbits): seg has items + 1 entries, idx nnz (reads bounded by nidx),
+    // writes bounded by nbits = the rows' words.
+    unsafe {
+        dev.stream()
+            .launch_builder(&f)
+            .arg(seg)
+            .arg(idx)
+            .arg(&nb)
+            .arg(&items)
+            .arg(&nnz)
+            .arg(&words)
+            .arg(&mut rows)
+            .arg(&nbits)
+            .launch(cfg(grid, 256))
+            .what("launch explicit set bits")?;
+    }
+    Ok(())
 }
 
 /// `len` elements of type `T` (4 bytes for `explicit_fill_u32`, 2 for
@@ -600,7 +906,7 @@ fn kernel_name(op: &str, w: &str, i: &str, acc: Option<&str>) -> &'static str {
         .expect("every format combination has a kernel")
 }
 
-/// Every kernel of explicit.cu that launchers look up by name.
+/// Every kernel of explicit.cu (the NVRTC test checks each is compiled).
 pub const KERNEL_NAMES: &[&str] = &[
     "explicit_acc_f32_u32_f32",
     "explicit_acc_f32_u16_f32",
@@ -610,6 +916,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "explicit_acc_bf16_u16_f32",
     "explicit_acc_log_u32_f32",
     "explicit_acc_log_u16_f32",
+    "explicit_acc_bit_u32_f32",
+    "explicit_acc_bit_u16_f32",
     "explicit_acc_f32_u32_fixed",
     "explicit_acc_f32_u16_fixed",
     "explicit_acc_f16_u32_fixed",
@@ -618,6 +926,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "explicit_acc_bf16_u16_fixed",
     "explicit_acc_log_u32_fixed",
     "explicit_acc_log_u16_fixed",
+    "explicit_acc_bit_u32_fixed",
+    "explicit_acc_bit_u16_fixed",
     "explicit_hebb_f32_u32",
     "explicit_hebb_f32_u16",
     "explicit_hebb_f16_u32",
@@ -626,4 +936,14 @@ pub const KERNEL_NAMES: &[&str] = &[
     "explicit_hebb_bf16_u16",
     "explicit_hebb_log_u32",
     "explicit_hebb_log_u16",
+    "explicit_acc_bitmap_f32",
+    "explicit_acc_bitmap_fixed",
+    "explicit_hits_u32",
+    "explicit_hits_u16",
+    "explicit_hits_bitmap",
+    "explicit_set_bits",
+    "explicit_gen_u32",
+    "explicit_gen_u16",
+    "explicit_fill_u32",
+    "explicit_fill_u16",
 ];

@@ -298,8 +298,13 @@ impl PackedFiber {
 
     /// Bytes held (targets, weights, segment tables, side table).
     pub fn bytes(&self) -> usize {
+        let side = self
+            .side
+            .values()
+            .map(|v| 24 + v.capacity() * 8)
+            .sum::<usize>();
         if let Some(d) = &self.device {
-            return d.bytes();
+            return d.bytes() + side;
         }
         let chunks: usize = self
             .chunks
@@ -320,12 +325,45 @@ impl PackedFiber {
                 t + w
             })
             .sum();
-        chunks
-            + self
-                .side
-                .values()
-                .map(|v| 24 + v.capacity() * 8)
-                .sum::<usize>()
+        chunks + side
+    }
+
+    /// The learned weights of bit-weight rows: row → sorted (target, weight).
+    pub fn side(&self) -> &std::collections::HashMap<u32, Vec<(u32, f32)>> {
+        &self.side
+    }
+
+    /// The side-table entries of the rows of `firing`, for a device fiber's
+    /// accumulation ([`DeviceFiber::accumulate`]): `None` when there are
+    /// none; else `firing.len() + 1` offsets (row f's entries are
+    /// `off[f]..off[f + 1]` of what follows), then the entries as
+    /// `target << 32 | bits of (w - 1)` — the correction the host adds.
+    pub fn side_rows(&self, firing: &[u32]) -> Option<Vec<u64>> {
+        if self.side.is_empty() {
+            return None;
+        }
+        let rows: Vec<&[(u32, f32)]> = firing
+            .iter()
+            .map(|i| self.side.get(i).map_or(&[][..], |v| v.as_slice()))
+            .collect();
+        let total: usize = rows.iter().map(|r| r.len()).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(firing.len() + 1 + total);
+        let mut at = 0u64;
+        out.push(0);
+        for r in &rows {
+            at += r.len() as u64;
+            out.push(at);
+        }
+        for r in &rows {
+            out.extend(
+                r.iter()
+                    .map(|&(j, w)| (j as u64) << 32 | (w - 1.0).to_bits() as u64),
+            );
+        }
+        Some(out)
     }
 
     /// The log-u8 base β, when the fiber stores log codes.
@@ -372,7 +410,7 @@ impl PackedFiber {
     pub fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) -> Result<()> {
         assert_eq!(inputs.len() as u64, self.n_tgt, "input buffer length");
         if let Some(d) = &self.device {
-            return d.accumulate(firing, inputs);
+            return d.accumulate(firing, self.side_rows(firing).as_deref(), inputs);
         }
         match self.format.accumulator {
             Accumulator::F32 => {
@@ -444,10 +482,25 @@ impl PackedFiber {
         let hit = |j: u64| is_winner[(j >> 6) as usize] >> (j & 63) & 1 == 1;
         let stochastic = self.format.rounding == crate::format::Rounding::Stochastic;
         let sr_key = derive(self.key, &[purpose::STOCHASTIC_ROUNDING, step]);
-        if let Some(d) = &self.device {
-            return d.hebbian(firing, is_winner, u, stochastic, sr_key);
-        }
         let bit_weights = self.format.weights == WeightFormat::Bit;
+        if let Some(d) = &self.device {
+            if !bit_weights {
+                return d.hebbian(firing, is_winner, u, stochastic, sr_key);
+            }
+            // The device lists the synapses onto winners; the side table
+            // learns them here, row by row in firing order as below.
+            let mut hits = d.hits(firing, is_winner)?;
+            // A row that fires twice is listed twice: once per occurrence.
+            hits.sort_unstable();
+            hits.dedup();
+            for &i in firing {
+                let lo = hits.partition_point(|&h| h >> 32 < i as u64);
+                let hi = hits.partition_point(|&h| h >> 32 <= i as u64);
+                let targets = hits[lo..hi].iter().map(|&h| h as u32 as u64);
+                learn(self.side.entry(i).or_default(), targets, u);
+            }
+            return Ok(());
+        }
         for &i in firing {
             let r = i as usize;
             // Collect slots (or targets, for bit weights) to update.
@@ -458,13 +511,11 @@ impl PackedFiber {
                 }
             });
             if bit_weights {
-                let side = self.side.entry(i).or_default();
-                for &(_, j) in &slots {
-                    match side.binary_search_by_key(&(j as u32), |e| e.0) {
-                        Ok(pos) => side[pos].1 = (side[pos].1 * u.mult).min(u.cap),
-                        Err(pos) => side.insert(pos, (j as u32, u.mult.min(u.cap))),
-                    }
-                }
+                learn(
+                    self.side.entry(i).or_default(),
+                    slots.iter().map(|s| s.1),
+                    u,
+                );
                 continue;
             }
             let row_key = derive(sr_key, &[i as u64]);
@@ -503,6 +554,18 @@ impl PackedFiber {
             }
         }
         merged
+    }
+}
+
+/// Potentiates the synapses onto `targets` of one bit-weight row whose
+/// learned weights are `side` (sorted by target; a synapse not in it has
+/// weight 1).
+fn learn(side: &mut Vec<(u32, f32)>, targets: impl Iterator<Item = u64>, u: Update) {
+    for j in targets {
+        match side.binary_search_by_key(&(j as u32), |e| e.0) {
+            Ok(pos) => side[pos].1 = (side[pos].1 * u.mult).min(u.cap),
+            Err(pos) => side.insert(pos, (j as u32, u.mult.min(u.cap))),
+        }
     }
 }
 

@@ -13,14 +13,22 @@
 //!   [`RowGen::block`] does. The stored graph is the host's, bit for bit.
 //! - **One flat layout** ([`FiberParts`]): per (row, column block) segment
 //!   offsets into one index array and one weight array, for both u32 and
-//!   block-local u16 indices. The host's chunked layout converts to and from
-//!   it ([`PackedFiber::to_parts`], [`PackedFiber::to_host`]), which is how
-//!   checkpoints download device fibers and how a host fiber moves onto a
-//!   device.
+//!   block-local u16 indices, or the rows' bitmap words. The host's chunked
+//!   layout converts to and from it ([`PackedFiber::to_parts`],
+//!   [`PackedFiber::to_host`]), which is how checkpoints download device
+//!   fibers and how a host fiber moves onto a device.
 //! - A device fiber keeps its metadata (format, sizes, key, log-u8 code,
 //!   synapse count) in the [`PackedFiber`]; everything else is behind the
 //!   trait object, which does its own accumulation and Hebbian update
 //!   whatever the brain's backend is.
+//! - **Bit weights keep their side table on the host.** The device holds
+//!   the unit-weight structure (CSR or bitmap rows); a step hands it the
+//!   firing rows' learned entries ([`PackedFiber::side_rows`]), which it adds
+//!   after each row as the host engine does, and the Hebbian update asks it
+//!   for the synapses from firing rows onto winners ([`DeviceFiber::hits`]),
+//!   which the host applies to the table exactly as the host engine does.
+//!   Learned weights are few (synapses that once joined firing rows to
+//!   winners), so this moves little data.
 
 use super::*;
 use crate::backend::Backend;
@@ -30,10 +38,15 @@ use std::sync::Arc;
 /// must give exactly the host's results ([`PackedFiber::accumulate`] and
 /// [`PackedFiber::hebbian`]), including the f32 summation order.
 pub trait DeviceFiber: Send + Sync + std::fmt::Debug {
-    /// `inputs += Σ rows of firing` (host buffer in and out), in firing order.
-    fn accumulate(&self, firing: &[u32], inputs: &mut [f32]) -> Result<()>;
-    /// The Hebbian update of [`PackedFiber::hebbian`], with its stochastic
-    /// rounding key `sr_key` (already derived for the step).
+    /// `inputs += Σ rows of firing` (host buffer in and out), in firing
+    /// order, each row followed by its learned side-table entries `side`
+    /// ([`PackedFiber::side_rows`], bit weights only).
+    fn accumulate(&self, firing: &[u32], side: Option<&[u64]>, inputs: &mut [f32]) -> Result<()>;
+    /// Bit weights: every synapse from a row of `firing` onto a target set
+    /// in `is_winner`, as `row << 32 | target`, in any order.
+    fn hits(&self, firing: &[u32], is_winner: &[u64]) -> Result<Vec<u64>>;
+    /// The Hebbian update of [`PackedFiber::hebbian`] (stored weights), with
+    /// its stochastic rounding key `sr_key` (already derived for the step).
     fn hebbian(
         &self,
         firing: &[u32],
@@ -57,6 +70,9 @@ pub enum PartIdx {
     U32(Vec<u32>),
     /// Offsets inside the segment's column block.
     U16(Vec<u16>),
+    /// Bitmap rows: ⌈n_tgt / 64⌉ words per row, bit j of row r is bit
+    /// j mod 64 of word `r·words + j / 64`.
+    Bitmap(Vec<u64>),
 }
 
 /// Stored weights in the flat layout (f16 and bf16 as bit patterns).
@@ -66,11 +82,14 @@ pub enum PartWeights {
     F16(Vec<u16>),
     Bf16(Vec<u16>),
     LogU8(Vec<u8>),
+    /// Bit weights: none stored (learned ones are in the host's side table).
+    None,
 }
 
-/// A CSR fiber in one flat layout: row r's synapses in column block b
+/// A fiber in one flat layout. CSR rows: row r's synapses in column block b
 /// (nb = ⌈n_tgt / 65 536⌉ blocks) are entries `seg[r·nb + b]..seg[r·nb + b + 1]`
-/// of `idx` and `weights`, in the host's storage order.
+/// of `idx` and `weights`, in the host's storage order. Bitmap rows: `seg`
+/// is empty and `idx` holds the words.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FiberParts {
     pub seg: Vec<u64>,
@@ -233,8 +252,9 @@ impl PackedFiber {
             }
             *self = self.to_host()?;
         }
-        if backend.explicit_supports(&self.format) && self.side.is_empty() {
-            let parts = self.to_parts().expect("supported formats are CSR");
+        if backend.explicit_supports(&self.format) {
+            // The side table of bit weights stays here.
+            let parts = self.to_parts().expect("a host fiber has parts");
             let d = backend.explicit_upload(self, &parts)?;
             self.chunks = Vec::new();
             self.device = Some(d);
@@ -250,6 +270,9 @@ impl PackedFiber {
         let parts = d.download()?;
         let nb = self.n_tgt.div_ceil(BLOCK) as usize;
         let n_src = self.n_src as usize;
+        if let PartIdx::Bitmap(bits) = &parts.idx {
+            return self.host_bitmap(bits);
+        }
         if parts.seg.len() != n_src * nb + 1 {
             return Err(KcapError::Unsupported(format!(
                 "device fiber returned {} segment offsets for {n_src} rows",
@@ -271,6 +294,7 @@ impl PackedFiber {
                         seg: seg.iter().map(local).collect(),
                         idx: idx[lo..hi].to_vec(),
                     },
+                    PartIdx::Bitmap(_) => unreachable!("handled above"),
                 };
                 let weights = match &parts.weights {
                     PartWeights::F32(w) => Weights::F32(w[lo..hi].to_vec()),
@@ -281,10 +305,39 @@ impl PackedFiber {
                         Weights::Bf16(w[lo..hi].iter().map(|&b| bf16::from_bits(b)).collect())
                     }
                     PartWeights::LogU8(w) => Weights::LogU8(w[lo..hi].to_vec()),
+                    PartWeights::None => Weights::None,
                 };
                 Chunk { targets, weights }
             })
             .collect();
+        self.host_with(chunks)
+    }
+
+    /// The host fiber of downloaded bitmap rows.
+    fn host_bitmap(&self, bits: &[u64]) -> Result<PackedFiber> {
+        let words = (self.n_tgt as usize).div_ceil(64);
+        let n_src = self.n_src as usize;
+        if bits.len() != n_src * words {
+            return Err(KcapError::Unsupported(format!(
+                "device fiber returned {} bitmap words for {n_src} rows of {words}",
+                bits.len()
+            )));
+        }
+        let chunks = bits
+            .chunks(ROWS * words.max(1))
+            .map(|b| Chunk {
+                targets: Targets::Bitmap {
+                    words,
+                    bits: b.to_vec(),
+                },
+                weights: Weights::None,
+            })
+            .collect();
+        self.host_with(chunks)
+    }
+
+    /// This fiber on the host with `chunks` (checked like a checkpoint).
+    fn host_with(&self, chunks: Vec<Chunk>) -> Result<PackedFiber> {
         let host = PackedFiber {
             chunks,
             device: None,
@@ -295,11 +348,25 @@ impl PackedFiber {
         Ok(host)
     }
 
-    /// The host fiber in the flat layout; `None` for bitmap rows and bit
-    /// weights (side table), which stay on the host.
+    /// The host fiber in the flat layout (`None` for a device fiber). The
+    /// side table of bit weights is not part of it ([`PackedFiber::side`]).
     pub fn to_parts(&self) -> Option<FiberParts> {
-        if self.format.layout != Layout::Csr || self.device.is_some() {
+        if self.device.is_some() {
             return None;
+        }
+        if self.format.layout == Layout::Bitmap {
+            let mut bits = Vec::new();
+            for c in &self.chunks {
+                match &c.targets {
+                    Targets::Bitmap { bits: b, .. } => bits.extend_from_slice(b),
+                    _ => return None,
+                }
+            }
+            return Some(FiberParts {
+                seg: Vec::new(),
+                idx: PartIdx::Bitmap(bits),
+                weights: PartWeights::None,
+            });
         }
         let nb = self.n_tgt.div_ceil(BLOCK) as usize;
         let mut seg = Vec::with_capacity(self.n_src as usize * nb + 1);
@@ -313,7 +380,7 @@ impl PackedFiber {
             WeightFormat::F16 => PartWeights::F16(Vec::new()),
             WeightFormat::Bf16 => PartWeights::Bf16(Vec::new()),
             WeightFormat::LogU8 => PartWeights::LogU8(Vec::new()),
-            WeightFormat::Bit => return None,
+            WeightFormat::Bit => PartWeights::None,
         };
         for c in &self.chunks {
             let base = *seg.last().expect("seg starts with 0");
@@ -341,6 +408,7 @@ impl PackedFiber {
                 (Weights::F16(v), PartWeights::F16(w)) => w.extend(v.iter().map(|x| x.to_bits())),
                 (Weights::Bf16(v), PartWeights::Bf16(w)) => w.extend(v.iter().map(|x| x.to_bits())),
                 (Weights::LogU8(v), PartWeights::LogU8(w)) => w.extend_from_slice(v),
+                (Weights::None, PartWeights::None) => {}
                 _ => return None,
             }
         }
@@ -378,32 +446,49 @@ mod tests {
     }
 
     #[test]
-    fn parts_round_trip_every_csr_format() {
+    fn parts_round_trip_every_format() {
+        let mut formats = Vec::new();
         for w in [
             WeightFormat::F32,
             WeightFormat::F16,
             WeightFormat::Bf16,
             WeightFormat::LogU8,
+            WeightFormat::Bit,
         ] {
             for i in [IndexFormat::U32, IndexFormat::U16] {
-                let mut x =
-                    PackedFiber::generate(7, 1, 1500, 70_000, 0.01, fmt(w, i), 0.05, None).unwrap();
-                let bits = vec![u64::MAX; 70_000usize.div_ceil(64)];
-                x.hebbian(&[3, 1200], &bits, 0.05, None, 1).unwrap();
-                let parts = x.to_parts().unwrap();
-                let nb = 2;
-                assert_eq!(parts.seg.len(), 1500 * nb + 1);
-                let back = PackedFiber {
-                    device: Some(Arc::new(Fake(parts.clone()))),
-                    chunks: Vec::new(),
-                    ..x.clone()
+                formats.push(fmt(w, i));
+            }
+        }
+        formats.push(FiberFormat {
+            layout: Layout::Bitmap,
+            ..fmt(WeightFormat::Bit, IndexFormat::U32)
+        });
+        for f in formats {
+            let mut x = PackedFiber::generate(7, 1, 1500, 70_000, 0.01, f, 0.05, None).unwrap();
+            let bits = vec![u64::MAX; 70_000usize.div_ceil(64)];
+            x.hebbian(&[3, 1200], &bits, 0.05, None, 1).unwrap();
+            let parts = x.to_parts().unwrap();
+            match f.layout {
+                Layout::Csr => assert_eq!(parts.seg.len(), 1500 * 2 + 1),
+                Layout::Bitmap => {
+                    assert!(parts.seg.is_empty());
+                    assert!(matches!(&parts.idx, PartIdx::Bitmap(b) if b.len() == 1500 * 1094));
                 }
-                .to_host()
-                .unwrap();
-                assert_eq!(back.to_parts().unwrap(), parts, "{}", x.format.label());
-                for r in [0, 3, 1024, 1200, 1499] {
-                    assert_eq!(back.row(r), x.row(r));
-                }
+            }
+            assert_eq!(
+                x.side().len(),
+                (f.weights == WeightFormat::Bit) as usize * 2
+            );
+            let back = PackedFiber {
+                device: Some(Arc::new(Fake(parts.clone()))),
+                chunks: Vec::new(),
+                ..x.clone()
+            }
+            .to_host()
+            .unwrap();
+            assert_eq!(back.to_parts().unwrap(), parts, "{}", x.format.label());
+            for r in [0, 3, 1024, 1200, 1499] {
+                assert_eq!(back.row(r), x.row(r));
             }
         }
     }
@@ -413,7 +498,10 @@ mod tests {
     struct Fake(FiberParts);
 
     impl DeviceFiber for Fake {
-        fn accumulate(&self, _: &[u32], _: &mut [f32]) -> Result<()> {
+        fn accumulate(&self, _: &[u32], _: Option<&[u64]>, _: &mut [f32]) -> Result<()> {
+            unimplemented!("layout tests only")
+        }
+        fn hits(&self, _: &[u32], _: &[u64]) -> Result<Vec<u64>> {
             unimplemented!("layout tests only")
         }
         fn hebbian(&self, _: &[u32], _: &[u64], _: Update, _: bool, _: u64) -> Result<()> {
