@@ -57,8 +57,16 @@ struct ProcArgs {
     const u16* base;        // proc_count: start each block's counters from these (null: from 0)
     u16* counts;            // proc_count: store the counters here instead of inputs (null: inputs);
                             // proc_finalize: the counts to turn into inputs
+    // resume marks (see "Marks" below); seg_bits 0: none
+    u32* marks;             // proc_count: written; proc_hits: of slots < mark_split
+    const u32* marks1;      // proc_hits: of slots >= mark_split
+    u32 mark_split;         // proc_hits: slots of `marks` (the rest are in marks1)
+    u32 seg_bits;           // log2 of the segment width (marks every 2^seg_bits targets)
+    // single-precision fast skip (kcap_skip_f32): error bounds, 0: not used
+    float f32_abs;          // log2 units, absolute part
+    float f32_rel;          // relative to the skip estimate
 };
-static_assert(sizeof(ProcArgs) == 200, "ProcArgs layout");
+static_assert(sizeof(ProcArgs) == 232, "ProcArgs layout");
 
 // At most this many fibers per launch (their parameters live in shared memory).
 #define KCAP_MAX_FIBERS 32
@@ -120,11 +128,55 @@ __device__ __forceinline__ int kcap_skip_fast(u64 w, double cl2, double ceps, u3
     return 1;
 }
 
+// The same decision in single precision, for draws w >= 2^55: x = the
+// high word of w rounded toward zero to a float, times 2^-32 (within a
+// relative 2^-22 below unit_open(w)); g = __log2f(x) * cl2f, with the bound
+// |g - skip(w)| <= ea + g * rel, where ea = |cl2| * (the absolute error of
+// __log2f on [1/2, 1) + that of x) and rel covers __log2f's error relative
+// to |log2 x| below 1/2, the float roundings and the recipe's own error
+// (both measured and set by ops/procedural.rs). Every rounding that could
+// shrink the interval is directed, so floor(g - eps) == floor(g + eps)
+// proves the skip. Same returns as kcap_skip_fast.
+__device__ __forceinline__ int kcap_skip_f32(u64 w, float cl2f, float ea, float rel, u32 rem, u32& s) {
+    const u32 hi = (u32)(w >> 32);
+    if (hi < (1u << 23)) return -1;
+    const float x = __uint2float_rz(hi) * 2.3283064365386963e-10f;  // * 2^-32, exact
+    const float g = __log2f(x) * cl2f;                                // >= 0
+    const float eps = __fmaf_ru(g, rel, ea);
+    // floor by adding 2^23 rounding down (exact for values in [0, 2^22]; a
+    // negative lo gives fl < 0: undecided).
+    const float lo = fminf(fmaxf(__fsub_rd(g, eps), -1.0f), 4194304.0f);
+    const float up = fminf(__fadd_ru(g, eps), 4194304.0f);
+    const int fl = (int)__float_as_uint(__fadd_rd(lo, 8388608.0f)) - 0x4B000000;
+    const int fh = (int)__float_as_uint(__fadd_rd(up, 8388608.0f)) - 0x4B000000;
+    if (fl >= (int)rem) return 0;
+    if (fh >= (int)rem || fl != fh || fl < 0) return -1;
+    s = (u32)fl;
+    return 1;
+}
+
+// Per-row constants of the skip: c, and the fast paths' scale and bounds.
+struct KSkip {
+    double c, cl2, ceps;  // c = 1/ln(1-p), cl2 = c*ln2, ceps = f64 path bound (0: off)
+    float cl2f, ea;       // f32 path: cl2 as float, absolute bound (0: off)
+};
+
+__device__ __forceinline__ KSkip kcap_skip_consts(const ProcArgs& a, double c) {
+    KSkip k;
+    k.c = c;
+    k.cl2 = c * 0.6931471805599453;
+    k.ceps = -k.cl2 * a.log2_err;
+    k.cl2f = (float)k.cl2;
+    k.ea = a.f32_abs > 0.0f ? __double2float_ru(-k.cl2 * (double)a.f32_abs) : 0.0f;
+    return k;
+}
+
 // The skip of draw w: from the table where it resolves it, else the fast
-// estimate where it is decided, else the recipe's logarithm. Returns false
-// when the walk ends (skip >= rem).
-__device__ __forceinline__ bool kcap_skip(const u16* tab, u32 sh, double c, double cl2, double ceps,
+// estimate (single, else double precision) where it is decided, else the
+// recipe's logarithm. Returns false when the walk ends (skip >= rem).
+__device__ __forceinline__ bool kcap_skip(const ProcArgs& a, const u16* tab, u32 sh, const KSkip& k,
                                           u64 w, u32 rem, u32& s) {
+    const double c = k.c;
     if (tab != nullptr) {
         const u32 e = tab[w >> sh];
         if (e != KCAP_SLOW) {
@@ -132,8 +184,11 @@ __device__ __forceinline__ bool kcap_skip(const u16* tab, u32 sh, double c, doub
             return e < rem;
         }
     }
-    if (ceps > 0.0) {
-        const int r = kcap_skip_fast(w, cl2, ceps, rem, s);
+    if (k.ea > 0.0f) {
+        const int r = kcap_skip_f32(w, k.cl2f, k.ea, a.f32_rel, rem, s);
+        if (r >= 0) return r == 1;
+    } else if (k.ceps > 0.0) {
+        const int r = kcap_skip_fast(w, k.cl2, k.ceps, rem, s);
         if (r >= 0) return r == 1;
     }
     const double g = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), c);
@@ -142,60 +197,108 @@ __device__ __forceinline__ bool kcap_skip(const u16* tab, u32 sh, double c, doub
     return true;
 }
 
-// Walks, for every firing row r with accept(r) (thread-strided), the targets
-// of block b below len in increasing order, calling emit(local, slot). The
-// key and scale of a thread's next row are loaded while it walks the
-// current one, so switching rows does not wait on memory.
-template <typename Accept, typename Emit>
-__device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
-                                               u64 b, u32 len, Accept accept, Emit emit) {
+// One stretch of one row's stream inside a target block: the state of the
+// walk before its next draw, and where it ends.
+struct KWalk {
+    u64 ctr;    // input of the next draw's mix64: K + t*GOLDEN (K = block key, t = draws so far)
+    double c;   // scale of the row's fiber
+    u32 slot;   // firing row
+    u32 pos;    // the next draw's skip starts here (block-local)
+    u32 end;    // the stretch ends at the first target >= end
+    u32 klo;    // low word of K (marks: t from ctr)
+    u32 nm;     // next mark position to record (proc_count with marks), else ~0u
+};
+
+// Walks stretches of rows (each thread takes them from next(KWalk&), false
+// when it has none left), emitting every target in increasing order:
+// emit(local, slot). When a draw reaches or passes position cur.nm (or the
+// stretch stops), cross(cur, e) is called first with the state before the
+// draw (e: the target drawn, or end on a stop); done(cur) when a stretch
+// has ended. The thread's next stretch is fetched while it walks the
+// current one, so switching does not wait on memory, and a thread whose
+// stretch ends moves on inside the same loop.
+template <typename Next, typename Emit, typename Cross, typename Done>
+__device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Next next, Emit emit, Cross cross,
+                                          Done done) {
     const u32 sh = 64 - a.tbits;
-    const double LN2 = 0.6931471805599453;
-    auto next_slot = [&](u32 s) {
-        while (s < a.slots && !accept(s)) s += blockDim.x;
-        return s;
-    };
-    u32 slot = next_slot(threadIdx.x);
-    if (slot >= a.slots || len == 0) return;
-    u64 key = a.row_keys[slot];
-    double c = fs.scale[kcap_fiber_of(a, fs, slot)];
-    u32 nslot = next_slot(slot + blockDim.x);
-    u64 nkey = 0;
-    double nc = 0.0;
-    if (nslot < a.slots) {
-        nkey = a.row_keys[nslot];
-        nc = fs.scale[kcap_fiber_of(a, fs, nslot)];
-    }
-    // The fast path's error bound in skip units: log2_err * ln2 * |c| (c < 0).
-    double cl2 = c * LN2, ceps = -cl2 * a.log2_err;
-    u64 ctr = kcap_word(key, b);  // the block key; word(K, t) = mix64(K + t*GOLDEN)
-    u32 pos = 0;
+    KWalk cur, nx;
+    if (!next(cur)) return;
+    bool have = next(nx);
+    KSkip k = kcap_skip_consts(a, cur.c);
     for (;;) {
-        const u64 w = kcap_mix64(ctr);
-        ctr += KCAP_GOLDEN;
+        const u64 w = kcap_mix64(cur.ctr);
         u32 s;
-        bool more = kcap_skip(tab, sh, c, cl2, ceps, w, len - pos, s);
+        bool more = kcap_skip(a, tab, sh, k, w, cur.end - cur.pos, s);
+        const u32 e = more ? cur.pos + s : cur.end;
+        if (e >= cur.nm) cross(cur, e);
+        cur.ctr += KCAP_GOLDEN;
         if (more) {
-            pos += s;
-            emit(pos, slot);
-            pos += 1;
-            more = pos < len;
+            emit(e, cur.slot);
+            cur.pos = e + 1;
+            more = cur.pos < cur.end;
         }
         if (!more) {
-            slot = nslot;
-            if (slot >= a.slots) return;
-            c = nc;
-            cl2 = c * LN2;
-            ceps = -cl2 * a.log2_err;
-            ctr = kcap_word(nkey, b);
-            pos = 0;
-            nslot = next_slot(slot + blockDim.x);
-            if (nslot < a.slots) {
-                nkey = a.row_keys[nslot];
-                nc = fs.scale[kcap_fiber_of(a, fs, nslot)];
-            }
+            done(cur);
+            if (!have) return;
+            cur = nx;
+            if (cur.c != k.c) k = kcap_skip_consts(a, cur.c);
+            have = next(nx);
         }
     }
+}
+
+// Walks, for every firing row r with accept(r) (thread-strided), the targets
+// of block b below len in increasing order, calling emit(local, slot), and
+// cross() as kcap_walk when nm (the first mark position, ~0u: none) is passed.
+template <typename Accept, typename Emit, typename Cross, typename Done>
+__device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
+                                               u64 b, u32 len, u32 nm, Accept accept, Emit emit, Cross cross,
+                                               Done done) {
+    u32 slot = threadIdx.x;
+    if (len == 0) return;
+    kcap_walk(a, tab, [&](KWalk& it) {
+        while (slot < a.slots && !accept(slot)) slot += blockDim.x;
+        if (slot >= a.slots) return false;
+        const u64 k = kcap_word(a.row_keys[slot], b);  // the block key; word(K, t) = mix64(K + t*GOLDEN)
+        it.ctr = k;
+        it.klo = (u32)k;
+        it.c = fs.scale[kcap_fiber_of(a, fs, slot)];
+        it.slot = slot;
+        it.pos = 0;
+        it.end = len;
+        it.nm = nm;
+        slot += blockDim.x;
+        return true;
+    }, emit, cross, done);
+}
+
+// ---- Marks ------------------------------------------------------------------
+//
+// A block is cut into segments of 2^seg_bits targets. Counting a row in a
+// block (proc_count with a.marks) records, for every segment j >= 1 below
+// the block's length, the walk's state before the draw that first reaches
+// position j*2^seg_bits (or stops): the draws so far t and the position pos
+// (pos <= j*2^seg_bits, and the row has no target in [pos, j*2^seg_bits)).
+// Resuming there (ctr = K + t*GOLDEN) yields exactly the row's targets from
+// j*2^seg_bits on, so proc_hits walks from the segment of each winner
+// instead of from the block's start. t <= pos < 2^16 (each draw before the
+// mark emitted a target), so a mark is one u32: t << 16 | pos. A (row,
+// block) has one record of the S - 1 marks (S = 2^(16 - seg_bits)) padded
+// to a multiple of 4: marks[(b * rows + slot) * rec + j - 1]. The count
+// stages a row's record in shared memory and writes it whole (16-byte
+// stores) when the row ends: marks recorded one by one straight to global
+// memory, each into its own 32-byte sector, cost more than the walk.
+
+// Inverse of the low word of KCAP_GOLDEN mod 2^32 (t from the low word of ctr - K).
+#define KCAP_GOLDEN_LO_INV 0x9937733du
+
+// u32 words of one (row, block) record.
+__device__ __forceinline__ u32 kcap_mark_rec(u32 seg_bits) {
+    return (((1u << (16 - seg_bits)) - 1) + 3) & ~3u;
+}
+
+__device__ __forceinline__ u64 kcap_mark_index(u64 b, u32 j, u32 seg_bits, u32 rows, u32 slot) {
+    return ((u64)b * rows + slot) * kcap_mark_rec(seg_bits) + j - 1;
 }
 
 __device__ __forceinline__ u32 kcap_block_len(u64 n, u64 b) {
@@ -255,12 +358,17 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 // One thread block per target block: counts (from 0, or from a.base), then
 // either the inputs (corrections added) or, when a.counts is set, the raw
 // counts stored for a later proc_finalize or as the next step's base.
-// Dynamic shared memory: 2^15 u32 counter words, then the table.
+// Dynamic shared memory: 2^15 u32 counter words, then the table, then (with
+// marks) one staged mark record per thread.
 extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) {
-    extern __shared__ u32 smem[];
+    extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
     u32* cnt = smem;
     u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 2) : nullptr;
+    // This thread's staged mark record (computed where used: registers are scarce).
+    auto staged = [&]() {
+        return smem + KCAP_PBLOCK / 2 + (a.tbits ? (1u << a.tbits) / 2 : 0u) + threadIdx.x * kcap_mark_rec(a.seg_bits);
+    };
     const u64 b = a.block0 + blockIdx.x;
     const u32 len = kcap_block_len(a.n, b);
     if (a.base) {
@@ -269,8 +377,22 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
         for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) cnt[i] = src[i];
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows(a, fs, tab, b, len, [](u32) { return true; },
-                   [&](u32 l, u32) { atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4)); });
+    kcap_walk_rows(a, fs, tab, b, len, a.marks ? (1u << a.seg_bits) : ~0u, [](u32) { return true; },
+                   [&](u32 l, u32) { atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4)); },
+                   [&](KWalk& it, u32 e) {
+                       // Record the state before this draw for every mark it reaches.
+                       const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;
+                       const u32 m = (t << 16) | it.pos;
+                       u32* st = staged();
+                       for (; it.nm <= e && it.nm < len; it.nm += 1u << a.seg_bits) st[(it.nm >> a.seg_bits) - 1] = m;
+                       if (it.nm >= len) it.nm = ~0u;
+                   },
+                   [&](const KWalk& it) {
+                       if (!a.marks) return;
+                       uint4* dst = (uint4*)(a.marks + kcap_mark_index(b, 1, a.seg_bits, a.slots, it.slot));
+                       const uint4* st = (const uint4*)staged();
+                       for (u32 q = 0; q < kcap_mark_rec(a.seg_bits) / 4; ++q) dst[q] = st[q];
+                   });
     __syncthreads();
     if (a.counts) {
         u32* dst = (u32*)(a.counts + b * KCAP_PBLOCK);
@@ -292,32 +414,92 @@ extern "C" __global__ void __launch_bounds__(1024) proc_finalize(const ProcArgs 
 
 // One thread block per target block holding winners (a.wblocks[blockIdx.x]):
 // regenerates the rows of the plastic fibers up to the block's last winner
-// and lists every (winner, slot) synapse. Dynamic shared memory: the
-// winner bitmap (2^11 u32), then the table.
+// and lists every (winner, slot) synapse. With marks (a.seg_bits != 0), each
+// row is walked only inside the segments holding winners, from the segment's
+// mark up to its last winner. Dynamic shared memory: the winner bitmap
+// (2^11 u32), then the table.
+#define KCAP_MAX_SEGS 64
 extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
     extern __shared__ u32 smem[];
     __shared__ FiberSmem fs;
+    __shared__ u32 seg_end[KCAP_MAX_SEGS];  // last winner + 1 of each segment, 0: none
+    __shared__ u32 occ[KCAP_MAX_SEGS];      // the segments holding winners
+    __shared__ u32 nocc;
     u32* marks = smem;
     u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 32) : nullptr;
     const u64 b = a.wblocks[blockIdx.x];
     const u32 w0 = a.woff[blockIdx.x], w1 = a.woff[blockIdx.x + 1];
+    const u32 sb = a.seg_bits ? a.seg_bits : 16;
+    for (u32 j = threadIdx.x; j < KCAP_MAX_SEGS; j += blockDim.x) seg_end[j] = 0;
     kcap_stage(a, fs, marks, KCAP_PBLOCK / 32, tab);
     for (u32 i = w0 + threadIdx.x; i < w1; i += blockDim.x) {
         const u32 l = a.wlocal[i];
         atomicOr(&marks[l >> 5], 1u << (l & 31));
+        atomicMax(&seg_end[l >> sb], l + 1);
     }
     __syncthreads();
-    // Walking a shorter block yields exactly the prefix of its targets.
-    const u32 upto = a.wlocal[w1 - 1] + 1;
+    if (threadIdx.x == 0) {
+        u32 m = 0;
+        for (u32 j = 0; j < (1u << (16 - sb)); ++j)
+            if (seg_end[j]) occ[m++] = j;
+        nocc = m;
+    }
+    __syncthreads();
     const u64 base = b * KCAP_PBLOCK;
-    kcap_walk_rows(a, fs, tab, b, upto,
-                   [&](u32 slot) { return fs.plastic[kcap_fiber_of(a, fs, slot)] != 0; },
-                   [&](u32 l, u32 slot) {
-                       if ((marks[l >> 5] >> (l & 31)) & 1u) {
-                           const u32 i = atomicAdd(a.hits_count, 1u);
-                           if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | slot;
-                       }
-                   });
+    const u32 rows1 = a.slots - a.mark_split;
+    // Stretches: (occupied segment, slot), slot fastest, so that a warp's
+    // mark loads are contiguous.
+    u32 item = threadIdx.x;
+    const u32 nitems = nocc * a.slots;
+    kcap_walk(a, tab, [&](KWalk& it) {
+        for (; item < nitems; item += blockDim.x) {
+            const u32 slot = item % a.slots;
+            const u32 f = kcap_fiber_of(a, fs, slot);
+            if (!fs.plastic[f]) continue;
+            const u32 j = occ[item / a.slots];
+            const u64 k = kcap_word(a.row_keys[slot], b);
+            u32 t = 0, pos = 0;
+            if (j > 0) {
+                const u32 m = slot < a.mark_split
+                    ? a.marks[kcap_mark_index(b, j, sb, a.mark_split, slot)]
+                    : a.marks1[kcap_mark_index(b, j, sb, rows1, slot - a.mark_split)];
+                t = m >> 16;
+                pos = m & 0xFFFFu;
+            }
+            it.ctr = k + (u64)t * KCAP_GOLDEN;
+            it.klo = 0;
+            it.c = fs.scale[f];
+            it.slot = slot;
+            it.pos = pos;
+            it.end = seg_end[j];
+            it.nm = ~0u;
+            item += blockDim.x;
+            return true;
+        }
+        return false;
+    }, [&](u32 l, u32 slot) {
+        if ((marks[l >> 5] >> (l & 31)) & 1u) {
+            const u32 i = atomicAdd(a.hits_count, 1u);
+            if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | slot;
+        }
+    }, [](KWalk&, u32) {}, [](const KWalk&) {});
+}
+
+// The single-precision path's error of __log2f over every float x in
+// [2^-9, 1), as float bits (atomicMax): out[0] = the largest |error| for x
+// in [1/2, 1), out[1] = the largest |error| / |log2 x| for x in [2^-9, 1/2).
+extern "C" __global__ void proc_log2_error_f32(u32* out) {
+    float wa = 0.0f, wr = 0.0f;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < 9u << 23; i += gridDim.x * blockDim.x) {
+        const u32 e = 126u - (i >> 23);  // biased exponent: 126 ([1/2, 1)) down to 118
+        const float x = __uint_as_float((e << 23) | (i & 0x7fffffu));
+        const double l = log2((double)x);
+        const double err = fabs((double)__log2f(x) - l);
+        if (e == 126u) wa = fmaxf(wa, (float)err * 1.001f);
+        else wr = fmaxf(wr, (float)(err / fabs(l)) * 1.001f);
+    }
+    atomicMax(out, __float_as_uint(wa));
+    atomicMax(out + 1, __float_as_uint(wr));
 }
 
 // out[i] = values[ids[i]]

@@ -26,6 +26,7 @@ pub struct CudaDevice {
     name: String,
     cc: (i32, i32),
     sm_count: u32,
+    smem_optin: u32,
     /// Cap on the device memory this crate plans to use (bytes; `u64::MAX`:
     /// none), from `KCAP_DEVICE_MEMORY_LIMIT` or [`CudaDevice::set_memory_limit`].
     memory_limit: AtomicU64,
@@ -103,6 +104,11 @@ impl CudaDevice {
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .what("multiprocessor count")? as u32;
+        let smem_optin = ctx
+            .attribute(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .what("shared memory per block")? as u32;
         Ok(Arc::new(CudaDevice {
             ctx,
             stream,
@@ -110,6 +116,7 @@ impl CudaDevice {
             name,
             cc,
             sm_count,
+            smem_optin,
             memory_limit: AtomicU64::new(env_memory_limit()?.unwrap_or(u64::MAX)),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
@@ -138,6 +145,12 @@ impl CudaDevice {
     /// Number of streaming multiprocessors (132 on an H100 SXM).
     pub fn sm_count(&self) -> u32 {
         self.sm_count
+    }
+
+    /// The most shared memory one thread block may use (opt-in; 227 KiB on
+    /// an H100).
+    pub fn max_shared_per_block(&self) -> u32 {
+        self.smem_optin
     }
 
     /// The driver's CUDA version as (major, minor), e.g. (13, 0).

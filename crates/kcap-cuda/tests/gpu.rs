@@ -675,6 +675,21 @@ fn procedural_step_on_gpu_equals_cpu() {
         ),
         (
             ProcOptions {
+                fast_f32: false,
+                ..def
+            },
+            "double-precision fast path",
+        ),
+        (ProcOptions { seg_bits: 0, ..def }, "no resume marks"),
+        (
+            ProcOptions {
+                seg_bits: 12,
+                ..def
+            },
+            "resume marks every 4096 targets",
+        ),
+        (
+            ProcOptions {
                 table_bits: 12,
                 fast_log: false,
                 ..def
@@ -686,7 +701,7 @@ fn procedural_step_on_gpu_equals_cpu() {
                 table_bits: 15,
                 ..def
             },
-            "15-bit table + fast log",
+            "15-bit table + fast log (+ resume marks if they fit)",
         ),
         (
             ProcOptions {
@@ -871,6 +886,22 @@ fn procedural_fast_log_bound_is_measured() {
     // truncation to 24 bits and a factor 2 of margin.
     let b = b.expect("the device's __log2f error is within 2^-20");
     assert!(b > 2f64.powf(-22.4) && b < 2f64.powi(-18), "bound {b}");
+    // Single precision: the conversion's share alone is 2^-20.4 doubled.
+    let (abs, rel) = kcap_cuda::ops::procedural::log2_bound_f32(&dev)
+        .unwrap()
+        .expect("the device's __log2f error on [2^-9, 1) is within 2^-19");
+    println!(
+        "single-precision bounds on {}: abs {abs:e}, rel {rel:e}",
+        dev.name()
+    );
+    assert!(
+        abs as f64 > 2f64.powf(-20.4) && (abs as f64) < 2f64.powi(-17),
+        "abs {abs}"
+    );
+    assert!(
+        rel as f64 > 2f64.powf(-21.9) && (rel as f64) < 2f64.powi(-17),
+        "rel {rel}"
+    );
 }
 
 #[test]

@@ -54,6 +54,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--fast-log" => opts.fast_log = val()?.parse::<u8>()? != 0,
             "--resident" => opts.resident = val()?.parse::<u8>()? != 0,
             "--speculate" => opts.speculate = val()?.parse::<u8>()? != 0,
+            "--fast-f32" => opts.fast_f32 = val()?.parse::<u8>()? != 0,
+            "--seg-bits" => opts.seg_bits = val()?.parse()?,
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;
@@ -62,7 +64,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (maj, min) = dev.driver_version()?;
     let mut ws = ProcWorkspace::new(&dev)?;
     println!(
-        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?}) resident={} speculate={}",
+        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?}) fast_f32={} (bounds {:?}) resident={} speculate={} seg_bits={}",
         dev.name(),
         dev.compute_capability().0,
         dev.compute_capability().1,
@@ -70,8 +72,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         opts.chunk_blocks,
         opts.fast_log,
         ws.log2_err(),
+        opts.fast_f32,
+        ws.log2_f32(),
         opts.resident,
-        opts.speculate
+        opts.speculate,
+        opts.seg_bits
     );
     let mut model = Model::new(p)?;
     model.add_stimulus(StimSpec {

@@ -68,10 +68,16 @@ struct ProcArgs {
     log2_err: f64,
     base: u64,
     counts: u64,
+    marks: u64,
+    marks1: u64,
+    mark_split: u32,
+    seg_bits: u32,
+    f32_abs: f32,
+    f32_rel: f32,
 }
 // SAFETY: plain repr(C) integers and device addresses, laid out as the C struct.
 unsafe impl DeviceRepr for ProcArgs {}
-const _: () = assert!(std::mem::size_of::<ProcArgs>() == 200);
+const _: () = assert!(std::mem::size_of::<ProcArgs>() == 232);
 
 /// How a step runs (tuning knobs; the result does not depend on them).
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +90,10 @@ pub struct ProcOptions {
     /// measured error bound, falling back to the exact recipe where the
     /// bound leaves the skip undecided (same result either way).
     pub fast_log: bool,
+    /// With `fast_log`: decide in single precision (fewer, cheaper
+    /// instructions; bound measured like the double-precision one, see
+    /// [`log2_bound_f32`]) rather than from a double-precision estimate.
+    pub fast_f32: bool,
     /// Keep dense per-target u16 counts on the device between steps when
     /// they fit ([`Resident`]): the stimuli's counts are computed once and
     /// reused, and the counting of the other fibers overlaps the host's
@@ -94,6 +104,13 @@ pub struct ProcOptions {
     /// new winners while the host applies the Hebbian update; the next step
     /// uses the counts only if its firing rows turn out to be exactly those.
     pub speculate: bool,
+    /// With `resident`: while counting, record where each row's stream
+    /// stands at every 2^`seg_bits` targets of each block (4 bytes per
+    /// row, block and segment, kept where they fit), so that finding the
+    /// synapses onto the winners walks each row only inside the segments
+    /// holding winners, from the segment's start. 0: off (walk from each
+    /// block's start); else 12..=15. Same result either way.
+    pub seg_bits: u32,
 }
 
 impl Default for ProcOptions {
@@ -102,8 +119,10 @@ impl Default for ProcOptions {
             table_bits: 0,
             chunk_blocks: MAX_CHUNK_BLOCKS,
             fast_log: true,
+            fast_f32: true,
             resident: true,
             speculate: true,
+            seg_bits: 13,
         }
     }
 }
@@ -129,6 +148,14 @@ struct Resident {
     spec_bufs: Vec<CudaSlice<u64>>,
     spec_meta: Vec<CudaSlice<u32>>,
     spec_scale: Option<CudaSlice<f64>>,
+    /// Resume marks of the base's rows and of the total's other rows (see
+    /// procedural.cu, "Marks"), valid with base_id / tot_id when recorded
+    /// with `marks_bits`.
+    base_marks: Option<CudaSlice<u32>>,
+    tot_marks: Option<CudaSlice<u32>>,
+    /// seg_bits the marks were recorded with (0: none).
+    base_marked: u32,
+    tot_marked: u32,
 }
 
 /// The identity of counts over `fibers` of an area of `n` neurons.
@@ -163,6 +190,47 @@ pub fn log2_bound(dev: &CudaDevice) -> Result<Option<f64>> {
         return Ok(None);
     }
     Ok(Some(2.0 * (worst + 2f64.powf(-22.4) + 2f64.powi(-32))))
+}
+
+/// The error bounds of the single-precision fast skip path (procedural.cu,
+/// `kcap_skip_f32`): (absolute, in log2 units; relative to the skip). From
+/// `proc_log2_error_f32`, which measures `__log2f` on every float of
+/// [2^-9, 1): the largest absolute error on [1/2, 1) and the largest error
+/// relative to |log2 x| below 1/2. Absolute part: that error plus the
+/// draw's conversion (high word rounded toward zero: below unit_open(w) by
+/// a relative < 2^-22, i.e. < 2^-21.4 in log2), doubled. Relative part:
+/// the measured one plus two float roundings of the product (< 2^-22.9)
+/// and the recipe's own error (< 10^-12), doubled. `None` when a measured
+/// error is implausible (> 2^-19): the path is then not used.
+pub fn log2_bound_f32(dev: &CudaDevice) -> Result<Option<(f32, f32)>> {
+    let s = dev.stream();
+    let f = dev.function(&kernels::PROCEDURAL, "proc_log2_error_f32")?;
+    let mut out = s.alloc_zeros::<u32>(2).what("alloc")?;
+    // SAFETY: the kernel writes two u32 through `out` (two elements).
+    unsafe {
+        s.launch_builder(&f)
+            .arg(&mut out)
+            .launch(super::cfg(dev.sm_count() * 4, 256))
+            .what("launch proc_log2_error_f32")?;
+    }
+    let v = s.clone_dtoh(&out).what("copy log2 error")?;
+    let (wa, wr) = (f32::from_bits(v[0]) as f64, f32::from_bits(v[1]) as f64);
+    let ok = |x: f64| x.is_finite() && x <= 2f64.powi(-19);
+    if !(ok(wa) && ok(wr)) {
+        return Ok(None);
+    }
+    let abs = 2.0 * (wa + 2f64.powf(-21.4));
+    let rel = 2.0 * (wr + 2f64.powf(-22.9) + 1e-12);
+    // Rounded up to f32.
+    let up = |x: f64| {
+        let f = x as f32;
+        if (f as f64) < x {
+            f32::from_bits(f.to_bits() + 1)
+        } else {
+            f
+        }
+    };
+    Ok(Some((up(abs), up(rel))))
 }
 
 /// The device's answer for one target.
@@ -212,6 +280,7 @@ pub struct ProcWorkspace {
     topk: TopkWorkspace,
     gathered: CudaSlice<f32>,
     log2_err: Option<f64>,
+    log2_f32: Option<(f32, f32)>,
     res: Option<Resident>,
 }
 
@@ -227,6 +296,7 @@ impl ProcWorkspace {
             topk: TopkWorkspace::new(dev)?,
             gathered: s.alloc_zeros(1).what("alloc")?,
             log2_err: log2_bound(dev)?,
+            log2_f32: log2_bound_f32(dev)?,
             res: None,
         })
     }
@@ -234,6 +304,11 @@ impl ProcWorkspace {
     /// The fast path's error bound (log2 units) on this device, if usable.
     pub fn log2_err(&self) -> Option<f64> {
         self.log2_err
+    }
+
+    /// The single-precision fast path's bounds (absolute, relative), if usable.
+    pub fn log2_f32(&self) -> Option<(f32, f32)> {
+        self.log2_f32
     }
 
     /// Device bytes held.
@@ -246,6 +321,8 @@ impl ProcWorkspace {
             + self.res.as_ref().map_or(0, |r| {
                 r.base.as_ref().map_or(0, |b| b.len() * 2)
                     + r.tot.as_ref().map_or(0, |b| b.len() * 2)
+                    + r.base_marks.as_ref().map_or(0, |b| b.len() * 4)
+                    + r.tot_marks.as_ref().map_or(0, |b| b.len() * 4)
             })
     }
 
@@ -337,9 +414,42 @@ fn fiber_arrays(dev: &CudaDevice, fibers: &[DeviceFiber]) -> Result<FiberArrays>
     })
 }
 
+/// u32 words of one (row, block) record of marks (kcap_mark_rec in procedural.cu).
+fn mark_rec(seg_bits: u32) -> u32 {
+    ((1u32 << (BLOCK_BITS - seg_bits)) - 1).next_multiple_of(4)
+}
+
+/// Marks of `rows` rows over every block of an area of `n` neurons with
+/// segments of 2^`seg_bits` targets, in `buf` (reused when large enough,
+/// else reallocated if it fits with 1 GiB to spare): the buffer's address,
+/// or 0 when there is no room (the marks are then not recorded).
+fn marks_buffer(
+    dev: &CudaDevice,
+    buf: &mut Option<CudaSlice<u32>>,
+    n: u64,
+    rows: u64,
+    seg_bits: u32,
+) -> Result<u64> {
+    let len = (rows * n.div_ceil(BLOCK) * mark_rec(seg_bits) as u64).max(1) as usize;
+    if buf.as_ref().is_none_or(|b| b.len() < len) {
+        let held = buf.as_ref().map_or(0, |b| b.len() as u64 * 4);
+        *buf = None;
+        if dev.available_memory()? + held < len as u64 * 4 + (1 << 30) {
+            return Ok(0);
+        }
+        *buf = Some(
+            dev.stream()
+                .alloc_zeros::<u32>(len)
+                .what("alloc resume marks")?,
+        );
+    }
+    Ok(ptr(dev, buf.as_ref().unwrap()))
+}
+
 /// Launches `proc_count` over every block of the area, walking the rows of
 /// `arr` (a fiber subset) from `base` (or 0) and storing the counts into
-/// `out` (whole blocks, ids from 0).
+/// `out` (whole blocks, ids from 0), and the rows' resume marks into
+/// `marks.0` (segments of 2^`marks.1` targets) unless it is 0.
 #[allow(clippy::too_many_arguments)]
 fn count_into(
     dev: &CudaDevice,
@@ -350,6 +460,7 @@ fn count_into(
     base: u64,
     out: &CudaSlice<u16>,
     smem: u32,
+    marks: (u64, u32),
 ) -> Result<()> {
     let nblocks = a.n.div_ceil(BLOCK);
     let b = ProcArgs {
@@ -365,17 +476,27 @@ fn count_into(
         counts: ptr(dev, out),
         values: 0,
         ncorr: 0,
+        marks: marks.0,
+        seg_bits: if marks.0 != 0 { marks.1 } else { 0 },
         ..*a
     };
     let f = dev.function(&kernels::PROCEDURAL, "proc_count")?;
+    let staging = if marks.0 != 0 {
+        THREADS * mark_rec(marks.1) * 4
+    } else {
+        0
+    };
     let cfg = LaunchConfig {
         grid_dim: (nblocks as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: smem,
+        shared_mem_bytes: smem + staging,
     };
     // SAFETY: the per-fiber arrays hold nf entries and `slots` keys; `base`
     // (if not 0) and `out` hold nblocks·2^16 u16 (checked by the caller);
-    // values is unused when counts is set.
+    // `marks` (if not 0) holds slots·nblocks·mark_rec u32 (marks_buffer),
+    // and the shared memory (≤ the device's opt-in limit, checked by the
+    // caller) includes one staged record per thread; values is unused when
+    // counts is set.
     unsafe {
         dev.stream()
             .launch_builder(&f)
@@ -419,7 +540,11 @@ fn run(
             format!("k = {k} must be in 1..n (n = {n})"),
         ));
     }
-    if opts.table_bits > 15 || opts.chunk_blocks == 0 || opts.chunk_blocks > MAX_CHUNK_BLOCKS {
+    if opts.table_bits > 15
+        || opts.chunk_blocks == 0
+        || opts.chunk_blocks > MAX_CHUNK_BLOCKS
+        || (opts.seg_bits != 0 && !(12..=15).contains(&opts.seg_bits))
+    {
         return Err(Error::invalid(op, format!("bad options {opts:?}")));
     }
     let s = dev.stream();
@@ -485,18 +610,30 @@ fn run(
         } else {
             0.0
         },
+        f32_abs: match (opts.fast_log && opts.fast_f32, ws.log2_f32) {
+            (true, Some((abs, _))) => abs,
+            _ => 0.0,
+        },
+        f32_rel: ws.log2_f32.map_or(0.0, |b| b.1),
         ..Default::default()
     };
     let count = dev.function(&kernels::PROCEDURAL, "proc_count")?;
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
-    // The largest dynamic shared memory any launch uses (15-bit table), so
-    // that threads sharing the device never lower it under each other.
+    // The most dynamic shared memory the device allows (so that threads
+    // sharing the device never lower it under each other).
+    let smem_max = dev.max_shared_per_block();
     count
         .set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            ((BLOCK / 2) as u32 * 4 + (2u32 << 15)) as i32,
+            smem_max as i32,
         )
         .what("proc_count shared memory")?;
+    // Resume marks only where their staging fits in shared memory too.
+    let seg_bits = match opts.seg_bits {
+        0 => 0,
+        sb if smem + THREADS * mark_rec(sb) * 4 <= smem_max => sb,
+        _ => 0,
+    };
     // Dense counts on the device: the stimuli's reused, the rest counted
     // now (or by the previous step's speculation), corrections meanwhile.
     let nstim = step
@@ -508,17 +645,32 @@ fn run(
         opts.resident && prepare_resident(dev, ws, n, nstim > 0, nstim < step.fibers.len())?;
     let mut path = "stream";
     let mut counts_in = 0u64;
+    let stim_slots: u64 = step.fibers[..nstim]
+        .iter()
+        .map(|f| f.row_keys.len() as u64)
+        .sum();
     if resident {
         let res = ws.res.as_mut().expect("resident counts");
         let base_id = ident(n, &step.fibers[..nstim]);
-        let stim_slots: u64 = step.fibers[..nstim]
-            .iter()
-            .map(|f| f.row_keys.len() as u64)
-            .sum();
         if nstim > 0 && res.base_id != base_id {
             let sub = fiber_arrays(dev, &step.fibers[..nstim])?;
+            let mp = match seg_bits {
+                0 => 0,
+                sb => marks_buffer(dev, &mut res.base_marks, n, stim_slots, sb)?,
+            };
             let base = res.base.as_ref().expect("base buffer");
-            count_into(dev, &a, &sub, nstim, stim_slots, 0, base, smem)?;
+            count_into(
+                dev,
+                &a,
+                &sub,
+                nstim,
+                stim_slots,
+                0,
+                base,
+                smem,
+                (mp, seg_bits),
+            )?;
+            res.base_marked = if mp != 0 { seg_bits } else { 0 };
             res.base_id = base_id.clone();
             res.tot_id.clear();
         }
@@ -530,11 +682,15 @@ fn run(
             let rest = &step.fibers[nstim..];
             let mut tot_id = base_id;
             tot_id.extend(ident(n, rest));
-            let tot = res.tot.as_ref().expect("total buffer");
             if res.tot_id != tot_id {
                 // Device arrays of the fibers after the stimuli: their keys
                 // start at slot stim_slots; ends relative to it.
                 let sub = fiber_arrays(dev, rest)?;
+                let mp = match seg_bits {
+                    0 => 0,
+                    sb => marks_buffer(dev, &mut res.tot_marks, n, slots - stim_slots, sb)?,
+                };
+                let tot = res.tot.as_ref().expect("total buffer");
                 count_into(
                     dev,
                     &a,
@@ -544,13 +700,15 @@ fn run(
                     base_ptr,
                     tot,
                     smem,
+                    (mp, seg_bits),
                 )?;
+                res.tot_marked = if mp != 0 { seg_bits } else { 0 };
                 res.tot_id = tot_id;
                 path = "resident";
             } else {
                 path = "speculated";
             }
-            counts_in = ptr(dev, tot);
+            counts_in = ptr(dev, res.tot.as_ref().expect("total buffer"));
         }
     }
     // The corrections (computed now if deferred: the device is counting).
@@ -639,6 +797,22 @@ fn run(
     let t1 = Instant::now();
     let winners: Vec<u64> = best.iter().map(|p| p.0).collect();
     let inputs: Vec<f32> = best.iter().map(|p| p.1).collect();
+    // Resume marks of every row, if this step's counts recorded them.
+    if let (true, Some(res)) = (resident && seg_bits > 0, ws.res.as_ref()) {
+        let base_ok = nstim == 0 || res.base_marked == seg_bits;
+        let tot_ok = nstim == step.fibers.len() || res.tot_marked == seg_bits;
+        if base_ok && tot_ok {
+            let p = |m: &Option<CudaSlice<u32>>| m.as_ref().map_or(0, |m| ptr(dev, m));
+            a.marks = if nstim > 0 { p(&res.base_marks) } else { 0 };
+            a.marks1 = if nstim < step.fibers.len() {
+                p(&res.tot_marks)
+            } else {
+                0
+            };
+            a.mark_split = stim_slots as u32;
+            a.seg_bits = seg_bits;
+        }
+    }
     let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
         hits(dev, ws, &mut a, &winners, tbits)?
     } else {
@@ -646,7 +820,7 @@ fn run(
     };
     let hits_s = t1.elapsed().as_secs_f64();
     if resident && opts.speculate {
-        speculate(dev, ws, step, nstim, &winners, &a, smem)?;
+        speculate(dev, ws, step, nstim, &winners, &a, smem, seg_bits)?;
     }
     Ok(ProcOutcome {
         winners,
@@ -687,6 +861,10 @@ fn prepare_resident(
         spec_bufs: Vec::new(),
         spec_meta: Vec::new(),
         spec_scale: None,
+        base_marks: None,
+        tot_marks: None,
+        base_marked: 0,
+        tot_marked: 0,
     });
     let missing = (want_base && res.base.is_none()) as u64 + (want_tot && res.tot.is_none()) as u64;
     if missing > 0 {
@@ -715,6 +893,7 @@ fn prepare_resident(
 /// chosen — on top of the base, into the total buffer, while the host
 /// applies the Hebbian update. The next step uses them only if its
 /// identity (every row key) is equal.
+#[allow(clippy::too_many_arguments)]
 fn speculate(
     dev: &CudaDevice,
     ws: &mut ProcWorkspace,
@@ -723,6 +902,7 @@ fn speculate(
     winners: &[u64],
     a: &ProcArgs,
     smem: u32,
+    seg_bits: u32,
 ) -> Result<()> {
     let rest = &step.fibers[nstim..];
     let [me] = rest else { return Ok(()) };
@@ -739,9 +919,9 @@ fn speculate(
     let Some(res) = ws.res.as_mut() else {
         return Ok(());
     };
-    let (Some(tot), true) = (res.tot.as_ref(), nstim == 0 || res.base.is_some()) else {
+    if res.tot.is_none() || (nstim > 0 && res.base.is_none()) {
         return Ok(());
-    };
+    }
     let next = DeviceFiber {
         row_keys: winners
             .iter()
@@ -755,7 +935,23 @@ fn speculate(
         .as_ref()
         .filter(|_| nstim > 0)
         .map_or(0, |b| ptr(dev, b));
-    count_into(dev, a, &arr, 1, winners.len() as u64, base_ptr, tot, smem)?;
+    let mp = match seg_bits {
+        0 => 0,
+        sb => marks_buffer(dev, &mut res.tot_marks, step.n, winners.len() as u64, sb)?,
+    };
+    let tot = res.tot.as_ref().expect("total buffer");
+    count_into(
+        dev,
+        a,
+        &arr,
+        1,
+        winners.len() as u64,
+        base_ptr,
+        tot,
+        smem,
+        (mp, seg_bits),
+    )?;
+    res.tot_marked = if mp != 0 { seg_bits } else { 0 };
     let mut id = res.base_id.clone();
     if nstim == 0 {
         id = ident(step.n, &[]);
@@ -858,8 +1054,10 @@ fn hits(
             shared_mem_bytes: smem,
         };
         // SAFETY: as in `select`, plus: wblocks/woff/wlocal describe the
-        // winners (woff has wb.len() + 1 entries), and the kernel writes at
-        // most hits_cap entries of `hits`.
+        // winners (woff has wb.len() + 1 entries), the kernel writes at
+        // most hits_cap entries of `hits`, and with seg_bits set, marks /
+        // marks1 hold the marks of the mark_split / slots − mark_split rows
+        // over every block (recorded by this step's counts, see `run`).
         unsafe {
             s.launch_builder(&f)
                 .arg(&*a)
