@@ -206,20 +206,16 @@ struct KWalk {
     u32 pos;    // the next draw's skip starts here (block-local)
     u32 end;    // the stretch ends at the first target >= end
     u32 klo;    // low word of K (marks: t from ctr)
-    u32 nm;     // next mark position to record (proc_count with marks), else ~0u
 };
 
 // Walks stretches of rows (each thread takes them from next(KWalk&), false
 // when it has none left), emitting every target in increasing order:
-// emit(local, slot). When a draw reaches or passes position cur.nm (or the
-// stretch stops), cross(cur, e) is called first with the state before the
-// draw (e: the target drawn, or end on a stop); done(cur) when a stretch
-// has ended. The thread's next stretch is fetched while it walks the
-// current one, so switching does not wait on memory, and a thread whose
-// stretch ends moves on inside the same loop.
-template <typename Next, typename Emit, typename Cross, typename Done>
-__device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Next next, Emit emit, Cross cross,
-                                          Done done) {
+// emit(local, walk) (walk.ctr: the emitting draw's counter word); done(walk)
+// when a stretch has ended. The thread's next stretch is fetched while it
+// walks the current one, so switching does not wait on memory, and a thread
+// whose stretch ends moves on inside the same loop.
+template <typename Next, typename Emit, typename Done>
+__device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Next next, Emit emit, Done done) {
     const u32 sh = 64 - a.tbits;
     KWalk cur, nx;
     if (!next(cur)) return;
@@ -229,14 +225,13 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
         const u64 w = kcap_mix64(cur.ctr);
         u32 s;
         bool more = kcap_skip(a, tab, sh, k, w, cur.end - cur.pos, s);
-        const u32 e = more ? cur.pos + s : cur.end;
-        if (e >= cur.nm) cross(cur, e);
-        cur.ctr += KCAP_GOLDEN;
         if (more) {
-            emit(e, cur.slot);
+            const u32 e = cur.pos + s;
+            emit(e, cur);
             cur.pos = e + 1;
             more = cur.pos < cur.end;
         }
+        cur.ctr += KCAP_GOLDEN;
         if (!more) {
             done(cur);
             if (!have) return;
@@ -248,12 +243,10 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
 }
 
 // Walks, for every firing row r with accept(r) (thread-strided), the targets
-// of block b below len in increasing order, calling emit(local, slot), and
-// cross() as kcap_walk when nm (the first mark position, ~0u: none) is passed.
-template <typename Accept, typename Emit, typename Cross, typename Done>
+// of block b below len in increasing order, calling emit and done as kcap_walk.
+template <typename Accept, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
-                                               u64 b, u32 len, u32 nm, Accept accept, Emit emit, Cross cross,
-                                               Done done) {
+                                               u64 b, u32 len, Accept accept, Emit emit, Done done) {
     u32 slot = threadIdx.x;
     if (len == 0) return;
     kcap_walk(a, tab, [&](KWalk& it) {
@@ -266,39 +259,47 @@ __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSme
         it.slot = slot;
         it.pos = 0;
         it.end = len;
-        it.nm = nm;
         slot += blockDim.x;
         return true;
-    }, emit, cross, done);
+    }, emit, done);
 }
 
 // ---- Marks ------------------------------------------------------------------
 //
-// A block is cut into segments of 2^seg_bits targets. Counting a row in a
-// block (proc_count with a.marks) records, for every segment j >= 1 below
-// the block's length, the walk's state before the draw that first reaches
-// position j*2^seg_bits (or stops): the draws so far t and the position pos
-// (pos <= j*2^seg_bits, and the row has no target in [pos, j*2^seg_bits)).
-// Resuming there (ctr = K + t*GOLDEN) yields exactly the row's targets from
-// j*2^seg_bits on, so proc_hits walks from the segment of each winner
-// instead of from the block's start. t <= pos < 2^16 (each draw before the
-// mark emitted a target), so a mark is one u32: t << 16 | pos. A (row,
-// block) has one record of the S - 1 marks (S = 2^(16 - seg_bits)) padded
-// to a multiple of 4: marks[(b * rows + slot) * rec + j - 1]. The count
-// stages a row's record in shared memory and writes it whole (16-byte
-// stores) when the row ends: marks recorded one by one straight to global
-// memory, each into its own 32-byte sector, cost more than the walk.
+// A block is cut into S = 2^(16 - seg_bits) segments of 2^seg_bits targets.
+// The mark of segment j >= 1 of a (row, block) is the walk's state before
+// the first draw that reaches position j*2^seg_bits (or stops): the draws
+// so far t and the position pos (pos <= j*2^seg_bits; the row has no target
+// in [pos, j*2^seg_bits)). Resuming there (ctr = K + t*GOLDEN) yields exactly
+// the row's targets from j*2^seg_bits on, so proc_hits walks each row only
+// from the segment of each winner instead of from the block's start.
+//
+// Recording (proc_count_marks): after each target e the walk's state is
+// (t + 1, e + 1), and it is the mark of segment (e >> seg_bits) + 1 if e is
+// that segment's last target; so every target stores it into entry
+// e >> seg_bits of the row's record (the last store wins) — one shared
+// memory store per target, no branch. A segment without targets leaves its
+// entry 0, and its mark is the previous segment's (the same draw crosses
+// both); proc_hits resolves that by looking back to the last nonzero entry
+// (none: t = pos = 0). t + 1 <= e + 1 < 2^16 for every entry that is a mark,
+// so an entry is one u32, (t + 1) << 16 | (e + 1), never 0. The record is
+// staged in shared memory and written whole (16-byte stores) when the row
+// ends, then cleared (entry q of thread i's staged record at q * threads + i,
+// so that a warp's stores hit 32 different banks); records have S entries
+// rounded up to a multiple of 4
+// (the last segment's entry is unused): marks[(b * rows + slot) * rec + i].
 
 // Inverse of the low word of KCAP_GOLDEN mod 2^32 (t from the low word of ctr - K).
 #define KCAP_GOLDEN_LO_INV 0x9937733du
 
 // u32 words of one (row, block) record.
 __device__ __forceinline__ u32 kcap_mark_rec(u32 seg_bits) {
-    return (((1u << (16 - seg_bits)) - 1) + 3) & ~3u;
+    return ((1u << (16 - seg_bits)) + 3) & ~3u;
 }
 
-__device__ __forceinline__ u64 kcap_mark_index(u64 b, u32 j, u32 seg_bits, u32 rows, u32 slot) {
-    return ((u64)b * rows + slot) * kcap_mark_rec(seg_bits) + j - 1;
+// The record of (row slot of `rows`, block b).
+__device__ __forceinline__ u64 kcap_mark_record(u64 b, u32 seg_bits, u32 rows, u32 slot) {
+    return ((u64)b * rows + slot) * kcap_mark_rec(seg_bits);
 }
 
 __device__ __forceinline__ u32 kcap_block_len(u64 n, u64 b) {
@@ -358,17 +359,17 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 // One thread block per target block: counts (from 0, or from a.base), then
 // either the inputs (corrections added) or, when a.counts is set, the raw
 // counts stored for a later proc_finalize or as the next step's base.
+// MARKS: also the rows' resume marks into a.marks (see "Marks").
 // Dynamic shared memory: 2^15 u32 counter words, then the table, then (with
 // marks) one staged mark record per thread.
-extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) {
+template <bool MARKS>
+__device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
     u32* cnt = smem;
     u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 2) : nullptr;
-    // This thread's staged mark record (computed where used: registers are scarce).
-    auto staged = [&]() {
-        return smem + KCAP_PBLOCK / 2 + (a.tbits ? (1u << a.tbits) / 2 : 0u) + threadIdx.x * kcap_mark_rec(a.seg_bits);
-    };
+    const u32 rec = MARKS ? kcap_mark_rec(a.seg_bits) : 0u;
+    u32* staged = smem + KCAP_PBLOCK / 2 + (a.tbits ? (1u << a.tbits) / 2 : 0u);
     const u64 b = a.block0 + blockIdx.x;
     const u32 len = kcap_block_len(a.n, b);
     if (a.base) {
@@ -376,22 +377,30 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
         const u32* src = (const u32*)(a.base + b * KCAP_PBLOCK);
         for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) cnt[i] = src[i];
     }
+    if (MARKS) {
+        // Entry q of this thread's record at staged[q * blockDim.x]: a
+        // warp's stores fall into 32 different banks.
+        for (u32 i = threadIdx.x; i < blockDim.x * rec; i += blockDim.x) staged[i] = 0;
+        staged += threadIdx.x;
+    }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows(a, fs, tab, b, len, a.marks ? (1u << a.seg_bits) : ~0u, [](u32) { return true; },
-                   [&](u32 l, u32) { atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4)); },
-                   [&](KWalk& it, u32 e) {
-                       // Record the state before this draw for every mark it reaches.
-                       const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;
-                       const u32 m = (t << 16) | it.pos;
-                       u32* st = staged();
-                       for (; it.nm <= e && it.nm < len; it.nm += 1u << a.seg_bits) st[(it.nm >> a.seg_bits) - 1] = m;
-                       if (it.nm >= len) it.nm = ~0u;
+    kcap_walk_rows(a, fs, tab, b, len, [](u32) { return true; },
+                   [&](u32 l, const KWalk& it) {
+                       atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
+                       if (MARKS) {
+                           const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
+                           staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
+                       }
                    },
                    [&](const KWalk& it) {
-                       if (!a.marks) return;
-                       uint4* dst = (uint4*)(a.marks + kcap_mark_index(b, 1, a.seg_bits, a.slots, it.slot));
-                       const uint4* st = (const uint4*)staged();
-                       for (u32 q = 0; q < kcap_mark_rec(a.seg_bits) / 4; ++q) dst[q] = st[q];
+                       if (!MARKS) return;
+                       uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, it.slot));
+                       const u32 w = blockDim.x;
+                       for (u32 q = 0; q < rec / 4; ++q) {
+                           u32* st = staged + 4 * q * w;
+                           dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
+                           st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
+                       }
                    });
     __syncthreads();
     if (a.counts) {
@@ -403,6 +412,9 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
                 [&](u32 l) { return (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu; });
 }
 
+extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true>(a); }
+
 // One thread block per target block of the launch: the inputs from the
 // stored counts a.counts (see proc_count) and the corrections.
 extern "C" __global__ void __launch_bounds__(1024) proc_finalize(const ProcArgs a) {
@@ -412,19 +424,29 @@ extern "C" __global__ void __launch_bounds__(1024) proc_finalize(const ProcArgs 
                 [&](u32 l) { return (u32)c[l]; });
 }
 
+// The mark of segment j >= 1 from a (row, block) record (see "Marks"): the
+// last nonzero entry below j, else the block's start.
+__device__ __forceinline__ void kcap_mark_read(const u32* rec, u32 j, u32& t, u32& pos) {
+    u32 m = 0;
+    while (j > 0 && m == 0) m = rec[--j];
+    t = m >> 16;
+    pos = m & 0xFFFFu;
+}
+
 // One thread block per target block holding winners (a.wblocks[blockIdx.x]):
 // regenerates the rows of the plastic fibers up to the block's last winner
-// and lists every (winner, slot) synapse. With marks (a.seg_bits != 0), each
-// row is walked only inside the segments holding winners, from the segment's
-// mark up to its last winner. Dynamic shared memory: the winner bitmap
-// (2^11 u32), then the table.
-#define KCAP_MAX_SEGS 64
+// and lists every (winner, slot) synapse. Rows with marks (a.seg_bits != 0;
+// slots below a.mark_split if a.marks, the others if a.marks1) are walked
+// only inside the segments holding winners, from the segment's mark up to
+// its last winner; the others from the block's start up to its last
+// winner. Dynamic shared memory: the winner bitmap (2^11 u32), then the table.
+#define KCAP_MAX_SEGS 16
 extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
     extern __shared__ u32 smem[];
     __shared__ FiberSmem fs;
     __shared__ u32 seg_end[KCAP_MAX_SEGS];  // last winner + 1 of each segment, 0: none
     __shared__ u32 occ[KCAP_MAX_SEGS];      // the segments holding winners
-    __shared__ u32 nocc;
+    __shared__ u32 nocc, last;
     u32* marks = smem;
     u16* tab = a.tbits ? (u16*)(smem + KCAP_PBLOCK / 32) : nullptr;
     const u64 b = a.wblocks[blockIdx.x];
@@ -443,46 +465,54 @@ extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
         for (u32 j = 0; j < (1u << (16 - sb)); ++j)
             if (seg_end[j]) occ[m++] = j;
         nocc = m;
+        last = seg_end[occ[m - 1]];
     }
     __syncthreads();
     const u64 base = b * KCAP_PBLOCK;
-    const u32 rows1 = a.slots - a.mark_split;
-    // Stretches: (occupied segment, slot), slot fastest, so that a warp's
-    // mark loads are contiguous.
+    // Marked slots [m0, m1): one stretch per (occupied segment, slot), slot
+    // fastest so that a warp's mark loads are near each other; then the
+    // unmarked slots, one stretch each.
+    const bool on = a.seg_bits != 0;
+    const u32 m0 = on && a.marks ? 0 : a.mark_split;
+    const u32 m1 = on && a.marks1 ? a.slots : a.mark_split;
+    const u32 nm = m1 - m0, nmarked = nocc * nm, nitems = nmarked + (a.slots - nm);
     u32 item = threadIdx.x;
-    const u32 nitems = nocc * a.slots;
     kcap_walk(a, tab, [&](KWalk& it) {
         for (; item < nitems; item += blockDim.x) {
-            const u32 slot = item % a.slots;
+            u32 slot, j = 0;
+            if (item < nmarked) {
+                slot = m0 + item % nm;
+                j = occ[item / nm];
+            } else {
+                const u32 u = item - nmarked;
+                slot = u < m0 ? u : m1 + (u - m0);
+            }
             const u32 f = kcap_fiber_of(a, fs, slot);
             if (!fs.plastic[f]) continue;
-            const u32 j = occ[item / a.slots];
             const u64 k = kcap_word(a.row_keys[slot], b);
             u32 t = 0, pos = 0;
             if (j > 0) {
-                const u32 m = slot < a.mark_split
-                    ? a.marks[kcap_mark_index(b, j, sb, a.mark_split, slot)]
-                    : a.marks1[kcap_mark_index(b, j, sb, rows1, slot - a.mark_split)];
-                t = m >> 16;
-                pos = m & 0xFFFFu;
+                const u32* rec = slot < a.mark_split
+                    ? a.marks + kcap_mark_record(b, sb, a.mark_split, slot)
+                    : a.marks1 + kcap_mark_record(b, sb, a.slots - a.mark_split, slot - a.mark_split);
+                kcap_mark_read(rec, j, t, pos);
             }
             it.ctr = k + (u64)t * KCAP_GOLDEN;
             it.klo = 0;
             it.c = fs.scale[f];
             it.slot = slot;
             it.pos = pos;
-            it.end = seg_end[j];
-            it.nm = ~0u;
+            it.end = item < nmarked ? seg_end[j] : last;
             item += blockDim.x;
             return true;
         }
         return false;
-    }, [&](u32 l, u32 slot) {
+    }, [&](u32 l, const KWalk& it) {
         if ((marks[l >> 5] >> (l & 31)) & 1u) {
             const u32 i = atomicAdd(a.hits_count, 1u);
-            if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | slot;
+            if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | it.slot;
         }
-    }, [](KWalk&, u32) {}, [](const KWalk&) {});
+    }, [](const KWalk&) {});
 }
 
 // The single-precision path's error of __log2f over every float x in

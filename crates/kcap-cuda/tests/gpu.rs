@@ -690,6 +690,20 @@ fn procedural_step_on_gpu_equals_cpu() {
         ),
         (
             ProcOptions {
+                mark_areas: false,
+                ..def
+            },
+            "resume marks for the stimulus only",
+        ),
+        (
+            ProcOptions {
+                seg_bits: 15,
+                ..def
+            },
+            "resume marks every 32768 targets",
+        ),
+        (
+            ProcOptions {
                 table_bits: 12,
                 fast_log: false,
                 ..def

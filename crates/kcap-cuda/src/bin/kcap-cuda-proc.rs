@@ -56,6 +56,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--speculate" => opts.speculate = val()?.parse::<u8>()? != 0,
             "--fast-f32" => opts.fast_f32 = val()?.parse::<u8>()? != 0,
             "--seg-bits" => opts.seg_bits = val()?.parse()?,
+            "--mark-areas" => opts.mark_areas = val()?.parse::<u8>()? != 0,
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;
@@ -64,7 +65,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (maj, min) = dev.driver_version()?;
     let mut ws = ProcWorkspace::new(&dev)?;
     println!(
-        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?}) fast_f32={} (bounds {:?}) resident={} speculate={} seg_bits={}",
+        "# {name} on {} (sm_{}{}, driver CUDA {maj}.{min}): n={n} k={k} p={p} beta=0.05 seed={seed} table_bits={} chunk_blocks={} fast_log={} (bound {:?}) fast_f32={} (bounds {:?}) resident={} speculate={} seg_bits={} mark_areas={}",
         dev.name(),
         dev.compute_capability().0,
         dev.compute_capability().1,
@@ -76,7 +77,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ws.log2_f32(),
         opts.resident,
         opts.speculate,
-        opts.seg_bits
+        opts.seg_bits,
+        opts.mark_areas
     );
     let mut model = Model::new(p)?;
     model.add_stimulus(StimSpec {

@@ -111,6 +111,10 @@ pub struct ProcOptions {
     /// holding winners, from the segment's start. 0: off (walk from each
     /// block's start); else 12..=15. Same result either way.
     pub seg_bits: u32,
+    /// With `seg_bits`: record marks also for the area fibers counted every
+    /// step (A → A), not only for the stimuli (whose counts, and marks, are
+    /// computed once). Costs the count a shared-memory store per event.
+    pub mark_areas: bool,
 }
 
 impl Default for ProcOptions {
@@ -123,6 +127,7 @@ impl Default for ProcOptions {
             resident: true,
             speculate: true,
             seg_bits: 13,
+            mark_areas: false,
         }
     }
 }
@@ -416,7 +421,7 @@ fn fiber_arrays(dev: &CudaDevice, fibers: &[DeviceFiber]) -> Result<FiberArrays>
 
 /// u32 words of one (row, block) record of marks (kcap_mark_rec in procedural.cu).
 fn mark_rec(seg_bits: u32) -> u32 {
-    ((1u32 << (BLOCK_BITS - seg_bits)) - 1).next_multiple_of(4)
+    (1u32 << (BLOCK_BITS - seg_bits)).next_multiple_of(4)
 }
 
 /// Marks of `rows` rows over every block of an area of `n` neurons with
@@ -480,7 +485,12 @@ fn count_into(
         seg_bits: if marks.0 != 0 { marks.1 } else { 0 },
         ..*a
     };
-    let f = dev.function(&kernels::PROCEDURAL, "proc_count")?;
+    let name = if marks.0 != 0 {
+        "proc_count_marks"
+    } else {
+        "proc_count"
+    };
+    let f = dev.function(&kernels::PROCEDURAL, name)?;
     let staging = if marks.0 != 0 {
         THREADS * mark_rec(marks.1) * 4
     } else {
@@ -619,15 +629,24 @@ fn run(
     };
     let count = dev.function(&kernels::PROCEDURAL, "proc_count")?;
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
-    // The most dynamic shared memory the device allows (so that threads
-    // sharing the device never lower it under each other).
-    let smem_max = dev.max_shared_per_block();
-    count
-        .set_attribute(
+    // The most dynamic shared memory the device allows next to the
+    // kernel's static shared memory (so that threads sharing the device
+    // never lower it under each other).
+    let count_marks = dev.function(&kernels::PROCEDURAL, "proc_count_marks")?;
+    let mut smem_max = dev.max_shared_per_block();
+    for f in [&count, &count_marks] {
+        let fixed = f
+            .shared_size_bytes()
+            .what("proc_count static shared memory")? as u32;
+        smem_max = smem_max.min(dev.max_shared_per_block() - fixed);
+    }
+    for f in [&count, &count_marks] {
+        f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem_max as i32,
         )
         .what("proc_count shared memory")?;
+    }
     // Resume marks only where their staging fits in shared memory too.
     let seg_bits = match opts.seg_bits {
         0 => 0,
@@ -688,6 +707,7 @@ fn run(
                 let sub = fiber_arrays(dev, rest)?;
                 let mp = match seg_bits {
                     0 => 0,
+                    _ if !opts.mark_areas => 0,
                     sb => marks_buffer(dev, &mut res.tot_marks, n, slots - stim_slots, sb)?,
                 };
                 let tot = res.tot.as_ref().expect("total buffer");
@@ -798,17 +818,16 @@ fn run(
     let winners: Vec<u64> = best.iter().map(|p| p.0).collect();
     let inputs: Vec<f32> = best.iter().map(|p| p.1).collect();
     // Resume marks of every row, if this step's counts recorded them.
+    // (The stimuli's with the base counts, the others' with the total.)
     if let (true, Some(res)) = (resident && seg_bits > 0, ws.res.as_ref()) {
-        let base_ok = nstim == 0 || res.base_marked == seg_bits;
-        let tot_ok = nstim == step.fibers.len() || res.tot_marked == seg_bits;
-        if base_ok && tot_ok {
-            let p = |m: &Option<CudaSlice<u32>>| m.as_ref().map_or(0, |m| ptr(dev, m));
-            a.marks = if nstim > 0 { p(&res.base_marks) } else { 0 };
-            a.marks1 = if nstim < step.fibers.len() {
-                p(&res.tot_marks)
-            } else {
-                0
-            };
+        let p = |m: &Option<CudaSlice<u32>>| m.as_ref().map_or(0, |m| ptr(dev, m));
+        if nstim > 0 && res.base_marked == seg_bits {
+            a.marks = p(&res.base_marks);
+        }
+        if nstim < step.fibers.len() && res.tot_marked == seg_bits {
+            a.marks1 = p(&res.tot_marks);
+        }
+        if a.marks != 0 || a.marks1 != 0 {
             a.mark_split = stim_slots as u32;
             a.seg_bits = seg_bits;
         }
@@ -820,7 +839,8 @@ fn run(
     };
     let hits_s = t1.elapsed().as_secs_f64();
     if resident && opts.speculate {
-        speculate(dev, ws, step, nstim, &winners, &a, smem, seg_bits)?;
+        let spec_bits = if opts.mark_areas { seg_bits } else { 0 };
+        speculate(dev, ws, step, nstim, &winners, &a, smem, spec_bits)?;
     }
     Ok(ProcOutcome {
         winners,
@@ -1056,8 +1076,9 @@ fn hits(
         // SAFETY: as in `select`, plus: wblocks/woff/wlocal describe the
         // winners (woff has wb.len() + 1 entries), the kernel writes at
         // most hits_cap entries of `hits`, and with seg_bits set, marks /
-        // marks1 hold the marks of the mark_split / slots − mark_split rows
-        // over every block (recorded by this step's counts, see `run`).
+        // marks1 (where not 0) hold the mark records of the mark_split /
+        // slots − mark_split rows over every block, recorded with this
+        // seg_bits by the counts of this step (see `run`).
         unsafe {
             s.launch_builder(&f)
                 .arg(&*a)
