@@ -68,20 +68,28 @@ fn every_kernel_compiles_for_sm_80() {
 }
 
 #[test]
-fn every_explicit_kernel_the_launchers_name_is_compiled() {
-    if !nvrtc_or_skip("every_explicit_kernel_the_launchers_name_is_compiled") {
+fn every_kernel_the_launchers_name_is_compiled() {
+    if !nvrtc_or_skip("every_kernel_the_launchers_name_is_compiled") {
         return;
     }
-    let c = kernels::compile(&kernels::EXPLICIT, "sm_90").unwrap();
-    let names = kcap_cuda::ops::explicit::KERNEL_NAMES;
-    for name in names {
-        let sym = name.as_bytes();
-        assert!(
-            c.cubin
-                .windows(sym.len() + 1)
-                .any(|w| &w[..sym.len()] == sym && w[sym.len()] == 0),
-            "{name} is not in the explicit module's CUBIN"
-        );
+    for (module, names) in [
+        (&kernels::EXPLICIT, kcap_cuda::ops::explicit::KERNEL_NAMES),
+        (
+            &kernels::PROCEDURAL,
+            kcap_cuda::ops::procedural::KERNEL_NAMES,
+        ),
+    ] {
+        let c = kernels::compile(module, "sm_90").unwrap();
+        for name in names {
+            let sym = name.as_bytes();
+            assert!(
+                c.cubin
+                    .windows(sym.len() + 1)
+                    .any(|w| &w[..sym.len()] == sym && w[sym.len()] == 0),
+                "{name} is not in the {} module's CUBIN",
+                module.name
+            );
+        }
     }
 }
 

@@ -79,6 +79,18 @@ struct ProcArgs {
 unsafe impl DeviceRepr for ProcArgs {}
 const _: () = assert!(std::mem::size_of::<ProcArgs>() == 232);
 
+/// Every kernel of procedural.cu the launchers name (the NVRTC test checks
+/// each is compiled).
+pub const KERNEL_NAMES: &[&str] = &[
+    "proc_count",
+    "proc_count_marks",
+    "proc_finalize",
+    "proc_hits",
+    "proc_gather",
+    "proc_log2_error",
+    "proc_log2_error_f32",
+];
+
 /// How a step runs (tuning knobs; the result does not depend on them).
 #[derive(Clone, Copy, Debug)]
 pub struct ProcOptions {
