@@ -128,6 +128,15 @@ __device__ __forceinline__ int kcap_skip_fast(u64 w, double cl2, double ceps, u3
     return 1;
 }
 
+// The hardware's approximate log2 (MUFU.LG2) without the denormal fix-up
+// __log2f adds (every argument here is normal); the error bound is
+// measured with this same instruction (proc_log2_error_f32).
+__device__ __forceinline__ float kcap_lg2(float x) {
+    float r;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
 // The same decision in single precision, for draws w >= 2^55: x = the
 // high word of w rounded toward zero to a float, times 2^-32 (within a
 // relative 2^-22 below unit_open(w)); g = __log2f(x) * cl2f, with the bound
@@ -141,7 +150,7 @@ __device__ __forceinline__ int kcap_skip_f32(u64 w, float cl2f, float ea, float 
     const u32 hi = (u32)(w >> 32);
     if (hi < (1u << 23)) return -1;
     const float x = __uint2float_rz(hi) * 2.3283064365386963e-10f;  // * 2^-32, exact
-    const float g = __log2f(x) * cl2f;                                // >= 0
+    const float g = kcap_lg2(x) * cl2f;                               // >= 0
     const float eps = __fmaf_ru(g, rel, ea);
     // floor by adding 2^23 rounding down (exact for values in [0, 2^22]; a
     // negative lo gives fl < 0: undecided).
@@ -171,25 +180,39 @@ __device__ __forceinline__ KSkip kcap_skip_consts(const ProcArgs& a, double c) {
     return k;
 }
 
+// How a kernel variant decides skips: KCAP_ANY checks at run time for the
+// table, the single- and the double-precision estimates; KCAP_F32 knows
+// there is no table and that the single-precision bounds are set and every
+// fiber has p < 1 (the launcher's choice), so the hot loop has no branch
+// for the other paths. Both fall back to the recipe's logarithm.
+#define KCAP_ANY 0
+#define KCAP_F32 1
+
 // The skip of draw w: from the table where it resolves it, else the fast
 // estimate (single, else double precision) where it is decided, else the
 // recipe's logarithm. Returns false when the walk ends (skip >= rem).
+template <int MODE>
 __device__ __forceinline__ bool kcap_skip(const ProcArgs& a, const u16* tab, u32 sh, const KSkip& k,
                                           u64 w, u32 rem, u32& s) {
     const double c = k.c;
-    if (tab != nullptr) {
-        const u32 e = tab[w >> sh];
-        if (e != KCAP_SLOW) {
-            s = e;
-            return e < rem;
-        }
-    }
-    if (k.ea > 0.0f) {
+    if (MODE == KCAP_F32) {
         const int r = kcap_skip_f32(w, k.cl2f, k.ea, a.f32_rel, rem, s);
         if (r >= 0) return r == 1;
-    } else if (k.ceps > 0.0) {
-        const int r = kcap_skip_fast(w, k.cl2, k.ceps, rem, s);
-        if (r >= 0) return r == 1;
+    } else {
+        if (tab != nullptr) {
+            const u32 e = tab[w >> sh];
+            if (e != KCAP_SLOW) {
+                s = e;
+                return e < rem;
+            }
+        }
+        if (k.ea > 0.0f) {
+            const int r = kcap_skip_f32(w, k.cl2f, k.ea, a.f32_rel, rem, s);
+            if (r >= 0) return r == 1;
+        } else if (k.ceps > 0.0) {
+            const int r = kcap_skip_fast(w, k.cl2, k.ceps, rem, s);
+            if (r >= 0) return r == 1;
+        }
     }
     const double g = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), c);
     if (g >= (double)rem) return false;
@@ -214,7 +237,7 @@ struct KWalk {
 // when a stretch has ended. The thread's next stretch is fetched while it
 // walks the current one, so switching does not wait on memory, and a thread
 // whose stretch ends moves on inside the same loop.
-template <typename Next, typename Emit, typename Done>
+template <int MODE, typename Next, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Next next, Emit emit, Done done) {
     const u32 sh = 64 - a.tbits;
     KWalk cur, nx;
@@ -224,7 +247,7 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
     for (;;) {
         const u64 w = kcap_mix64(cur.ctr);
         u32 s;
-        bool more = kcap_skip(a, tab, sh, k, w, cur.end - cur.pos, s);
+        bool more = kcap_skip<MODE>(a, tab, sh, k, w, cur.end - cur.pos, s);
         if (more) {
             const u32 e = cur.pos + s;
             emit(e, cur);
@@ -244,12 +267,12 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
 
 // Walks, for every firing row r with accept(r) (thread-strided), the targets
 // of block b below len in increasing order, calling emit and done as kcap_walk.
-template <typename Accept, typename Emit, typename Done>
+template <int MODE, typename Accept, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
                                                u64 b, u32 len, Accept accept, Emit emit, Done done) {
     u32 slot = threadIdx.x;
     if (len == 0) return;
-    kcap_walk(a, tab, [&](KWalk& it) {
+    kcap_walk<MODE>(a, tab, [&](KWalk& it) {
         while (slot < a.slots && !accept(slot)) slot += blockDim.x;
         if (slot >= a.slots) return false;
         const u64 k = kcap_word(a.row_keys[slot], b);  // the block key; word(K, t) = mix64(K + t*GOLDEN)
@@ -362,7 +385,7 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 // MARKS: also the rows' resume marks into a.marks (see "Marks").
 // Dynamic shared memory: 2^15 u32 counter words, then the table, then (with
 // marks) one staged mark record per thread.
-template <bool MARKS>
+template <bool MARKS, int MODE>
 __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
@@ -384,7 +407,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         staged += threadIdx.x;
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows(a, fs, tab, b, len, [](u32) { return true; },
+    kcap_walk_rows<MODE>(a, fs, tab, b, len, [](u32) { return true; },
                    [&](u32 l, const KWalk& it) {
                        atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
                        if (MARKS) {
@@ -412,8 +435,9 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
                 [&](u32 l) { return (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu; });
 }
 
-extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false>(a); }
-extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false, KCAP_ANY>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_f32(const ProcArgs a) { kcap_count<false, KCAP_F32>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true, KCAP_ANY>(a); }
 
 // One thread block per target block of the launch: the inputs from the
 // stored counts a.counts (see proc_count) and the corrections.
@@ -441,7 +465,8 @@ __device__ __forceinline__ void kcap_mark_read(const u32* rec, u32 j, u32& t, u3
 // its last winner; the others from the block's start up to its last
 // winner. Dynamic shared memory: the winner bitmap (2^11 u32), then the table.
 #define KCAP_MAX_SEGS 16
-extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
+template <int MODE>
+__device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
     extern __shared__ u32 smem[];
     __shared__ FiberSmem fs;
     __shared__ u32 seg_end[KCAP_MAX_SEGS];  // last winner + 1 of each segment, 0: none
@@ -477,7 +502,7 @@ extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
     const u32 m1 = on && a.marks1 ? a.slots : a.mark_split;
     const u32 nm = m1 - m0, nmarked = nocc * nm, nitems = nmarked + (a.slots - nm);
     u32 item = threadIdx.x;
-    kcap_walk(a, tab, [&](KWalk& it) {
+    kcap_walk<MODE>(a, tab, [&](KWalk& it) {
         for (; item < nitems; item += blockDim.x) {
             u32 slot, j = 0;
             if (item < nmarked) {
@@ -515,7 +540,10 @@ extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
     }, [](const KWalk&) {});
 }
 
-// The single-precision path's error of __log2f over every float x in
+extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32(const ProcArgs a) { kcap_hits<KCAP_F32>(a); }
+
+// The single-precision path's error of kcap_lg2 over every float x in
 // [2^-9, 1), as float bits (atomicMax): out[0] = the largest |error| for x
 // in [1/2, 1), out[1] = the largest |error| / |log2 x| for x in [2^-9, 1/2).
 extern "C" __global__ void proc_log2_error_f32(u32* out) {
@@ -524,7 +552,7 @@ extern "C" __global__ void proc_log2_error_f32(u32* out) {
         const u32 e = 126u - (i >> 23);  // biased exponent: 126 ([1/2, 1)) down to 118
         const float x = __uint_as_float((e << 23) | (i & 0x7fffffu));
         const double l = log2((double)x);
-        const double err = fabs((double)__log2f(x) - l);
+        const double err = fabs((double)kcap_lg2(x) - l);
         if (e == 126u) wa = fmaxf(wa, (float)err * 1.001f);
         else wr = fmaxf(wr, (float)(err / fabs(l)) * 1.001f);
     }

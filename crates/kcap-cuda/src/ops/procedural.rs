@@ -83,9 +83,11 @@ const _: () = assert!(std::mem::size_of::<ProcArgs>() == 232);
 /// each is compiled).
 pub const KERNEL_NAMES: &[&str] = &[
     "proc_count",
+    "proc_count_f32",
     "proc_count_marks",
     "proc_finalize",
     "proc_hits",
+    "proc_hits_f32",
     "proc_gather",
     "proc_log2_error",
     "proc_log2_error_f32",
@@ -431,6 +433,22 @@ fn fiber_arrays(dev: &CudaDevice, fibers: &[DeviceFiber]) -> Result<FiberArrays>
     })
 }
 
+/// Whether a launch with `a` may use the kernel variants specialised for
+/// the single-precision skip (`KCAP_F32` in procedural.cu): no table, and
+/// the bounds set (`run` leaves them 0 when a fiber has p = 1).
+fn f32_variant(a: &ProcArgs) -> bool {
+    a.table == 0 && a.f32_abs > 0.0
+}
+
+/// The counting kernel (without marks) for a launch with `a`.
+fn count_kernel(a: &ProcArgs) -> &'static str {
+    if f32_variant(a) {
+        "proc_count_f32"
+    } else {
+        "proc_count"
+    }
+}
+
 /// u32 words of one (row, block) record of marks (kcap_mark_rec in procedural.cu).
 fn mark_rec(seg_bits: u32) -> u32 {
     (1u32 << (BLOCK_BITS - seg_bits)).next_multiple_of(4)
@@ -500,7 +518,7 @@ fn count_into(
     let name = if marks.0 != 0 {
         "proc_count_marks"
     } else {
-        "proc_count"
+        count_kernel(a)
     };
     let f = dev.function(&kernels::PROCEDURAL, name)?;
     let staging = if marks.0 != 0 {
@@ -633,26 +651,27 @@ fn run(
             0.0
         },
         f32_abs: match (opts.fast_log && opts.fast_f32, ws.log2_f32) {
-            (true, Some((abs, _))) => abs,
+            (true, Some((abs, _))) if step.fibers.iter().all(|f| f.p < 1.0) => abs,
             _ => 0.0,
         },
         f32_rel: ws.log2_f32.map_or(0.0, |b| b.1),
         ..Default::default()
     };
-    let count = dev.function(&kernels::PROCEDURAL, "proc_count")?;
+    let count = dev.function(&kernels::PROCEDURAL, count_kernel(&a))?;
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     // The most dynamic shared memory the device allows next to the
     // kernel's static shared memory (so that threads sharing the device
     // never lower it under each other).
     let count_marks = dev.function(&kernels::PROCEDURAL, "proc_count_marks")?;
+    let count_any = dev.function(&kernels::PROCEDURAL, "proc_count")?;
     let mut smem_max = dev.max_shared_per_block();
-    for f in [&count, &count_marks] {
+    for f in [&count, &count_marks, &count_any] {
         let fixed = f
             .shared_size_bytes()
             .what("proc_count static shared memory")? as u32;
         smem_max = smem_max.min(dev.max_shared_per_block() - fixed);
     }
-    for f in [&count, &count_marks] {
+    for f in [&count, &count_marks, &count_any] {
         f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem_max as i32,
@@ -1065,7 +1084,12 @@ fn hits(
     let d_wb = upload(dev, &wb)?;
     let d_wo = upload(dev, &wo)?;
     let d_wl = upload(dev, &wl)?;
-    let f = dev.function(&kernels::PROCEDURAL, "proc_hits")?;
+    let name = if f32_variant(a) {
+        "proc_hits_f32"
+    } else {
+        "proc_hits"
+    };
+    let f = dev.function(&kernels::PROCEDURAL, name)?;
     let smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     f.set_attribute(
         CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
