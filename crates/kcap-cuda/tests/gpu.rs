@@ -704,6 +704,13 @@ fn procedural_step_on_gpu_equals_cpu() {
         ),
         (
             ProcOptions {
+                hits_threads: 96,
+                ..def
+            },
+            "synapses found by blocks of 96 threads",
+        ),
+        (
+            ProcOptions {
                 table_bits: 12,
                 fast_log: false,
                 ..def

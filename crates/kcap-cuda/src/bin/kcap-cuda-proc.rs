@@ -57,6 +57,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--fast-f32" => opts.fast_f32 = val()?.parse::<u8>()? != 0,
             "--seg-bits" => opts.seg_bits = val()?.parse()?,
             "--mark-areas" => opts.mark_areas = val()?.parse::<u8>()? != 0,
+            "--hits-threads" => opts.hits_threads = val()?.parse()?,
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;

@@ -129,6 +129,10 @@ pub struct ProcOptions {
     /// step (A → A), not only for the stimuli (whose counts, and marks, are
     /// computed once). Costs the count a shared-memory store per event.
     pub mark_areas: bool,
+    /// Threads per thread block of `proc_hits` (32..=1024, a multiple of
+    /// 32): smaller blocks let several share a multiprocessor, so one
+    /// block's tail (its longest walks) overlaps the others' work.
+    pub hits_threads: u32,
 }
 
 impl Default for ProcOptions {
@@ -142,6 +146,7 @@ impl Default for ProcOptions {
             speculate: true,
             seg_bits: 13,
             mark_areas: false,
+            hits_threads: 1024,
         }
     }
 }
@@ -584,6 +589,8 @@ fn run(
         || opts.chunk_blocks == 0
         || opts.chunk_blocks > MAX_CHUNK_BLOCKS
         || (opts.seg_bits != 0 && !(12..=15).contains(&opts.seg_bits))
+        || !(32..=THREADS).contains(&opts.hits_threads)
+        || opts.hits_threads % 32 != 0
     {
         return Err(Error::invalid(op, format!("bad options {opts:?}")));
     }
@@ -864,7 +871,7 @@ fn run(
         }
     }
     let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
-        hits(dev, ws, &mut a, &winners, tbits)?
+        hits(dev, ws, &mut a, &winners, tbits, opts.hits_threads)?
     } else {
         Vec::new()
     };
@@ -1069,6 +1076,7 @@ fn hits(
     a: &mut ProcArgs,
     winners: &[u64],
     tbits: u32,
+    threads: u32,
 ) -> Result<Vec<(u64, u32)>> {
     let s = dev.stream();
     let (mut wb, mut wo, mut wl) = (Vec::new(), Vec::new(), Vec::new());
@@ -1106,7 +1114,7 @@ fn hits(
         a.hits_count = ptr(dev, &ws.hits_count);
         let cfg = LaunchConfig {
             grid_dim: (wb.len() as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: smem,
         };
         // SAFETY: as in `select`, plus: wblocks/woff/wlocal describe the
