@@ -89,8 +89,14 @@ def test_procedural_brains_checkpoint_and_pickle_exactly(tmp_path):
     b.save(tmp_path / "p.kcap")
     restored = [kcap.load(tmp_path / "p.kcap"), pickle.loads(pickle.dumps(b))]
     assert any(f["to"] == "Q" and f["synapses"] > 0 for f in b.memory_report())
+    # The learned synapses come back exactly; the bytes held are allocation
+    # state (a restored map has no spare arena, no slack), not model state.
+    def model_part(report):
+        return [{k: v for k, v in f.items() if k != "bytes"} for f in report]
+
     for r in restored:
-        assert r.memory_report() == b.memory_report()
+        assert model_part(r.memory_report()) == model_part(b.memory_report())
+        assert all(f["bytes"] > 0 for f in r.memory_report() if f["synapses"] > 0)
         assert r.area_by_name["P"].saved_winners == b.area_by_name["P"].saved_winners
     for _ in range(4):
         for x in [b, *restored]:
