@@ -137,19 +137,18 @@ __device__ __forceinline__ float kcap_lg2(float x) {
     return r;
 }
 
-// The same decision in single precision, for draws w >= 2^55: x = the
-// high word of w rounded toward zero to a float, times 2^-32 (within a
-// relative 2^-22 below unit_open(w)); g = __log2f(x) * cl2f, with the bound
-// |g - skip(w)| <= ea + g * rel, where ea = |cl2| * (the absolute error of
-// __log2f on [1/2, 1) + that of x) and rel covers __log2f's error relative
-// to |log2 x| below 1/2, the float roundings and the recipe's own error
-// (both measured and set by ops/procedural.rs). Every rounding that could
-// shrink the interval is directed, so floor(g - eps) == floor(g + eps)
-// proves the skip. Same returns as kcap_skip_fast.
+// The same decision in single precision, for draws w >= 2^43: x = w rounded
+// to a float, times 2^-64 (within a relative 2^-24 + 2^-33 of
+// unit_open(w)); g = lg2(x) * cl2f, with the bound |g - skip(w)| <= ea +
+// g * rel, where ea = |cl2| * (the absolute error of lg2 on [1/2, 1] + that
+// of x) and rel covers lg2's error relative to |log2 x| on [2^-21, 1/2),
+// the float roundings and the recipe's own error (measured and set by
+// ops/procedural.rs). Every rounding that could shrink the interval is
+// directed, so floor(g - eps) == floor(g + eps) proves the skip. Same
+// returns as kcap_skip_fast.
 __device__ __forceinline__ int kcap_skip_f32(u64 w, float cl2f, float ea, float rel, u32 rem, u32& s) {
-    const u32 hi = (u32)(w >> 32);
-    if (hi < (1u << 23)) return -1;
-    const float x = __uint2float_rz(hi) * 2.3283064365386963e-10f;  // * 2^-32, exact
+    if ((w >> 43) == 0) return -1;
+    const float x = __ull2float_rn(w) * 5.421010862427522e-20f;  // * 2^-64, exact
     const float g = kcap_lg2(x) * cl2f;                               // >= 0
     const float eps = __fmaf_ru(g, rel, ea);
     // floor by adding 2^23 rounding down (exact for values in [0, 2^22]; a
@@ -544,16 +543,17 @@ extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) {
 extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32(const ProcArgs a) { kcap_hits<KCAP_F32>(a); }
 
 // The single-precision path's error of kcap_lg2 over every float x in
-// [2^-9, 1), as float bits (atomicMax): out[0] = the largest |error| for x
-// in [1/2, 1), out[1] = the largest |error| / |log2 x| for x in [2^-9, 1/2).
+// [2^-21, 1], as float bits (atomicMax): out[0] = the largest |error| for x
+// in [1/2, 1], out[1] = the largest |error| / |log2 x| for x in [2^-21, 1/2).
 extern "C" __global__ void proc_log2_error_f32(u32* out) {
     float wa = 0.0f, wr = 0.0f;
-    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < 9u << 23; i += gridDim.x * blockDim.x) {
-        const u32 e = 126u - (i >> 23);  // biased exponent: 126 ([1/2, 1)) down to 118
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i <= 21u << 23; i += gridDim.x * blockDim.x) {
+        // biased exponent 126 ([1/2, 1)) down to 106 ([2^-21, 2^-20)); i = 21 << 23: x = 1
+        const u32 e = i == 21u << 23 ? 127u : 126u - (i >> 23);
         const float x = __uint_as_float((e << 23) | (i & 0x7fffffu));
         const double l = log2((double)x);
         const double err = fabs((double)kcap_lg2(x) - l);
-        if (e == 126u) wa = fmaxf(wa, (float)err * 1.001f);
+        if (e >= 126u) wa = fmaxf(wa, (float)err * 1.001f);
         else wr = fmaxf(wr, (float)(err / fabs(l)) * 1.001f);
     }
     atomicMax(out, __float_as_uint(wa));

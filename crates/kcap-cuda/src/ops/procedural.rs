@@ -218,14 +218,15 @@ pub fn log2_bound(dev: &CudaDevice) -> Result<Option<f64>> {
 
 /// The error bounds of the single-precision fast skip path (procedural.cu,
 /// `kcap_skip_f32`): (absolute, in log2 units; relative to the skip). From
-/// `proc_log2_error_f32`, which measures `__log2f` on every float of
-/// [2^-9, 1): the largest absolute error on [1/2, 1) and the largest error
-/// relative to |log2 x| below 1/2. Absolute part: that error plus the
-/// draw's conversion (high word rounded toward zero: below unit_open(w) by
-/// a relative < 2^-22, i.e. < 2^-21.4 in log2), doubled. Relative part:
-/// the measured one plus two float roundings of the product (< 2^-22.9)
-/// and the recipe's own error (< 10^-12), doubled. `None` when a measured
-/// error is implausible (> 2^-19): the path is then not used.
+/// `proc_log2_error_f32`, which measures the device's `lg2.approx` on every
+/// float of [2^-21, 1]: the largest absolute error on [1/2, 1] and the
+/// largest error relative to |log2 x| below 1/2. Absolute part: that error
+/// plus the draw's conversion (w rounded to 24 bits: a relative 2^-24, and
+/// unit_open's offset, < 2^-33 for draws ≥ 2^43; < 2^-23.4 in log2).
+/// Relative part: the measured one plus two float roundings of the product
+/// (< 2^-22.9) and the recipe's own error (< 10^-12). Both with a margin of
+/// 1/4 (the measured parts are exact maxima over every argument). `None`
+/// when a measured error is implausible (> 2^-19): the path is then not used.
 pub fn log2_bound_f32(dev: &CudaDevice) -> Result<Option<(f32, f32)>> {
     let s = dev.stream();
     let f = dev.function(&kernels::PROCEDURAL, "proc_log2_error_f32")?;
@@ -243,8 +244,8 @@ pub fn log2_bound_f32(dev: &CudaDevice) -> Result<Option<(f32, f32)>> {
     if !(ok(wa) && ok(wr)) {
         return Ok(None);
     }
-    let abs = 2.0 * (wa + 2f64.powf(-21.4));
-    let rel = 2.0 * (wr + 2f64.powf(-22.9) + 1e-12);
+    let abs = 1.25 * (wa + 2f64.powf(-23.4));
+    let rel = 1.25 * (wr + 2f64.powf(-22.9) + 1e-12);
     // Rounded up to f32.
     let up = |x: f64| {
         let f = x as f32;
