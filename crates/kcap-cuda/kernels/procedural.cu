@@ -265,16 +265,19 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
 }
 
 // Walks, for every firing row r with accept(r) (thread-strided), the targets
-// of block b below len in increasing order, calling emit and done as kcap_walk.
+// of block b below len in increasing order, calling emit and done as
+// kcap_walk. keys: the rows' block keys, computed beforehand (or null).
 template <int MODE, typename Accept, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
-                                               u64 b, u32 len, Accept accept, Emit emit, Done done) {
+                                               u64 b, u32 len, const u64* keys, Accept accept, Emit emit,
+                                               Done done) {
     u32 slot = threadIdx.x;
     if (len == 0) return;
     kcap_walk<MODE>(a, tab, [&](KWalk& it) {
         while (slot < a.slots && !accept(slot)) slot += blockDim.x;
         if (slot >= a.slots) return false;
-        const u64 k = kcap_word(a.row_keys[slot], b);  // the block key; word(K, t) = mix64(K + t*GOLDEN)
+        // The block key; word(K, t) = mix64(K + t*GOLDEN).
+        const u64 k = keys ? keys[slot] : kcap_word(a.row_keys[slot], b);
         it.ctr = k;
         it.klo = (u32)k;
         it.c = fs.scale[kcap_fiber_of(a, fs, slot)];
@@ -381,10 +384,13 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 // One thread block per target block: counts (from 0, or from a.base), then
 // either the inputs (corrections added) or, when a.counts is set, the raw
 // counts stored for a later proc_finalize or as the next step's base.
-// MARKS: also the rows' resume marks into a.marks (see "Marks").
+// MARKS: also the rows' resume marks into a.marks (see "Marks"). KEYS: the
+// rows' block keys are computed by all threads together first and kept in
+// shared memory, so a thread switching rows reads its next key instead of
+// hashing it in a divergent branch (without a table or marks only).
 // Dynamic shared memory: 2^15 u32 counter words, then the table, then (with
-// marks) one staged mark record per thread.
-template <bool MARKS, int MODE>
+// marks) one staged mark record per thread, or (KEYS) a.slots u64 keys.
+template <bool MARKS, int MODE, bool KEYS>
 __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
@@ -405,8 +411,13 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         for (u32 i = threadIdx.x; i < blockDim.x * rec; i += blockDim.x) staged[i] = 0;
         staged += threadIdx.x;
     }
+    u64* keys = nullptr;
+    if (KEYS) {
+        keys = (u64*)(smem + KCAP_PBLOCK / 2);
+        for (u32 i = threadIdx.x; i < a.slots; i += blockDim.x) keys[i] = kcap_word(a.row_keys[i], b);
+    }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows<MODE>(a, fs, tab, b, len, [](u32) { return true; },
+    kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },
                    [&](u32 l, const KWalk& it) {
                        atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
                        if (MARKS) {
@@ -434,9 +445,10 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
                 [&](u32 l) { return (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu; });
 }
 
-extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false, KCAP_ANY>(a); }
-extern "C" __global__ void __launch_bounds__(1024) proc_count_f32(const ProcArgs a) { kcap_count<false, KCAP_F32>(a); }
-extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true, KCAP_ANY>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false, KCAP_ANY, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_f32(const ProcArgs a) { kcap_count<false, KCAP_F32, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_f32k(const ProcArgs a) { kcap_count<false, KCAP_F32, true>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true, KCAP_ANY, false>(a); }
 
 // One thread block per target block of the launch: the inputs from the
 // stored counts a.counts (see proc_count) and the corrections.

@@ -84,6 +84,7 @@ const _: () = assert!(std::mem::size_of::<ProcArgs>() == 232);
 pub const KERNEL_NAMES: &[&str] = &[
     "proc_count",
     "proc_count_f32",
+    "proc_count_f32k",
     "proc_count_marks",
     "proc_finalize",
     "proc_hits",
@@ -446,12 +447,18 @@ fn f32_variant(a: &ProcArgs) -> bool {
     a.table == 0 && a.f32_abs > 0.0
 }
 
-/// The counting kernel (without marks) for a launch with `a`.
-fn count_kernel(a: &ProcArgs) -> &'static str {
-    if f32_variant(a) {
-        "proc_count_f32"
-    } else {
-        "proc_count"
+/// The counting kernel (without marks) for a launch with `a` over `slots`
+/// rows, and the shared memory it needs beyond `smem`: the single-precision
+/// variant keeps the rows' block keys in shared memory (8 bytes a row)
+/// where they fit next to the counters.
+fn count_kernel(dev: &CudaDevice, a: &ProcArgs, slots: u64, smem: u32) -> (&'static str, u32) {
+    let keys = slots * 8;
+    // 1 KiB of the opt-in limit left for the kernel's static shared memory.
+    let room = dev.max_shared_per_block().saturating_sub(1024) as u64;
+    match f32_variant(a) {
+        true if smem as u64 + keys <= room => ("proc_count_f32k", keys as u32),
+        true => ("proc_count_f32", 0),
+        false => ("proc_count", 0),
     }
 }
 
@@ -521,27 +528,23 @@ fn count_into(
         seg_bits: if marks.0 != 0 { marks.1 } else { 0 },
         ..*a
     };
-    let name = if marks.0 != 0 {
-        "proc_count_marks"
+    let (name, extra) = if marks.0 != 0 {
+        ("proc_count_marks", THREADS * mark_rec(marks.1) * 4)
     } else {
-        count_kernel(a)
+        count_kernel(dev, a, slots, smem)
     };
     let f = dev.function(&kernels::PROCEDURAL, name)?;
-    let staging = if marks.0 != 0 {
-        THREADS * mark_rec(marks.1) * 4
-    } else {
-        0
-    };
     let cfg = LaunchConfig {
         grid_dim: (nblocks as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: smem + staging,
+        shared_mem_bytes: smem + extra,
     };
     // SAFETY: the per-fiber arrays hold nf entries and `slots` keys; `base`
     // (if not 0) and `out` hold nblocks·2^16 u16 (checked by the caller);
     // `marks` (if not 0) holds slots·nblocks·mark_rec u32 (marks_buffer),
     // and the shared memory (≤ the device's opt-in limit, checked by the
-    // caller) includes one staged record per thread; values is unused when
+    // caller or by count_kernel) includes one staged record per thread or
+    // the `slots` block keys of proc_count_f32k; values is unused when
     // counts is set.
     unsafe {
         dev.stream()
@@ -665,21 +668,25 @@ fn run(
         f32_rel: ws.log2_f32.map_or(0.0, |b| b.1),
         ..Default::default()
     };
-    let count = dev.function(&kernels::PROCEDURAL, count_kernel(&a))?;
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
+    let (count_name, count_extra) = count_kernel(dev, &a, slots, smem);
+    let count = dev.function(&kernels::PROCEDURAL, count_name)?;
     // The most dynamic shared memory the device allows next to the
     // kernel's static shared memory (so that threads sharing the device
     // never lower it under each other).
     let count_marks = dev.function(&kernels::PROCEDURAL, "proc_count_marks")?;
     let count_any = dev.function(&kernels::PROCEDURAL, "proc_count")?;
+    let count_f32 = dev.function(&kernels::PROCEDURAL, "proc_count_f32")?;
+    let count_keys = dev.function(&kernels::PROCEDURAL, "proc_count_f32k")?;
+    let all = [&count, &count_marks, &count_any, &count_f32, &count_keys];
     let mut smem_max = dev.max_shared_per_block();
-    for f in [&count, &count_marks, &count_any] {
+    for f in all {
         let fixed = f
             .shared_size_bytes()
             .what("proc_count static shared memory")? as u32;
         smem_max = smem_max.min(dev.max_shared_per_block() - fixed);
     }
-    for f in [&count, &count_marks, &count_any] {
+    for f in all {
         f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem_max as i32,
@@ -823,7 +830,7 @@ fn run(
                     .launch(LaunchConfig {
                         grid_dim: (nb as u32, 1, 1),
                         block_dim: (THREADS, 1, 1),
-                        shared_mem_bytes: smem,
+                        shared_mem_bytes: smem + count_extra,
                     })
                     .what("launch proc_count")?;
             }
