@@ -474,11 +474,12 @@ __device__ __forceinline__ void kcap_mark_read(const u32* rec, u32 j, u32& t, u3
 // slots below a.mark_split if a.marks, the others if a.marks1) are walked
 // only inside the segments holding winners, from the segment's mark up to
 // its last winner; the others from the block's start up to its last
-// winner. Dynamic shared memory: the winner bitmap (2^11 u32), then the table.
+// winner. Dynamic shared memory: the winner bitmap (2^11 u32), then the
+// table, or (KEYS, as kcap_count) the a.slots block keys.
 #define KCAP_MAX_SEGS 16
-template <int MODE>
+template <int MODE, bool KEYS>
 __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
-    extern __shared__ u32 smem[];
+    extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
     __shared__ u32 seg_end[KCAP_MAX_SEGS];  // last winner + 1 of each segment, 0: none
     __shared__ u32 occ[KCAP_MAX_SEGS];      // the segments holding winners
@@ -489,6 +490,11 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
     const u32 w0 = a.woff[blockIdx.x], w1 = a.woff[blockIdx.x + 1];
     const u32 sb = a.seg_bits ? a.seg_bits : 16;
     for (u32 j = threadIdx.x; j < KCAP_MAX_SEGS; j += blockDim.x) seg_end[j] = 0;
+    u64* keys = nullptr;
+    if (KEYS) {
+        keys = (u64*)(smem + KCAP_PBLOCK / 32);
+        for (u32 i = threadIdx.x; i < a.slots; i += blockDim.x) keys[i] = kcap_word(a.row_keys[i], b);
+    }
     kcap_stage(a, fs, marks, KCAP_PBLOCK / 32, tab);
     for (u32 i = w0 + threadIdx.x; i < w1; i += blockDim.x) {
         const u32 l = a.wlocal[i];
@@ -525,7 +531,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             }
             const u32 f = kcap_fiber_of(a, fs, slot);
             if (!fs.plastic[f]) continue;
-            const u64 k = kcap_word(a.row_keys[slot], b);
+            const u64 k = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
             u32 t = 0, pos = 0;
             if (j > 0) {
                 const u32* rec = slot < a.mark_split
@@ -551,8 +557,9 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
     }, [](const KWalk&) {});
 }
 
-extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY>(a); }
-extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32(const ProcArgs a) { kcap_hits<KCAP_F32>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32(const ProcArgs a) { kcap_hits<KCAP_F32, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32k(const ProcArgs a) { kcap_hits<KCAP_F32, true>(a); }
 
 // The single-precision path's error of kcap_lg2 over every float x in
 // [2^-21, 1], as float bits (atomicMax): out[0] = the largest |error| for x

@@ -89,6 +89,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "proc_finalize",
     "proc_hits",
     "proc_hits_f32",
+    "proc_hits_f32k",
     "proc_gather",
     "proc_log2_error",
     "proc_log2_error_f32",
@@ -1100,16 +1101,23 @@ fn hits(
     let d_wb = upload(dev, &wb)?;
     let d_wo = upload(dev, &wo)?;
     let d_wl = upload(dev, &wl)?;
-    let name = if f32_variant(a) {
-        "proc_hits_f32"
-    } else {
-        "proc_hits"
+    let mut smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
+    // As count_kernel: the single-precision variant keeps the rows' block
+    // keys in shared memory where they fit.
+    let keys = a.slots as u64 * 8;
+    let room = dev.max_shared_per_block().saturating_sub(1024) as u64;
+    let name = match f32_variant(a) {
+        true if smem as u64 + keys <= room => {
+            smem += keys as u32;
+            "proc_hits_f32k"
+        }
+        true => "proc_hits_f32",
+        false => "proc_hits",
     };
     let f = dev.function(&kernels::PROCEDURAL, name)?;
-    let smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     f.set_attribute(
         CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        ((BLOCK / 32) as u32 * 4 + (2u32 << 15)) as i32,
+        room as i32,
     )
     .what("proc_hits shared memory")?;
     a.wblocks = ptr(dev, &d_wb);
@@ -1130,7 +1138,9 @@ fn hits(
         // most hits_cap entries of `hits`, and with seg_bits set, marks /
         // marks1 (where not 0) hold the mark records of the mark_split /
         // slots − mark_split rows over every block, recorded with this
-        // seg_bits by the counts of this step (see `run`).
+        // seg_bits by the counts of this step (see `run`); the shared
+        // memory holds the bitmap and the table or the `slots` block keys
+        // (≤ the opt-in limit less 1 KiB, the attribute set above).
         unsafe {
             s.launch_builder(&f)
                 .arg(&*a)
