@@ -72,19 +72,20 @@ static_assert(sizeof(ProcArgs) == 232, "ProcArgs layout");
 #define KCAP_MAX_FIBERS 32
 
 // Per-fiber parameters, copied to shared memory at kernel start.
+// cl2f and ea: the single-precision skip's scale and absolute bound (see
+// kcap_skip_consts), for the lean walk.
 struct FiberSmem {
     u32 end[KCAP_MAX_FIBERS];
     u32 plastic[KCAP_MAX_FIBERS];
     double scale[KCAP_MAX_FIBERS];
+    float cl2f[KCAP_MAX_FIBERS];
+    float ea[KCAP_MAX_FIBERS];
 };
 
-__device__ __forceinline__ void kcap_load_fibers(const ProcArgs& a, FiberSmem& fs) {
-    for (u32 f = threadIdx.x; f < a.nf && f < KCAP_MAX_FIBERS; f += blockDim.x) {
-        fs.end[f] = a.fiber_end[f];
-        fs.plastic[f] = a.plastic[f];
-        fs.scale[f] = a.scale[f];
-    }
-}
+struct KSkip;
+__device__ __forceinline__ KSkip kcap_skip_consts(const ProcArgs& a, double c);
+
+__device__ __forceinline__ void kcap_load_fibers(const ProcArgs& a, FiberSmem& fs);
 
 // Kernel prologue: fiber parameters and the skip table (if any) into shared
 // memory, `nzero` words of `zero` cleared, then a barrier.
@@ -177,6 +178,17 @@ __device__ __forceinline__ KSkip kcap_skip_consts(const ProcArgs& a, double c) {
     k.cl2f = (float)k.cl2;
     k.ea = a.f32_abs > 0.0f ? __double2float_ru(-k.cl2 * (double)a.f32_abs) : 0.0f;
     return k;
+}
+
+__device__ __forceinline__ void kcap_load_fibers(const ProcArgs& a, FiberSmem& fs) {
+    for (u32 f = threadIdx.x; f < a.nf && f < KCAP_MAX_FIBERS; f += blockDim.x) {
+        fs.end[f] = a.fiber_end[f];
+        fs.plastic[f] = a.plastic[f];
+        fs.scale[f] = a.scale[f];
+        const KSkip k = kcap_skip_consts(a, a.scale[f]);
+        fs.cl2f[f] = k.cl2f;
+        fs.ea[f] = k.ea;
+    }
 }
 
 // How a kernel variant decides skips: KCAP_ANY checks at run time for the
@@ -287,6 +299,65 @@ __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSme
         slot += blockDim.x;
         return true;
     }, emit, done);
+}
+
+// ---- The lean walk (KCAP_F32) ------------------------------------------------
+//
+// The walk of kcap_walk for the single-precision variants, written for few
+// instructions per draw: the skip is decided without branches (one rare
+// branch to the recipe's logarithm), the emit is predicated, and a lane
+// whose stretch ends takes its next one from next(KLane&) inside the same
+// loop. The skip constants of a lane's fiber come from shared memory at
+// each switch. Same draws, same decisions, same targets as kcap_walk with
+// KCAP_F32 (kcap_skip_f32, then the recipe).
+
+// One lane's stretch: the state before its next draw.
+struct KLane {
+    u64 ctr;    // K + t*GOLDEN (K = block key, t = draws so far)
+    u32 pos;    // the next draw's skip starts here (block-local)
+    u32 end;    // the stretch ends at the first target >= end (end > pos)
+    u32 slot;   // firing row
+    u32 fib;    // its fiber
+};
+
+template <typename Next, typename Emit>
+__device__ __forceinline__ void kcap_walk_lean(const ProcArgs& a, const FiberSmem& fs, Next next, Emit emit) {
+    KLane cur;
+    if (!next(cur)) return;
+    float cl2f = fs.cl2f[cur.fib], ea = fs.ea[cur.fib];
+    const float rel = a.f32_rel;
+    for (;;) {
+        const u64 w = kcap_mix64(cur.ctr);
+        const int rem = (int)(cur.end - cur.pos);
+        // kcap_skip_f32, without its early returns.
+        const float g = kcap_lg2(__ull2float_rn(w) * 5.421010862427522e-20f) * cl2f;
+        const float eps = __fmaf_ru(g, rel, ea);
+        const float lo = fminf(fmaxf(__fsub_rd(g, eps), -1.0f), 4194304.0f);
+        const float up = fminf(__fadd_ru(g, eps), 4194304.0f);
+        int s = (int)__float_as_uint(__fadd_rd(lo, 8388608.0f)) - 0x4B000000;
+        const int fh = (int)__float_as_uint(__fadd_rd(up, 8388608.0f)) - 0x4B000000;
+        // Flags as ints combined bitwise: no short-circuit branches.
+        int stop = s >= rem;
+        const int slow = ((w >> 43) == 0) | ((stop ^ 1) & ((s != fh) | (fh >= rem)));
+        if (slow) {
+            // Undecided (or a draw below 2^-21): the recipe.
+            const double gd = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), fs.scale[cur.fib]);
+            stop = gd >= (double)rem;
+            s = (int)(u32)(u64)gd;
+        }
+        // emit(e, on): the target e when on; must do nothing when !on
+        // (then e is meaningless). Written to be predicated, not branched.
+        const u32 e = cur.pos + (u32)s;
+        emit(e, stop == 0, cur);
+        cur.pos = e + 1;
+        stop |= cur.pos >= cur.end;
+        cur.ctr += KCAP_GOLDEN;
+        if (stop) {
+            if (!next(cur)) return;
+            cl2f = fs.cl2f[cur.fib];
+            ea = fs.ea[cur.fib];
+        }
+    }
 }
 
 // ---- Marks ------------------------------------------------------------------
@@ -417,24 +488,45 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         for (u32 i = threadIdx.x; i < a.slots; i += blockDim.x) keys[i] = kcap_word(a.row_keys[i], b);
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },
-                   [&](u32 l, const KWalk& it) {
-                       atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
-                       if (MARKS) {
-                           const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
-                           staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
-                       }
-                   },
-                   [&](const KWalk& it) {
-                       if (!MARKS) return;
-                       uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, it.slot));
-                       const u32 w = blockDim.x;
-                       for (u32 q = 0; q < rec / 4; ++q) {
-                           u32* st = staged + 4 * q * w;
-                           dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
-                           st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
-                       }
-                   });
+    if (MODE == KCAP_F32 && !MARKS) {
+        // Rows thread-strided; a lane's rows come in slot order, so its
+        // fiber only moves forward.
+        u32 slot = threadIdx.x, fib = 0;
+        if (len != 0)
+            kcap_walk_lean(a, fs, [&](KLane& it) {
+                if (slot >= a.slots) return false;
+                while (fib + 1 < a.nf && slot >= fs.end[fib]) ++fib;
+                it.ctr = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
+                it.pos = 0;
+                it.end = len;
+                it.slot = slot;
+                it.fib = fib;
+                slot += blockDim.x;
+                return true;
+            }, [&](u32 l, bool on, const KLane&) {
+                // Always one shared atomic (adding 0 when off), so no branch.
+                atomicAdd(&cnt[on ? l >> 1 : 0], on ? 1u << ((l & 1) << 4) : 0u);
+            });
+    } else {
+        kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },
+                       [&](u32 l, const KWalk& it) {
+                           atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
+                           if (MARKS) {
+                               const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
+                               staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
+                           }
+                       },
+                       [&](const KWalk& it) {
+                           if (!MARKS) return;
+                           uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, it.slot));
+                           const u32 w = blockDim.x;
+                           for (u32 q = 0; q < rec / 4; ++q) {
+                               u32* st = staged + 4 * q * w;
+                               dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
+                               st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
+                           }
+                       });
+    }
     __syncthreads();
     if (a.counts) {
         u32* dst = (u32*)(a.counts + b * KCAP_PBLOCK);
@@ -518,7 +610,80 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
     const u32 m0 = on && a.marks ? 0 : a.mark_split;
     const u32 m1 = on && a.marks1 ? a.slots : a.mark_split;
     const u32 nm = m1 - m0, nmarked = nocc * nm, nitems = nmarked + (a.slots - nm);
+    const auto hit = [&](u32 l, u32 slot) {
+        if ((marks[l >> 5] >> (l & 31)) & 1u) {
+            const u32 i = atomicAdd(a.hits_count, 1u);
+            if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | slot;
+        }
+    };
     u32 item = threadIdx.x;
+    if (MODE == KCAP_F32) {
+        // The lean walk. A thread's stretches in item order; the marked
+        // items' (segment, slot) are tracked incrementally (no division per
+        // stretch), and the next stretch is fetched one ahead, so the load
+        // of its mark overlaps the walk of the current one.
+        u32 jidx = 0, sidx = 0;
+        if (nm != 0) {
+            jidx = item / nm;
+            sidx = item % nm;
+        }
+        u64 pkey = 0;
+        const u32* prec = nullptr;
+        u32 pm = 0, pj = 0, pslot = 0, pend = 0, pfib = 0;
+        const auto fetch = [&]() {
+            while (item < nitems) {
+                u32 slot, j = 0;
+                const bool marked = item < nmarked;
+                if (marked) {
+                    slot = m0 + sidx;
+                    j = occ[jidx];
+                    sidx += blockDim.x;
+                    while (sidx >= nm) {
+                        sidx -= nm;
+                        ++jidx;
+                    }
+                } else {
+                    const u32 u = item - nmarked;
+                    slot = u < m0 ? u : m1 + (u - m0);
+                }
+                item += blockDim.x;
+                const u32 f = kcap_fiber_of(a, fs, slot);
+                if (!fs.plastic[f]) continue;
+                pkey = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
+                pj = j;
+                pm = 0;
+                if (j > 0) {
+                    prec = slot < a.mark_split
+                        ? a.marks + kcap_mark_record(b, sb, a.mark_split, slot)
+                        : a.marks1 + kcap_mark_record(b, sb, a.slots - a.mark_split, slot - a.mark_split);
+                    pm = prec[j - 1];
+                }
+                pslot = slot;
+                pfib = f;
+                pend = marked ? seg_end[j] : last;
+                return true;
+            }
+            return false;
+        };
+        bool have = fetch();
+        kcap_walk_lean(a, fs, [&](KLane& it) {
+            if (!have) return false;
+            // The mark (kcap_mark_read): entry j - 1, else the last nonzero
+            // one below it, else the block's start.
+            u32 m = pm;
+            for (u32 j = pj > 0 ? pj - 1 : 0; j > 0 && m == 0;) m = prec[--j];
+            it.ctr = pkey + (u64)(m >> 16) * KCAP_GOLDEN;
+            it.pos = m & 0xFFFFu;
+            it.end = pend;
+            it.slot = pslot;
+            it.fib = pfib;
+            have = fetch();
+            return true;
+        }, [&](u32 l, bool on, const KLane& it) {
+            if (on) hit(l, it.slot);
+        });
+        return;
+    }
     kcap_walk<MODE>(a, tab, [&](KWalk& it) {
         for (; item < nitems; item += blockDim.x) {
             u32 slot, j = 0;
@@ -549,12 +714,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             return true;
         }
         return false;
-    }, [&](u32 l, const KWalk& it) {
-        if ((marks[l >> 5] >> (l & 31)) & 1u) {
-            const u32 i = atomicAdd(a.hits_count, 1u);
-            if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | it.slot;
-        }
-    }, [](const KWalk&) {});
+    }, [&](u32 l, const KWalk& it) { hit(l, it.slot); }, [](const KWalk&) {});
 }
 
 extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY, false>(a); }
