@@ -320,6 +320,40 @@ struct KLane {
     u32 fib;    // its fiber
 };
 
+// The single-precision estimate of draw w's skip, before any comparison
+// with the room left (kcap_skip_f32's arithmetic): fl = floor(g - eps) and
+// fh = floor(g + eps) (clamped to [-1, 2^22]); the skip is fl wherever
+// fl == fh.
+__device__ __forceinline__ void kcap_est_f32(u64 w, float cl2f, float ea, float rel, int& fl, int& fh) {
+    const float g = kcap_lg2(__ull2float_rn(w) * 5.421010862427522e-20f) * cl2f;
+    const float eps = __fmaf_ru(g, rel, ea);
+    const float lo = fminf(fmaxf(__fsub_rd(g, eps), -1.0f), 4194304.0f);
+    const float up = fminf(__fadd_ru(g, eps), 4194304.0f);
+    fl = (int)__float_as_uint(__fadd_rd(lo, 8388608.0f)) - 0x4B000000;
+    fh = (int)__float_as_uint(__fadd_rd(up, 8388608.0f)) - 0x4B000000;
+}
+
+// Decides draw w's skip s (from its estimate fl, fh) with rem targets left
+// in the stretch: returns 1 when the stretch ends, else 0 with s set. The
+// recipe's logarithm only where the estimate leaves it open (or the draw is
+// below 2^-21). Flags are ints combined bitwise: no short-circuit branches.
+__device__ __forceinline__ bool kcap_decide(u64 w, int fl, int fh, int rem, double c, int& s) {
+    bool stop = fl >= rem;
+    s = fl;
+    const bool slow = ((w >> 43) == 0) | (!stop & ((fl != fh) | (fh >= rem)));
+    if (slow) {
+        const double gd = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), c);
+        stop = gd >= (double)rem;
+        s = (int)(u32)(u64)gd;
+    }
+    return stop;
+}
+
+// Draws go in pairs: a stream's draws are independent words of a
+// counter-based generator, so both words and both logarithms are computed
+// side by side (instruction-level parallelism for the warp) and only the
+// positions are chained; a pair whose first draw ends the stretch wastes
+// its second (half a draw per stretch on average).
 template <typename Next, typename Emit>
 __device__ __forceinline__ void kcap_walk_lean(const ProcArgs& a, const FiberSmem& fs, Next next, Emit emit) {
     KLane cur;
@@ -327,31 +361,28 @@ __device__ __forceinline__ void kcap_walk_lean(const ProcArgs& a, const FiberSme
     float cl2f = fs.cl2f[cur.fib], ea = fs.ea[cur.fib];
     const float rel = a.f32_rel;
     for (;;) {
-        const u64 w = kcap_mix64(cur.ctr);
-        const int rem = (int)(cur.end - cur.pos);
-        // kcap_skip_f32, without its early returns.
-        const float g = kcap_lg2(__ull2float_rn(w) * 5.421010862427522e-20f) * cl2f;
-        const float eps = __fmaf_ru(g, rel, ea);
-        const float lo = fminf(fmaxf(__fsub_rd(g, eps), -1.0f), 4194304.0f);
-        const float up = fminf(__fadd_ru(g, eps), 4194304.0f);
-        int s = (int)__float_as_uint(__fadd_rd(lo, 8388608.0f)) - 0x4B000000;
-        const int fh = (int)__float_as_uint(__fadd_rd(up, 8388608.0f)) - 0x4B000000;
-        // Flags as ints combined bitwise: no short-circuit branches.
-        int stop = s >= rem;
-        const int slow = ((w >> 43) == 0) | ((stop ^ 1) & ((s != fh) | (fh >= rem)));
-        if (slow) {
-            // Undecided (or a draw below 2^-21): the recipe.
-            const double gd = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), fs.scale[cur.fib]);
-            stop = gd >= (double)rem;
-            s = (int)(u32)(u64)gd;
-        }
+        const u64 w0 = kcap_mix64(cur.ctr);
+        const u64 w1 = kcap_mix64(cur.ctr + KCAP_GOLDEN);
+        int fl0, fh0, fl1, fh1;
+        kcap_est_f32(w0, cl2f, ea, rel, fl0, fh0);
+        kcap_est_f32(w1, cl2f, ea, rel, fl1, fh1);
         // emit(e, on): the target e when on; must do nothing when !on
         // (then e is meaningless). Written to be predicated, not branched.
-        const u32 e = cur.pos + (u32)s;
-        emit(e, stop == 0, cur);
+        int s;
+        bool stop = kcap_decide(w0, fl0, fh0, (int)(cur.end - cur.pos), fs.scale[cur.fib], s);
+        u32 e = cur.pos + (u32)s;
+        emit(e, !stop, cur);
         cur.pos = e + 1;
         stop |= cur.pos >= cur.end;
         cur.ctr += KCAP_GOLDEN;
+        if (!stop) {
+            stop = kcap_decide(w1, fl1, fh1, (int)(cur.end - cur.pos), fs.scale[cur.fib], s);
+            e = cur.pos + (u32)s;
+            emit(e, !stop, cur);
+            cur.pos = e + 1;
+            stop |= cur.pos >= cur.end;
+            cur.ctr += KCAP_GOLDEN;
+        }
         if (stop) {
             if (!next(cur)) return;
             cl2f = fs.cl2f[cur.fib];
@@ -505,7 +536,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
                 return true;
             }, [&](u32 l, bool on, const KLane&) {
                 // Always one shared atomic (adding 0 when off), so no branch.
-                atomicAdd(&cnt[on ? l >> 1 : 0], on ? 1u << ((l & 1) << 4) : 0u);
+                atomicAdd(&cnt[on ? l >> 1 : 0], on ? ((l & 1) ? 0x10000u : 1u) : 0u);
             });
     } else {
         kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },

@@ -690,10 +690,17 @@ fn procedural_step_on_gpu_equals_cpu() {
         ),
         (
             ProcOptions {
-                mark_areas: false,
+                mark_areas: true,
                 ..def
             },
-            "resume marks for the stimulus only",
+            "resume marks for the area's own rows too",
+        ),
+        (
+            ProcOptions {
+                shared_keys: false,
+                ..def
+            },
+            "block keys hashed at each row switch",
         ),
         (
             ProcOptions {

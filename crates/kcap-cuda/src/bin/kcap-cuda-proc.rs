@@ -12,7 +12,7 @@
 //! `--check N`: also runs the first N steps on the CPU engine and requires
 //! identical winners and inputs (exact); use at 1e7 (the CPU takes ~1 s a step).
 //!
-//! Usage: kcap-cuda-proc SCENARIO [--steps N] [--table-bits B] [--fast-log 0|1] [--chunk-blocks N] [--resident 0|1] [--speculate 0|1] [--check N] [--seed S]
+//! Usage: kcap-cuda-proc SCENARIO [--steps N] [--table-bits B] [--fast-log 0|1] [--fast-f32 0|1] [--chunk-blocks N] [--resident 0|1] [--speculate 0|1] [--seg-bits B] [--mark-areas 0|1] [--hits-threads T] [--shared-keys 0|1] [--check N] [--seed S]
 
 use kcap::engine::procedural::{ProceduralState, View};
 use kcap::engine::TargetPlan;
@@ -58,6 +58,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--seg-bits" => opts.seg_bits = val()?.parse()?,
             "--mark-areas" => opts.mark_areas = val()?.parse::<u8>()? != 0,
             "--hits-threads" => opts.hits_threads = val()?.parse()?,
+            "--shared-keys" => opts.shared_keys = val()?.parse::<u8>()? != 0,
             o => return Err(format!("unknown option {o}").into()),
         }
         i += 2;

@@ -135,6 +135,11 @@ pub struct ProcOptions {
     /// 32): smaller blocks let several share a multiprocessor, so one
     /// block's tail (its longest walks) overlaps the others' work.
     pub hits_threads: u32,
+    /// Keep the firing rows' block keys in shared memory where they fit
+    /// (`proc_count_f32k`, `proc_hits_f32k`); false: hash each row's key
+    /// when a thread switches to it (`proc_count_f32`, `proc_hits_f32`),
+    /// as always happens with more rows than fit. Same result either way.
+    pub shared_keys: bool,
 }
 
 impl Default for ProcOptions {
@@ -149,6 +154,7 @@ impl Default for ProcOptions {
             seg_bits: 13,
             mark_areas: false,
             hits_threads: 1024,
+            shared_keys: true,
         }
     }
 }
@@ -452,15 +458,25 @@ fn f32_variant(a: &ProcArgs) -> bool {
 /// rows, and the shared memory it needs beyond `smem`: the single-precision
 /// variant keeps the rows' block keys in shared memory (8 bytes a row)
 /// where they fit next to the counters.
-fn count_kernel(dev: &CudaDevice, a: &ProcArgs, slots: u64, smem: u32) -> (&'static str, u32) {
-    let keys = slots * 8;
-    // 1 KiB of the opt-in limit left for the kernel's static shared memory.
-    let room = dev.max_shared_per_block().saturating_sub(1024) as u64;
+fn count_kernel(
+    dev: &CudaDevice,
+    a: &ProcArgs,
+    slots: u64,
+    smem: u32,
+    shared_keys: bool,
+) -> (&'static str, u32) {
     match f32_variant(a) {
-        true if smem as u64 + keys <= room => ("proc_count_f32k", keys as u32),
+        true if shared_keys && keys_fit(dev, slots, smem) => ("proc_count_f32k", slots as u32 * 8),
         true => ("proc_count_f32", 0),
         false => ("proc_count", 0),
     }
+}
+
+/// Whether the block keys of `slots` rows (8 bytes each) fit in shared
+/// memory beside `smem` bytes, with 1 KiB of the opt-in limit left for
+/// the kernel's static shared memory.
+fn keys_fit(dev: &CudaDevice, slots: u64, smem: u32) -> bool {
+    smem as u64 + slots * 8 <= dev.max_shared_per_block().saturating_sub(1024) as u64
 }
 
 /// u32 words of one (row, block) record of marks (kcap_mark_rec in procedural.cu).
@@ -510,6 +526,7 @@ fn count_into(
     out: &CudaSlice<u16>,
     smem: u32,
     marks: (u64, u32),
+    shared_keys: bool,
 ) -> Result<()> {
     let nblocks = a.n.div_ceil(BLOCK);
     let b = ProcArgs {
@@ -532,7 +549,7 @@ fn count_into(
     let (name, extra) = if marks.0 != 0 {
         ("proc_count_marks", THREADS * mark_rec(marks.1) * 4)
     } else {
-        count_kernel(dev, a, slots, smem)
+        count_kernel(dev, a, slots, smem, shared_keys)
     };
     let f = dev.function(&kernels::PROCEDURAL, name)?;
     let cfg = LaunchConfig {
@@ -670,7 +687,7 @@ fn run(
         ..Default::default()
     };
     let smem = (BLOCK / 2) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
-    let (count_name, count_extra) = count_kernel(dev, &a, slots, smem);
+    let (count_name, count_extra) = count_kernel(dev, &a, slots, smem, opts.shared_keys);
     let count = dev.function(&kernels::PROCEDURAL, count_name)?;
     // The most dynamic shared memory the device allows next to the
     // kernel's static shared memory (so that threads sharing the device
@@ -735,6 +752,7 @@ fn run(
                 base,
                 smem,
                 (mp, seg_bits),
+                opts.shared_keys,
             )?;
             res.base_marked = if mp != 0 { seg_bits } else { 0 };
             res.base_id = base_id.clone();
@@ -768,6 +786,7 @@ fn run(
                     tot,
                     smem,
                     (mp, seg_bits),
+                    opts.shared_keys,
                 )?;
                 res.tot_marked = if mp != 0 { seg_bits } else { 0 };
                 res.tot_id = tot_id;
@@ -880,14 +899,24 @@ fn run(
         }
     }
     let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
-        hits(dev, ws, &mut a, &winners, tbits, opts.hits_threads)?
+        hits(dev, ws, &mut a, &winners, tbits, opts)?
     } else {
         Vec::new()
     };
     let hits_s = t1.elapsed().as_secs_f64();
     if resident && opts.speculate {
         let spec_bits = if opts.mark_areas { seg_bits } else { 0 };
-        speculate(dev, ws, step, nstim, &winners, &a, smem, spec_bits)?;
+        speculate(
+            dev,
+            ws,
+            step,
+            nstim,
+            &winners,
+            &a,
+            smem,
+            spec_bits,
+            opts.shared_keys,
+        )?;
     }
     Ok(ProcOutcome {
         winners,
@@ -970,6 +999,7 @@ fn speculate(
     a: &ProcArgs,
     smem: u32,
     seg_bits: u32,
+    shared_keys: bool,
 ) -> Result<()> {
     let rest = &step.fibers[nstim..];
     let [me] = rest else { return Ok(()) };
@@ -1017,6 +1047,7 @@ fn speculate(
         tot,
         smem,
         (mp, seg_bits),
+        shared_keys,
     )?;
     res.tot_marked = if mp != 0 { seg_bits } else { 0 };
     let mut id = res.base_id.clone();
@@ -1085,8 +1116,9 @@ fn hits(
     a: &mut ProcArgs,
     winners: &[u64],
     tbits: u32,
-    threads: u32,
+    opts: &ProcOptions,
 ) -> Result<Vec<(u64, u32)>> {
+    let threads = opts.hits_threads;
     let s = dev.stream();
     let (mut wb, mut wo, mut wl) = (Vec::new(), Vec::new(), Vec::new());
     for (i, &w) in winners.iter().enumerate() {
@@ -1104,11 +1136,10 @@ fn hits(
     let mut smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     // As count_kernel: the single-precision variant keeps the rows' block
     // keys in shared memory where they fit.
-    let keys = a.slots as u64 * 8;
     let room = dev.max_shared_per_block().saturating_sub(1024) as u64;
     let name = match f32_variant(a) {
-        true if smem as u64 + keys <= room => {
-            smem += keys as u32;
+        true if opts.shared_keys && keys_fit(dev, a.slots as u64, smem) => {
+            smem += a.slots * 8;
             "proc_hits_f32k"
         }
         true => "proc_hits_f32",
