@@ -349,39 +349,46 @@ __device__ __forceinline__ bool kcap_decide(u64 w, int fl, int fh, int rem, doub
     return stop;
 }
 
-// Draws go in pairs: a stream's draws are independent words of a
-// counter-based generator, so both words and both logarithms are computed
-// side by side (instruction-level parallelism for the warp) and only the
-// positions are chained; a pair whose first draw ends the stretch wastes
-// its second (half a draw per stretch on average).
-template <typename Next, typename Emit>
+// Draws go in groups of U: a stream's draws are independent words
+// of a counter-based generator, so the group's words and logarithms are
+// computed side by side (instruction-level parallelism for the warp) and
+// only the positions are chained; the draws of a group after the one that
+// ends the stretch are wasted ((U - 1) / 2 per stretch on average). U is
+// bounded by registers (the hits kernel spills at 4).
+#ifndef KCAP_DRAWS_COUNT
+#define KCAP_DRAWS_COUNT 2
+#endif
+#ifndef KCAP_DRAWS_HITS
+#define KCAP_DRAWS_HITS 2
+#endif
+template <int U, typename Next, typename Emit>
 __device__ __forceinline__ void kcap_walk_lean(const ProcArgs& a, const FiberSmem& fs, Next next, Emit emit) {
     KLane cur;
     if (!next(cur)) return;
     float cl2f = fs.cl2f[cur.fib], ea = fs.ea[cur.fib];
     const float rel = a.f32_rel;
     for (;;) {
-        const u64 w0 = kcap_mix64(cur.ctr);
-        const u64 w1 = kcap_mix64(cur.ctr + KCAP_GOLDEN);
-        int fl0, fh0, fl1, fh1;
-        kcap_est_f32(w0, cl2f, ea, rel, fl0, fh0);
-        kcap_est_f32(w1, cl2f, ea, rel, fl1, fh1);
+        u64 w[U];
+        int fl[U], fh[U];
+#pragma unroll
+        for (int i = 0; i < U; ++i) {
+            w[i] = kcap_mix64(cur.ctr + (u64)i * KCAP_GOLDEN);
+            kcap_est_f32(w[i], cl2f, ea, rel, fl[i], fh[i]);
+        }
         // emit(e, on): the target e when on; must do nothing when !on
         // (then e is meaningless). Written to be predicated, not branched.
-        int s;
-        bool stop = kcap_decide(w0, fl0, fh0, (int)(cur.end - cur.pos), fs.scale[cur.fib], s);
-        u32 e = cur.pos + (u32)s;
-        emit(e, !stop, cur);
-        cur.pos = e + 1;
-        stop |= cur.pos >= cur.end;
-        cur.ctr += KCAP_GOLDEN;
-        if (!stop) {
-            stop = kcap_decide(w1, fl1, fh1, (int)(cur.end - cur.pos), fs.scale[cur.fib], s);
-            e = cur.pos + (u32)s;
-            emit(e, !stop, cur);
-            cur.pos = e + 1;
-            stop |= cur.pos >= cur.end;
-            cur.ctr += KCAP_GOLDEN;
+        bool stop = false;
+#pragma unroll
+        for (int i = 0; i < U; ++i) {
+            if (i == 0 || !stop) {
+                int s;
+                stop = kcap_decide(w[i], fl[i], fh[i], (int)(cur.end - cur.pos), fs.scale[cur.fib], s);
+                const u32 e = cur.pos + (u32)s;
+                emit(e, !stop, cur);
+                cur.pos = e + 1;
+                stop |= cur.pos >= cur.end;
+                cur.ctr += KCAP_GOLDEN;
+            }
         }
         if (stop) {
             if (!next(cur)) return;
@@ -459,25 +466,35 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
             c1 = a.corr_off[lo + 1];
         }
     }
+    // Every id's count as its input (exact: counts are below 2^16), two
+    // ids a thread (8-byte stores)...
     u64 received = 0, events = 0;
-    for (u32 l = threadIdx.x; l < len; l += blockDim.x) {
-        const u32 c = count(l);
-        float v = 0.0f;
-        if (c != 0) {
-            received += 1;
-            events += c;
-            double d = (double)c;
-            if (c1 > c0) {
-                u32 lo = c0, hi = c1;
-                while (lo < hi) {
-                    const u32 mid = (lo + hi) / 2;
-                    if (a.corr_local[mid] < l) lo = mid + 1; else hi = mid;
-                }
-                for (; lo < c1 && a.corr_local[lo] == l; ++lo) d = __dadd_rn(d, (double)a.corr_delta[lo]);
-            }
-            v = __double2float_rn(d);
+    for (u32 l = 2 * threadIdx.x; l < len; l += 2 * blockDim.x) {
+        const u32 n0 = count(l), n1 = l + 1 < len ? count(l + 1) : 0u;
+        received += (n0 != 0) + (n1 != 0);
+        events += n0 + n1;
+        if (l + 1 < len) {
+            *(float2*)(out + l) = make_float2((float)n0, (float)n1);
+        } else {
+            out[l] = (float)n0;
         }
-        out[l] = v;
+    }
+    // ... then, where the block has corrections, each corrected id with
+    // input gets count + its corrections, summed in f64 in the given order
+    // and rounded to f32: one thread per run of equal local ids. (The
+    // barrier orders these stores after the ones above; c0/c1 are the
+    // same for every thread, so all threads reach it.)
+    if (c1 > c0) {
+        __syncthreads();
+        for (u32 i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+            const u32 l = a.corr_local[i];
+            if (i > c0 && a.corr_local[i - 1] == l) continue;
+            const u32 c = count(l);
+            if (c == 0) continue;
+            double d = (double)c;
+            for (u32 j = i; j < c1 && a.corr_local[j] == l; ++j) d = __dadd_rn(d, (double)a.corr_delta[j]);
+            out[l] = __double2float_rn(d);
+        }
     }
     kcap_block_add(received, a.stats);
     kcap_block_add(events, a.stats + 1);
@@ -524,7 +541,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         // fiber only moves forward.
         u32 slot = threadIdx.x, fib = 0;
         if (len != 0)
-            kcap_walk_lean(a, fs, [&](KLane& it) {
+            kcap_walk_lean<KCAP_DRAWS_COUNT>(a, fs, [&](KLane& it) {
                 if (slot >= a.slots) return false;
                 while (fib + 1 < a.nf && slot >= fs.end[fib]) ++fib;
                 it.ctr = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
@@ -697,7 +714,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             return false;
         };
         bool have = fetch();
-        kcap_walk_lean(a, fs, [&](KLane& it) {
+        kcap_walk_lean<KCAP_DRAWS_HITS>(a, fs, [&](KLane& it) {
             if (!have) return false;
             // The mark (kcap_mark_read): entry j - 1, else the last nonzero
             // one below it, else the block's start.

@@ -20,10 +20,12 @@ use crate::device::CudaDevice;
 use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels;
 use cudarc::driver::{
-    sys::CUfunction_attribute, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    sys::CUfunction_attribute, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg,
 };
 use kcap::engine::procedural::device::{DeviceCorrections, DeviceFiber, DeviceStep};
 use kcap::engine::procedural::{ProceduralState, Selection, SkipTable, BLOCK, BLOCK_BITS};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Target blocks per chunk: 2¹⁴ blocks = 2³⁰ ids = 4 GiB of f32 inputs.
@@ -315,6 +317,19 @@ pub struct ProcWorkspace {
     log2_err: Option<f64>,
     log2_f32: Option<(f32, f32)>,
     res: Option<Resident>,
+    /// The device's stream, which runs everything else.
+    main: Arc<CudaStream>,
+    /// A second stream for the speculative count (see `speculate`), so it
+    /// overlaps the synapse search of the step that launched it. Every
+    /// step, and dropping the workspace, first makes `main` wait for it.
+    side: Arc<CudaStream>,
+}
+
+impl Drop for ProcWorkspace {
+    fn drop(&mut self) {
+        // The side stream may still be counting into the resident buffers.
+        let _ = self.main.join(&self.side);
+    }
 }
 
 impl ProcWorkspace {
@@ -331,6 +346,8 @@ impl ProcWorkspace {
             log2_err: log2_bound(dev)?,
             log2_f32: log2_bound_f32(dev)?,
             res: None,
+            main: s.clone(),
+            side: s.fork().what("create side stream")?,
         })
     }
 
@@ -361,6 +378,7 @@ impl ProcWorkspace {
 
     /// Drops the dense counts kept between steps (they are rebuilt when needed).
     pub fn drop_resident(&mut self) {
+        let _ = self.main.join(&self.side);
         self.res = None;
     }
 
@@ -421,6 +439,10 @@ pub fn select_deferred<'a>(
     }
     run(dev, ws, step, opts, Corr::Later(Box::new(corr)))
 }
+
+/// Work queued on the main stream right after the synapse search is
+/// launched (the speculative count), before its results are fetched.
+type Then<'a> = Box<dyn FnOnce(&mut ProcWorkspace) -> Result<()> + 'a>;
 
 /// Per-fiber launch inputs: concatenated row keys, end slots, scales, plastic flags.
 struct FiberArrays {
@@ -527,6 +549,7 @@ fn count_into(
     smem: u32,
     marks: (u64, u32),
     shared_keys: bool,
+    stream: &Arc<CudaStream>,
 ) -> Result<()> {
     let nblocks = a.n.div_ceil(BLOCK);
     let b = ProcArgs {
@@ -565,7 +588,7 @@ fn count_into(
     // the `slots` block keys of proc_count_f32k; values is unused when
     // counts is set.
     unsafe {
-        dev.stream()
+        stream
             .launch_builder(&f)
             .arg(&b)
             .launch(cfg)
@@ -582,6 +605,9 @@ fn run(
     corr: Corr,
 ) -> Result<ProcOutcome> {
     let op = "procedural select";
+    // Whatever the side stream still runs (a speculative count) comes
+    // before anything of this step.
+    ws.main.join(&ws.side).what("join side stream")?;
     let slots = step.slots();
     if slots > MAX_SLOTS {
         return Err(Error::invalid(
@@ -753,6 +779,7 @@ fn run(
                 smem,
                 (mp, seg_bits),
                 opts.shared_keys,
+                dev.stream(),
             )?;
             res.base_marked = if mp != 0 { seg_bits } else { 0 };
             res.base_id = base_id.clone();
@@ -787,6 +814,7 @@ fn run(
                     smem,
                     (mp, seg_bits),
                     opts.shared_keys,
+                    dev.stream(),
                 )?;
                 res.tot_marked = if mp != 0 { seg_bits } else { 0 };
                 res.tot_id = tot_id;
@@ -898,26 +926,41 @@ fn run(
             a.seg_bits = seg_bits;
         }
     }
-    let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
-        hits(dev, ws, &mut a, &winners, tbits, opts)?
-    } else {
-        Vec::new()
-    };
-    let hits_s = t1.elapsed().as_secs_f64();
-    if resident && opts.speculate {
-        let spec_bits = if opts.mark_areas { seg_bits } else { 0 };
+    // The next step's A -> A count is queued on the main stream right
+    // behind the synapse search, whose results come back through the side
+    // stream meanwhile: the device goes from one to the other without
+    // waiting for the host, and the host applies the Hebbian update while
+    // the device counts.
+    let spec_bits = if opts.mark_areas { seg_bits } else { 0 };
+    let spec = resident && opts.speculate;
+    let a_spec = a;
+    let winners_ref = &winners;
+    let shared_keys = opts.shared_keys;
+    let speculate_now = move |ws: &mut ProcWorkspace| -> Result<()> {
+        let main = ws.main.clone();
         speculate(
             dev,
             ws,
             step,
             nstim,
-            &winners,
-            &a,
+            winners_ref,
+            &a_spec,
             smem,
             spec_bits,
-            opts.shared_keys,
-        )?;
-    }
+            shared_keys,
+            &main,
+        )
+    };
+    let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
+        let then: Option<Then<'_>> = spec.then(|| Box::new(speculate_now) as Then<'_>);
+        hits(dev, ws, &mut a, &winners, tbits, opts, then)?
+    } else {
+        if spec {
+            speculate_now(ws)?;
+        }
+        Vec::new()
+    };
+    let hits_s = t1.elapsed().as_secs_f64();
     Ok(ProcOutcome {
         winners,
         inputs,
@@ -1000,6 +1043,7 @@ fn speculate(
     smem: u32,
     seg_bits: u32,
     shared_keys: bool,
+    stream: &Arc<CudaStream>,
 ) -> Result<()> {
     let rest = &step.fibers[nstim..];
     let [me] = rest else { return Ok(()) };
@@ -1037,6 +1081,8 @@ fn speculate(
         sb => marks_buffer(dev, &mut res.tot_marks, step.n, winners.len() as u64, sb)?,
     };
     let tot = res.tot.as_ref().expect("total buffer");
+    // The keys were uploaded on the main stream.
+    stream.join(dev.stream()).what("order side stream")?;
     count_into(
         dev,
         a,
@@ -1048,6 +1094,7 @@ fn speculate(
         smem,
         (mp, seg_bits),
         shared_keys,
+        stream,
     )?;
     res.tot_marked = if mp != 0 { seg_bits } else { 0 };
     let mut id = res.base_id.clone();
@@ -1117,6 +1164,7 @@ fn hits(
     winners: &[u64],
     tbits: u32,
     opts: &ProcOptions,
+    mut then: Option<Then<'_>>,
 ) -> Result<Vec<(u64, u32)>> {
     let threads = opts.hits_threads;
     let s = dev.stream();
@@ -1178,9 +1226,18 @@ fn hits(
                 .launch(cfg)
                 .what("launch proc_hits")?;
         }
-        let found = s.clone_dtoh(&ws.hits_count).what("copy hit count")?[0] as usize;
+        // `then` queues its work behind the search on the main stream; the
+        // results come back through the side stream, which waits for the
+        // search alone.
+        let done = s.record_event(None).what("record hits event")?;
+        if let Some(t) = then.take() {
+            t(ws)?;
+        }
+        let side = ws.side.clone();
+        side.wait(&done).what("wait for hits")?;
+        let found = side.clone_dtoh(&ws.hits_count).what("copy hit count")?[0] as usize;
         if found <= ws.hits.len() {
-            let h = s.clone_dtoh(&ws.hits.slice(..found)).what("copy hits")?;
+            let h = side.clone_dtoh(&ws.hits.slice(..found)).what("copy hits")?;
             return Ok(h
                 .into_iter()
                 .map(|x| (x >> 16, (x & 0xFFFF) as u32))
