@@ -80,6 +80,7 @@ struct FiberSmem {
     double scale[KCAP_MAX_FIBERS];
     float cl2f[KCAP_MAX_FIBERS];
     float ea[KCAP_MAX_FIBERS];
+    u32 next_row;  // proc_count's lean walk: rows handed out so far beyond the first blockDim
 };
 
 struct KSkip;
@@ -181,6 +182,7 @@ __device__ __forceinline__ KSkip kcap_skip_consts(const ProcArgs& a, double c) {
 }
 
 __device__ __forceinline__ void kcap_load_fibers(const ProcArgs& a, FiberSmem& fs) {
+    if (threadIdx.x == 0) fs.next_row = 0;
     for (u32 f = threadIdx.x; f < a.nf && f < KCAP_MAX_FIBERS; f += blockDim.x) {
         fs.end[f] = a.fiber_end[f];
         fs.plastic[f] = a.plastic[f];
@@ -318,29 +320,31 @@ struct KLane {
     u32 end;    // the stretch ends at the first target >= end (end > pos)
     u32 slot;   // firing row
     u32 fib;    // its fiber
+    u32 klo;    // low word of K (marks: t from ctr)
 };
 
 // The single-precision estimate of draw w's skip, before any comparison
 // with the room left (kcap_skip_f32's arithmetic): fl = floor(g - eps) and
-// fh = floor(g + eps) (clamped to [-1, 2^22]); the skip is fl wherever
-// fl == fh.
+// fh = floor(g + eps); the skip is fl wherever fl == fh. g is clamped to
+// 2^22 first (above, every stretch surely ends: fl >= 2^22 - 1 > rem), so
+// the floors by adding 2^23 are exact; a negative g - eps gives a negative
+// fl (the sum stays below 2^23), which never equals fh >= 0.
 __device__ __forceinline__ void kcap_est_f32(u64 w, float cl2f, float ea, float rel, int& fl, int& fh) {
-    const float g = kcap_lg2(__ull2float_rn(w) * 5.421010862427522e-20f) * cl2f;
+    const float g = fminf(kcap_lg2(__ull2float_rn(w) * 5.421010862427522e-20f) * cl2f, 4194304.0f);
     const float eps = __fmaf_ru(g, rel, ea);
-    const float lo = fminf(fmaxf(__fsub_rd(g, eps), -1.0f), 4194304.0f);
-    const float up = fminf(__fadd_ru(g, eps), 4194304.0f);
-    fl = (int)__float_as_uint(__fadd_rd(lo, 8388608.0f)) - 0x4B000000;
-    fh = (int)__float_as_uint(__fadd_rd(up, 8388608.0f)) - 0x4B000000;
+    fl = (int)__float_as_uint(__fadd_rd(__fsub_rd(g, eps), 8388608.0f)) - 0x4B000000;
+    fh = (int)__float_as_uint(__fadd_rd(__fadd_ru(g, eps), 8388608.0f)) - 0x4B000000;
 }
 
 // Decides draw w's skip s (from its estimate fl, fh) with rem targets left
-// in the stretch: returns 1 when the stretch ends, else 0 with s set. The
-// recipe's logarithm only where the estimate leaves it open (or the draw is
-// below 2^-21). Flags are ints combined bitwise: no short-circuit branches.
+// in the stretch: returns true when the stretch ends, else false with s
+// set. fl >= rem proves the end; otherwise fl == fh proves the skip; the
+// rest (and draws below 2^-21) take the recipe's logarithm. Flags are
+// combined bitwise: no short-circuit branches.
 __device__ __forceinline__ bool kcap_decide(u64 w, int fl, int fh, int rem, double c, int& s) {
     bool stop = fl >= rem;
     s = fl;
-    const bool slow = ((w >> 43) == 0) | (!stop & ((fl != fh) | (fh >= rem)));
+    const bool slow = ((w >> 43) == 0) | ((fl != fh) & !stop);
     if (slow) {
         const double gd = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), c);
         stop = gd >= (double)rem;
@@ -506,9 +510,9 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 // MARKS: also the rows' resume marks into a.marks (see "Marks"). KEYS: the
 // rows' block keys are computed by all threads together first and kept in
 // shared memory, so a thread switching rows reads its next key instead of
-// hashing it in a divergent branch (without a table or marks only).
+// hashing it in a divergent branch (single-precision variants only).
 // Dynamic shared memory: 2^15 u32 counter words, then the table, then (with
-// marks) one staged mark record per thread, or (KEYS) a.slots u64 keys.
+// marks) one staged mark record per thread, then (KEYS) a.slots u64 keys.
 template <bool MARKS, int MODE, bool KEYS>
 __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     extern __shared__ __align__(16) u32 smem[];
@@ -532,28 +536,53 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     }
     u64* keys = nullptr;
     if (KEYS) {
-        keys = (u64*)(smem + KCAP_PBLOCK / 2);
+        // After the counters, or after the staged records (no table with KEYS).
+        keys = (u64*)(smem + KCAP_PBLOCK / 2 + (MARKS ? blockDim.x * rec : 0u));
         for (u32 i = threadIdx.x; i < a.slots; i += blockDim.x) keys[i] = kcap_word(a.row_keys[i], b);
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    if (MODE == KCAP_F32 && !MARKS) {
-        // Rows thread-strided; a lane's rows come in slot order, so its
-        // fiber only moves forward.
-        u32 slot = threadIdx.x, fib = 0;
+    if (MODE == KCAP_F32) {
+        // Rows handed out one at a time from a shared counter (first each
+        // thread's own, then whoever is free takes the next), so the lanes
+        // of a warp, and the warps of the block, finish together. Each lane
+        // holds the row after its current one (and its key), fetched when
+        // it switches, so a switch does not wait for the counter.
+        // MARKS: each stretch's record is staged as in kcap_walk_rows and
+        // written out when the lane takes its next row (or has none left).
+        u32 nslot = threadIdx.x, prev = ~0u;
+        u64 nkey = 0;
+        if (nslot < a.slots) nkey = KEYS ? keys[nslot] : kcap_word(a.row_keys[nslot], b);
+        const auto flush = [&]() {
+            if (!MARKS || prev == ~0u) return;
+            uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, prev));
+            const u32 w = blockDim.x;
+            for (u32 q = 0; q < rec / 4; ++q) {
+                u32* st = staged + 4 * q * w;
+                dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
+                st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
+            }
+        };
         if (len != 0)
             kcap_walk_lean<KCAP_DRAWS_COUNT>(a, fs, [&](KLane& it) {
-                if (slot >= a.slots) return false;
-                while (fib + 1 < a.nf && slot >= fs.end[fib]) ++fib;
-                it.ctr = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
+                flush();
+                if (nslot >= a.slots) return false;
+                it.ctr = nkey;
+                it.klo = (u32)nkey;
                 it.pos = 0;
                 it.end = len;
-                it.slot = slot;
-                it.fib = fib;
-                slot += blockDim.x;
+                it.slot = nslot;
+                it.fib = kcap_fiber_of(a, fs, nslot);
+                prev = nslot;
+                nslot = blockDim.x + atomicAdd(&fs.next_row, 1u);
+                if (nslot < a.slots) nkey = KEYS ? keys[nslot] : kcap_word(a.row_keys[nslot], b);
                 return true;
-            }, [&](u32 l, bool on, const KLane&) {
+            }, [&](u32 l, bool on, const KLane& it) {
                 // Always one shared atomic (adding 0 when off), so no branch.
                 atomicAdd(&cnt[on ? l >> 1 : 0], on ? ((l & 1) ? 0x10000u : 1u) : 0u);
+                if (MARKS && on) {
+                    const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
+                    staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
+                }
             });
     } else {
         kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },
@@ -589,6 +618,8 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) 
 extern "C" __global__ void __launch_bounds__(1024) proc_count_f32(const ProcArgs a) { kcap_count<false, KCAP_F32, false>(a); }
 extern "C" __global__ void __launch_bounds__(1024) proc_count_f32k(const ProcArgs a) { kcap_count<false, KCAP_F32, true>(a); }
 extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcArgs a) { kcap_count<true, KCAP_ANY, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_marks_f32(const ProcArgs a) { kcap_count<true, KCAP_F32, false>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_count_marks_f32k(const ProcArgs a) { kcap_count<true, KCAP_F32, true>(a); }
 
 // One thread block per target block of the launch: the inputs from the
 // stored counts a.counts (see proc_count) and the corrections.
@@ -725,6 +756,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             it.end = pend;
             it.slot = pslot;
             it.fib = pfib;
+            it.klo = 0;
             have = fetch();
             return true;
         }, [&](u32 l, bool on, const KLane& it) {

@@ -88,6 +88,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "proc_count_f32",
     "proc_count_f32k",
     "proc_count_marks",
+    "proc_count_marks_f32",
+    "proc_count_marks_f32k",
     "proc_finalize",
     "proc_hits",
     "proc_hits_f32",
@@ -570,7 +572,16 @@ fn count_into(
         ..*a
     };
     let (name, extra) = if marks.0 != 0 {
-        ("proc_count_marks", THREADS * mark_rec(marks.1) * 4)
+        // The staged records; the single-precision variants keep the block
+        // keys after them where they fit.
+        let staged = THREADS * mark_rec(marks.1) * 4;
+        match f32_variant(a) {
+            true if shared_keys && keys_fit(dev, slots, smem + staged) => {
+                ("proc_count_marks_f32k", staged + slots as u32 * 8)
+            }
+            true => ("proc_count_marks_f32", staged),
+            false => ("proc_count_marks", staged),
+        }
     } else {
         count_kernel(dev, a, slots, smem, shared_keys)
     };
@@ -722,7 +733,17 @@ fn run(
     let count_any = dev.function(&kernels::PROCEDURAL, "proc_count")?;
     let count_f32 = dev.function(&kernels::PROCEDURAL, "proc_count_f32")?;
     let count_keys = dev.function(&kernels::PROCEDURAL, "proc_count_f32k")?;
-    let all = [&count, &count_marks, &count_any, &count_f32, &count_keys];
+    let marks_f32 = dev.function(&kernels::PROCEDURAL, "proc_count_marks_f32")?;
+    let marks_keys = dev.function(&kernels::PROCEDURAL, "proc_count_marks_f32k")?;
+    let all = [
+        &count,
+        &count_marks,
+        &count_any,
+        &count_f32,
+        &count_keys,
+        &marks_f32,
+        &marks_keys,
+    ];
     let mut smem_max = dev.max_shared_per_block();
     for f in all {
         let fixed = f
