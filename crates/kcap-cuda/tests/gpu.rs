@@ -799,16 +799,16 @@ fn procedural_resident_counts_follow_their_inputs() {
         paths,
         [
             "resident",
-            "resident",
+            "speculated",
             "speculated",
             "speculated",
             "speculated"
         ],
-        "stimulus counts built at step 1, A → A speculated from step 3"
+        "stimulus counts built at step 1, A → A speculated from step 2 (the target's own fiber, counted ahead from step 1's winners)"
     );
     // The same workspace, another seed: nothing may be reused.
     let paths = proc_run_equal(&dev, &mut ws, &m, 6, &a(3), &def, false, "another seed");
-    assert_eq!(paths, ["resident", "resident", "speculated"]);
+    assert_eq!(paths, ["resident", "speculated", "speculated"]);
     // Another stimulus size, then another p, then another n.
     let m2 = proc_model(1_300_001, 300, 0.01, &[250], 0.1);
     proc_run_equal(&dev, &mut ws, &m2, 6, &a(3), &def, true, "another stimulus");
@@ -817,16 +817,17 @@ fn procedural_resident_counts_follow_their_inputs() {
     let m4 = proc_model(900_000, 300, 0.01, &[250], 0.1);
     proc_run_equal(&dev, &mut ws, &m4, 6, &a(3), &def, true, "another n");
     // Speculation misses: the plan drops A → A for a step, so the
-    // speculated counts (for A → A) must not be used.
+    // speculated counts (for A → A) must not be used there; every step
+    // counts A → A ahead, also a step whose plan leaves it out.
     let plans = vec![vec![], vec![0], vec![], vec![0], vec![0], vec![]];
     let paths = proc_run_equal(&dev, &mut ws, &m4, 7, &plans, &def, true, "plan changes");
     assert_eq!(
         paths,
         [
             "resident",
+            "speculated",
             "resident",
-            "resident",
-            "resident",
+            "speculated",
             "speculated",
             "resident"
         ]

@@ -771,8 +771,12 @@ fn run(
         .iter()
         .take_while(|f| matches!(f.src, kcap::Source::Stim(_)))
         .count();
-    let resident =
-        opts.resident && prepare_resident(dev, ws, n, nstim > 0, nstim < step.fibers.len())?;
+    let resident = opts.resident && {
+        // A total buffer too when a later step's count of the target's
+        // own fiber can be speculated.
+        let want_tot = nstim < step.fibers.len() || (opts.speculate && step.own.is_some());
+        prepare_resident(dev, ws, n, nstim > 0, want_tot)?
+    };
     let mut path = "stream";
     let mut counts_in = 0u64;
     let stim_slots: u64 = step.fibers[..nstim]
@@ -973,6 +977,22 @@ fn run(
         )
     };
     let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
+        // The hit buffer sized so that a rerun for a larger one stays the
+        // exception: the winners' synapses from firing rows number at most
+        // their summed counts, and each input is its count plus
+        // corrections w - 1 >= 0, so at most the summed inputs.
+        let want = inputs
+            .iter()
+            .map(|&x| x.max(0.0) as f64)
+            .sum::<f64>()
+            .ceil() as usize
+            + 4096;
+        if ws.hits.len() < want {
+            ws.hits = dev
+                .stream()
+                .alloc_zeros(want.next_power_of_two())
+                .what("alloc hit buffer")?;
+        }
         let then: Option<Then<'_>> = spec.then(|| Box::new(speculate_now) as Then<'_>);
         hits(dev, ws, &mut a, &winners, tbits, opts, then)?
     } else {
@@ -1066,8 +1086,12 @@ fn speculate(
     shared_keys: bool,
     stream: &Arc<CudaStream>,
 ) -> Result<()> {
-    let rest = &step.fibers[nstim..];
-    let [me] = rest else { return Ok(()) };
+    // The one fiber after the stimuli, or (none this step) the target's own.
+    let me = match (&step.fibers[nstim..], &step.own) {
+        ([me], _) => me,
+        ([], Some(own)) => own,
+        _ => return Ok(()),
+    };
     if me.src != kcap::Source::Area(step.target) {
         return Ok(());
     }

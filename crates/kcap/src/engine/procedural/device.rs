@@ -132,6 +132,10 @@ pub struct DeviceStep {
     /// Fibers in plan order (stimuli, then areas); slots number their rows
     /// consecutively in that order.
     pub fibers: Vec<DeviceFiber>,
+    /// The target's own fiber (A → A) without rows, when the model has one
+    /// (p > 0), whether or not this step's plan includes it: a device may
+    /// count it ahead for the next step from this step's winners.
+    pub own: Option<DeviceFiber>,
     /// The step's learned corrections ([`ProceduralState::device_step`]
     /// fills them; [`ProceduralState::device_step_rows`] leaves them empty
     /// for [`ProceduralState::device_corrections`] to compute later, e.g.
@@ -185,11 +189,24 @@ impl ProceduralState {
             n: v.model.areas[t].n,
             k: v.model.areas[t].k,
             fibers: Vec::with_capacity(fibers.len()),
+            own: None,
             corr: DeviceCorrections {
                 off: vec![0],
                 ..Default::default()
             },
         };
+        let own = Source::Area(t);
+        let p = v.model.p(own, t);
+        if p > 0.0 {
+            step.own = Some(DeviceFiber {
+                src: own,
+                key: fiber_key(v.seed, own, t),
+                row_keys: Vec::new(),
+                p,
+                scale: skip_scale(p),
+                plastic: v.model.beta(own, t) > 0.0,
+            });
+        }
         for (i, ((src, _), f)) in tables.iter().zip(fibers).enumerate() {
             let p = v.model.p(*src, t);
             let key = fiber_key(v.seed, *src, t);
