@@ -193,39 +193,34 @@ __device__ __forceinline__ void kcap_load_fibers(const ProcArgs& a, FiberSmem& f
     }
 }
 
-// How a kernel variant decides skips: KCAP_ANY checks at run time for the
-// table, the single- and the double-precision estimates; KCAP_F32 knows
-// there is no table and that the single-precision bounds are set and every
-// fiber has p < 1 (the launcher's choice), so the hot loop has no branch
-// for the other paths. Both fall back to the recipe's logarithm.
+// How a kernel variant decides skips: KCAP_ANY (kcap_walk) checks at run
+// time for the table, the single- and the double-precision estimates;
+// KCAP_F32 (kcap_walk_lean) knows there is no table and that the
+// single-precision bounds are set and every fiber has p < 1 (the
+// launcher's choice), so the hot loop has no branch for the other paths.
+// Both fall back to the recipe's logarithm.
 #define KCAP_ANY 0
 #define KCAP_F32 1
 
 // The skip of draw w: from the table where it resolves it, else the fast
 // estimate (single, else double precision) where it is decided, else the
 // recipe's logarithm. Returns false when the walk ends (skip >= rem).
-template <int MODE>
 __device__ __forceinline__ bool kcap_skip(const ProcArgs& a, const u16* tab, u32 sh, const KSkip& k,
                                           u64 w, u32 rem, u32& s) {
     const double c = k.c;
-    if (MODE == KCAP_F32) {
+    if (tab != nullptr) {
+        const u32 e = tab[w >> sh];
+        if (e != KCAP_SLOW) {
+            s = e;
+            return e < rem;
+        }
+    }
+    if (k.ea > 0.0f) {
         const int r = kcap_skip_f32(w, k.cl2f, k.ea, a.f32_rel, rem, s);
         if (r >= 0) return r == 1;
-    } else {
-        if (tab != nullptr) {
-            const u32 e = tab[w >> sh];
-            if (e != KCAP_SLOW) {
-                s = e;
-                return e < rem;
-            }
-        }
-        if (k.ea > 0.0f) {
-            const int r = kcap_skip_f32(w, k.cl2f, k.ea, a.f32_rel, rem, s);
-            if (r >= 0) return r == 1;
-        } else if (k.ceps > 0.0) {
-            const int r = kcap_skip_fast(w, k.cl2, k.ceps, rem, s);
-            if (r >= 0) return r == 1;
-        }
+    } else if (k.ceps > 0.0) {
+        const int r = kcap_skip_fast(w, k.cl2, k.ceps, rem, s);
+        if (r >= 0) return r == 1;
     }
     const double g = __dmul_rn(kcap_ln_fast(kcap_unit_open(w)), c);
     if (g >= (double)rem) return false;
@@ -250,7 +245,7 @@ struct KWalk {
 // when a stretch has ended. The thread's next stretch is fetched while it
 // walks the current one, so switching does not wait on memory, and a thread
 // whose stretch ends moves on inside the same loop.
-template <int MODE, typename Next, typename Emit, typename Done>
+template <typename Next, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Next next, Emit emit, Done done) {
     const u32 sh = 64 - a.tbits;
     KWalk cur, nx;
@@ -260,7 +255,7 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
     for (;;) {
         const u64 w = kcap_mix64(cur.ctr);
         u32 s;
-        bool more = kcap_skip<MODE>(a, tab, sh, k, w, cur.end - cur.pos, s);
+        bool more = kcap_skip(a, tab, sh, k, w, cur.end - cur.pos, s);
         if (more) {
             const u32 e = cur.pos + s;
             emit(e, cur);
@@ -281,13 +276,13 @@ __device__ __forceinline__ void kcap_walk(const ProcArgs& a, const u16* tab, Nex
 // Walks, for every firing row r with accept(r) (thread-strided), the targets
 // of block b below len in increasing order, calling emit and done as
 // kcap_walk. keys: the rows' block keys, computed beforehand (or null).
-template <int MODE, typename Accept, typename Emit, typename Done>
+template <typename Accept, typename Emit, typename Done>
 __device__ __forceinline__ void kcap_walk_rows(const ProcArgs& a, const FiberSmem& fs, const u16* tab,
                                                u64 b, u32 len, const u64* keys, Accept accept, Emit emit,
                                                Done done) {
     u32 slot = threadIdx.x;
     if (len == 0) return;
-    kcap_walk<MODE>(a, tab, [&](KWalk& it) {
+    kcap_walk(a, tab, [&](KWalk& it) {
         while (slot < a.slots && !accept(slot)) slot += blockDim.x;
         if (slot >= a.slots) return false;
         // The block key; word(K, t) = mix64(K + t*GOLDEN).
@@ -440,6 +435,26 @@ __device__ __forceinline__ u64 kcap_mark_record(u64 b, u32 seg_bits, u32 rows, u
     return ((u64)b * rows + slot) * kcap_mark_rec(seg_bits);
 }
 
+// Stages the mark of the target l just emitted by the draw with low
+// counter word dctr = (u32)(ctr - K) (t = draws before it) into this
+// thread's record (see "Recording" above).
+__device__ __forceinline__ void kcap_mark_stage(const ProcArgs& a, u32* staged, u32 l, u32 dctr) {
+    const u32 t = dctr * KCAP_GOLDEN_LO_INV;
+    staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
+}
+
+// Writes this thread's staged record (rec words) as the record of (slot,
+// block b) and clears it.
+__device__ __forceinline__ void kcap_mark_flush(const ProcArgs& a, u64 b, u32 rec, u32* staged, u32 slot) {
+    uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, slot));
+    const u32 w = blockDim.x;
+    for (u32 q = 0; q < rec / 4; ++q) {
+        u32* st = staged + 4 * q * w;
+        dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
+        st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
+    }
+}
+
 __device__ __forceinline__ u32 kcap_block_len(u64 n, u64 b) {
     const u64 rest = n - b * KCAP_PBLOCK;
     return rest < KCAP_PBLOCK ? (u32)rest : KCAP_PBLOCK;
@@ -541,7 +556,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         for (u32 i = threadIdx.x; i < a.slots; i += blockDim.x) keys[i] = kcap_word(a.row_keys[i], b);
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
-    if (MODE == KCAP_F32) {
+    if constexpr (MODE == KCAP_F32) {
         // Rows handed out one at a time from a shared counter (first each
         // thread's own, then whoever is free takes the next), so the lanes
         // of a warp, and the warps of the block, finish together. Each lane
@@ -553,14 +568,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         u64 nkey = 0;
         if (nslot < a.slots) nkey = KEYS ? keys[nslot] : kcap_word(a.row_keys[nslot], b);
         const auto flush = [&]() {
-            if (!MARKS || prev == ~0u) return;
-            uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, prev));
-            const u32 w = blockDim.x;
-            for (u32 q = 0; q < rec / 4; ++q) {
-                u32* st = staged + 4 * q * w;
-                dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
-                st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
-            }
+            if (MARKS && prev != ~0u) kcap_mark_flush(a, b, rec, staged, prev);
         };
         if (len != 0)
             kcap_walk_lean<KCAP_DRAWS_COUNT>(a, fs, [&](KLane& it) {
@@ -579,29 +587,16 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
             }, [&](u32 l, bool on, const KLane& it) {
                 // Always one shared atomic (adding 0 when off), so no branch.
                 atomicAdd(&cnt[on ? l >> 1 : 0], on ? ((l & 1) ? 0x10000u : 1u) : 0u);
-                if (MARKS && on) {
-                    const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
-                    staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
-                }
+                if (MARKS && on) kcap_mark_stage(a, staged, l, (u32)it.ctr - it.klo);
             });
     } else {
-        kcap_walk_rows<MODE>(a, fs, tab, b, len, keys, [](u32) { return true; },
+        kcap_walk_rows(a, fs, tab, b, len, keys, [](u32) { return true; },
                        [&](u32 l, const KWalk& it) {
                            atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
-                           if (MARKS) {
-                               const u32 t = ((u32)it.ctr - it.klo) * KCAP_GOLDEN_LO_INV;  // draws before this one
-                               staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
-                           }
+                           if (MARKS) kcap_mark_stage(a, staged, l, (u32)it.ctr - it.klo);
                        },
                        [&](const KWalk& it) {
-                           if (!MARKS) return;
-                           uint4* dst = (uint4*)(a.marks + kcap_mark_record(b, a.seg_bits, a.slots, it.slot));
-                           const u32 w = blockDim.x;
-                           for (u32 q = 0; q < rec / 4; ++q) {
-                               u32* st = staged + 4 * q * w;
-                               dst[q] = make_uint4(st[0], st[w], st[2 * w], st[3 * w]);
-                               st[0] = st[w] = st[2 * w] = st[3 * w] = 0;
-                           }
+                           if (MARKS) kcap_mark_flush(a, b, rec, staged, it.slot);
                        });
     }
     __syncthreads();
@@ -637,6 +632,13 @@ __device__ __forceinline__ void kcap_mark_read(const u32* rec, u32 j, u32& t, u3
     while (j > 0 && m == 0) m = rec[--j];
     t = m >> 16;
     pos = m & 0xFFFFu;
+}
+
+// The record of (slot, block b) in proc_hits: in a.marks for slots below
+// a.mark_split, else in a.marks1.
+__device__ __forceinline__ const u32* kcap_marks_of(const ProcArgs& a, u64 b, u32 sb, u32 slot) {
+    return slot < a.mark_split ? a.marks + kcap_mark_record(b, sb, a.mark_split, slot)
+                               : a.marks1 + kcap_mark_record(b, sb, a.slots - a.mark_split, slot - a.mark_split);
 }
 
 // One thread block per target block holding winners (a.wblocks[blockIdx.x]):
@@ -696,7 +698,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         }
     };
     u32 item = threadIdx.x;
-    if (MODE == KCAP_F32) {
+    if constexpr (MODE == KCAP_F32) {
         // The lean walk. A thread's stretches in item order; the marked
         // items' (segment, slot) are tracked incrementally (no division per
         // stretch), and the next stretch is fetched one ahead, so the load
@@ -732,9 +734,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
                 pj = j;
                 pm = 0;
                 if (j > 0) {
-                    prec = slot < a.mark_split
-                        ? a.marks + kcap_mark_record(b, sb, a.mark_split, slot)
-                        : a.marks1 + kcap_mark_record(b, sb, a.slots - a.mark_split, slot - a.mark_split);
+                    prec = kcap_marks_of(a, b, sb, slot);
                     pm = prec[j - 1];
                 }
                 pslot = slot;
@@ -762,39 +762,34 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         }, [&](u32 l, bool on, const KLane& it) {
             if (on) hit(l, it.slot);
         });
-        return;
-    }
-    kcap_walk<MODE>(a, tab, [&](KWalk& it) {
-        for (; item < nitems; item += blockDim.x) {
-            u32 slot, j = 0;
-            if (item < nmarked) {
-                slot = m0 + item % nm;
-                j = occ[item / nm];
-            } else {
-                const u32 u = item - nmarked;
-                slot = u < m0 ? u : m1 + (u - m0);
+    } else {
+        kcap_walk(a, tab, [&](KWalk& it) {
+            for (; item < nitems; item += blockDim.x) {
+                u32 slot, j = 0;
+                if (item < nmarked) {
+                    slot = m0 + item % nm;
+                    j = occ[item / nm];
+                } else {
+                    const u32 u = item - nmarked;
+                    slot = u < m0 ? u : m1 + (u - m0);
+                }
+                const u32 f = kcap_fiber_of(a, fs, slot);
+                if (!fs.plastic[f]) continue;
+                const u64 k = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
+                u32 t = 0, pos = 0;
+                if (j > 0) kcap_mark_read(kcap_marks_of(a, b, sb, slot), j, t, pos);
+                it.ctr = k + (u64)t * KCAP_GOLDEN;
+                it.klo = 0;
+                it.c = fs.scale[f];
+                it.slot = slot;
+                it.pos = pos;
+                it.end = item < nmarked ? seg_end[j] : last;
+                item += blockDim.x;
+                return true;
             }
-            const u32 f = kcap_fiber_of(a, fs, slot);
-            if (!fs.plastic[f]) continue;
-            const u64 k = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
-            u32 t = 0, pos = 0;
-            if (j > 0) {
-                const u32* rec = slot < a.mark_split
-                    ? a.marks + kcap_mark_record(b, sb, a.mark_split, slot)
-                    : a.marks1 + kcap_mark_record(b, sb, a.slots - a.mark_split, slot - a.mark_split);
-                kcap_mark_read(rec, j, t, pos);
-            }
-            it.ctr = k + (u64)t * KCAP_GOLDEN;
-            it.klo = 0;
-            it.c = fs.scale[f];
-            it.slot = slot;
-            it.pos = pos;
-            it.end = item < nmarked ? seg_end[j] : last;
-            item += blockDim.x;
-            return true;
-        }
-        return false;
+            return false;
     }, [&](u32 l, const KWalk& it) { hit(l, it.slot); }, [](const KWalk&) {});
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY, false>(a); }

@@ -319,19 +319,11 @@ pub struct ProcWorkspace {
     log2_err: Option<f64>,
     log2_f32: Option<(f32, f32)>,
     res: Option<Resident>,
-    /// The device's stream, which runs everything else.
-    main: Arc<CudaStream>,
-    /// A second stream for the speculative count (see `speculate`), so it
-    /// overlaps the synapse search of the step that launched it. Every
-    /// step, and dropping the workspace, first makes `main` wait for it.
+    /// A second stream that only fetches the synapse search's results
+    /// (waiting on an event after the search), so the work queued behind
+    /// the search on the device's stream does not delay them. Its copies
+    /// are synchronous: it never holds pending work.
     side: Arc<CudaStream>,
-}
-
-impl Drop for ProcWorkspace {
-    fn drop(&mut self) {
-        // The side stream may still be counting into the resident buffers.
-        let _ = self.main.join(&self.side);
-    }
 }
 
 impl ProcWorkspace {
@@ -348,7 +340,6 @@ impl ProcWorkspace {
             log2_err: log2_bound(dev)?,
             log2_f32: log2_bound_f32(dev)?,
             res: None,
-            main: s.clone(),
             side: s.fork().what("create side stream")?,
         })
     }
@@ -380,7 +371,6 @@ impl ProcWorkspace {
 
     /// Drops the dense counts kept between steps (they are rebuilt when needed).
     pub fn drop_resident(&mut self) {
-        let _ = self.main.join(&self.side);
         self.res = None;
     }
 
@@ -551,7 +541,6 @@ fn count_into(
     smem: u32,
     marks: (u64, u32),
     shared_keys: bool,
-    stream: &Arc<CudaStream>,
 ) -> Result<()> {
     let nblocks = a.n.div_ceil(BLOCK);
     let b = ProcArgs {
@@ -599,7 +588,7 @@ fn count_into(
     // the `slots` block keys of proc_count_f32k; values is unused when
     // counts is set.
     unsafe {
-        stream
+        dev.stream()
             .launch_builder(&f)
             .arg(&b)
             .launch(cfg)
@@ -616,9 +605,6 @@ fn run(
     corr: Corr,
 ) -> Result<ProcOutcome> {
     let op = "procedural select";
-    // Whatever the side stream still runs (a speculative count) comes
-    // before anything of this step.
-    ws.main.join(&ws.side).what("join side stream")?;
     let slots = step.slots();
     if slots > MAX_SLOTS {
         return Err(Error::invalid(
@@ -804,7 +790,6 @@ fn run(
                 smem,
                 (mp, seg_bits),
                 opts.shared_keys,
-                dev.stream(),
             )?;
             res.base_marked = if mp != 0 { seg_bits } else { 0 };
             res.base_id = base_id.clone();
@@ -839,7 +824,6 @@ fn run(
                     smem,
                     (mp, seg_bits),
                     opts.shared_keys,
-                    dev.stream(),
                 )?;
                 res.tot_marked = if mp != 0 { seg_bits } else { 0 };
                 res.tot_id = tot_id;
@@ -962,7 +946,6 @@ fn run(
     let winners_ref = &winners;
     let shared_keys = opts.shared_keys;
     let speculate_now = move |ws: &mut ProcWorkspace| -> Result<()> {
-        let main = ws.main.clone();
         speculate(
             dev,
             ws,
@@ -973,7 +956,6 @@ fn run(
             smem,
             spec_bits,
             shared_keys,
-            &main,
         )
     };
     let synapses = if step.fibers.iter().any(|f| f.plastic) && slots > 0 {
@@ -1069,9 +1051,10 @@ fn prepare_resident(
 }
 
 /// After a resident step whose fibers are stimuli plus the target's own
-/// area (A → A): counts the next step's A → A rows — the winners just
-/// chosen — on top of the base, into the total buffer, while the host
-/// applies the Hebbian update. The next step uses them only if its
+/// area (A → A), or stimuli alone where the target has an own fiber
+/// ([`DeviceStep::own`]): queues the count of the next step's A → A rows —
+/// the winners just chosen — on top of the base, into the total buffer, to
+/// run while the host applies the Hebbian update. The next step uses them only if its
 /// identity (every row key) is equal.
 #[allow(clippy::too_many_arguments)]
 fn speculate(
@@ -1084,7 +1067,6 @@ fn speculate(
     smem: u32,
     seg_bits: u32,
     shared_keys: bool,
-    stream: &Arc<CudaStream>,
 ) -> Result<()> {
     // The one fiber after the stimuli, or (none this step) the target's own.
     let me = match (&step.fibers[nstim..], &step.own) {
@@ -1126,8 +1108,6 @@ fn speculate(
         sb => marks_buffer(dev, &mut res.tot_marks, step.n, winners.len() as u64, sb)?,
     };
     let tot = res.tot.as_ref().expect("total buffer");
-    // The keys were uploaded on the main stream.
-    stream.join(dev.stream()).what("order side stream")?;
     count_into(
         dev,
         a,
@@ -1139,7 +1119,6 @@ fn speculate(
         smem,
         (mp, seg_bits),
         shared_keys,
-        stream,
     )?;
     res.tot_marked = if mp != 0 { seg_bits } else { 0 };
     let mut id = res.base_id.clone();
