@@ -435,12 +435,17 @@ __device__ __forceinline__ u64 kcap_mark_record(u64 b, u32 seg_bits, u32 rows, u
     return ((u64)b * rows + slot) * kcap_mark_rec(seg_bits);
 }
 
-// Stages the mark of the target l just emitted by the draw with low
-// counter word dctr = (u32)(ctr - K) (t = draws before it) into this
-// thread's record (see "Recording" above).
-__device__ __forceinline__ void kcap_mark_stage(const ProcArgs& a, u32* staged, u32 l, u32 dctr) {
+// The walk's state after the target l just emitted by the draw with low
+// counter word dctr = (u32)(ctr - K) (t = draws before it), as a record
+// entry (see "Recording" above).
+__device__ __forceinline__ u32 kcap_mark_value(u32 l, u32 dctr) {
     const u32 t = dctr * KCAP_GOLDEN_LO_INV;
-    staged[(l >> a.seg_bits) * blockDim.x] = ((t + 1) << 16) + l + 1;
+    return ((t + 1) << 16) + l + 1;
+}
+
+// Stages that entry into this thread's record.
+__device__ __forceinline__ void kcap_mark_stage(const ProcArgs& a, u32* staged, u32 l, u32 dctr) {
+    staged[(l >> a.seg_bits) * blockDim.x] = kcap_mark_value(l, dctr);
 }
 
 // Writes this thread's staged record (rec words) as the record of (slot,
@@ -464,6 +469,16 @@ __device__ __forceinline__ u32 kcap_block_len(u64 n, u64 b) {
 __device__ __forceinline__ void kcap_block_add(u64 v, u64* dst) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     if ((threadIdx.x & 31) == 0 && v != 0) atomicAdd((unsigned long long*)dst, (unsigned long long)v);
+}
+
+// The input of local id l with count c > 0 whose corrections start at
+// entry i (of its block's entries, which end at c1): the count plus the
+// corrections, summed in f64 in the given order and rounded to f32 (the
+// CPU's order and rounding).
+__device__ __forceinline__ float kcap_corrected(const ProcArgs& a, u32 i, u32 c1, u32 l, u32 c) {
+    double d = (double)c;
+    for (u32 j = i; j < c1 && a.corr_local[j] == l; ++j) d = __dadd_rn(d, (double)a.corr_delta[j]);
+    return __double2float_rn(d);
 }
 
 // Turns the counts of target block b (count(l) for local id l < len) into
@@ -509,10 +524,7 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
             const u32 l = a.corr_local[i];
             if (i > c0 && a.corr_local[i - 1] == l) continue;
             const u32 c = count(l);
-            if (c == 0) continue;
-            double d = (double)c;
-            for (u32 j = i; j < c1 && a.corr_local[j] == l; ++j) d = __dadd_rn(d, (double)a.corr_delta[j]);
-            out[l] = __double2float_rn(d);
+            if (c != 0) out[l] = kcap_corrected(a, i, c1, l, c);
         }
     }
     kcap_block_add(received, a.stats);
@@ -601,8 +613,20 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     }
     __syncthreads();
     if (a.counts) {
+        // The stored counts' received ids and events go to a.stats (if
+        // set): the step's statistics when it takes its inputs from them.
         u32* dst = (u32*)(a.counts + b * KCAP_PBLOCK);
-        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) dst[i] = cnt[i];
+        u64 received = 0, events = 0;
+        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) {
+            const u32 w = cnt[i];
+            dst[i] = w;
+            received += ((w & 0xFFFFu) != 0) + ((w >> 16) != 0);
+            events += (w & 0xFFFFu) + (w >> 16);
+        }
+        if (a.stats) {
+            kcap_block_add(received, a.stats);
+            kcap_block_add(events, a.stats + 1);
+        }
         return;
     }
     kcap_inputs(a, b, len, a.values + (u64)blockIdx.x * KCAP_PBLOCK,
@@ -616,13 +640,29 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count_marks(const ProcAr
 extern "C" __global__ void __launch_bounds__(1024) proc_count_marks_f32(const ProcArgs a) { kcap_count<true, KCAP_F32, false>(a); }
 extern "C" __global__ void __launch_bounds__(1024) proc_count_marks_f32k(const ProcArgs a) { kcap_count<true, KCAP_F32, true>(a); }
 
-// One thread block per target block of the launch: the inputs from the
-// stored counts a.counts (see proc_count) and the corrections.
-extern "C" __global__ void __launch_bounds__(1024) proc_finalize(const ProcArgs a) {
-    const u64 b = a.block0 + blockIdx.x;
-    const u16* c = a.counts + b * KCAP_PBLOCK;
-    kcap_inputs(a, b, kcap_block_len(a.n, b), a.values + (u64)blockIdx.x * KCAP_PBLOCK,
-                [&](u32 l) { return (u32)c[l]; });
+// The inputs of the corrected ids from stored counts (a.counts, ids from
+// 0): one thread block per block with corrections (entry blockIdx.x of
+// a.corr_blocks). Every corrected id with a count appends (id, input) to
+// ids / vals (at most cap; *n counts all) when its input is >= thresh; the
+// other ids' inputs are their counts, which the k-cap reads directly.
+extern "C" __global__ void proc_corrected(const ProcArgs a, float thresh, u64* ids, float* vals, u32* n, u32 cap) {
+    const u64 b = a.corr_blocks[blockIdx.x];
+    const u32 c0 = a.corr_off[blockIdx.x], c1 = a.corr_off[blockIdx.x + 1];
+    const u16* cnt = a.counts + b * KCAP_PBLOCK;
+    for (u32 i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+        const u32 l = a.corr_local[i];
+        if (i > c0 && a.corr_local[i - 1] == l) continue;
+        const u32 c = cnt[l];
+        if (c == 0) continue;
+        const float v = kcap_corrected(a, i, c1, l, c);
+        if (v >= thresh) {
+            const u32 j = atomicAdd(n, 1u);
+            if (j < cap) {
+                ids[j] = b * KCAP_PBLOCK + l;
+                vals[j] = v;
+            }
+        }
+    }
 }
 
 // The mark of segment j >= 1 from a (row, block) record (see "Marks"): the
@@ -817,6 +857,11 @@ extern "C" __global__ void proc_log2_error_f32(u32* out) {
 // out[i] = values[ids[i]]
 extern "C" __global__ void proc_gather(const float* values, const u32* ids, float* out, u32 k) {
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < k; i += gridDim.x * blockDim.x) out[i] = values[ids[i]];
+}
+
+// out[i] = counts[ids[i]], as f32 (exact)
+extern "C" __global__ void proc_gather_u16(const u16* counts, const u32* ids, float* out, u32 k) {
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < k; i += gridDim.x * blockDim.x) out[i] = (float)counts[ids[i]];
 }
 
 // The largest |__log2f(x) - log2(x)| over every float x in [1, 2) (2^23

@@ -66,6 +66,7 @@ impl Cuda {
         dev.module(&crate::kernels::TOPK_F32)?;
         dev.module(&crate::kernels::ACCUMULATE_ROWS_F32)?;
         dev.module(&crate::kernels::PROCEDURAL)?;
+        dev.module(&crate::kernels::TOPK_U16)?;
         Ok(Cuda {
             dev,
             topk_ws: Mutex::new(None),
@@ -200,9 +201,9 @@ impl Cuda {
         }
         let ws = guard.as_mut().expect("just set");
         // The corrections are computed on the host while the device counts.
-        let out = procedural::select_deferred(&self.dev, ws, &step, &self.proc_opts, || {
+        let out = procedural::select_deferred(&self.dev, ws, &step, &self.proc_opts, |c| {
             state
-                .device_corrections(view, plan, firing)
+                .device_corrections_into(view, plan, firing, c)
                 .map_err(|e| e.to_string())
         })?;
         out.into_selection(&step).map(Some)

@@ -35,6 +35,10 @@ pub const TOPK_F16: Module = Module {
     name: "topk_f16",
     src: include_str!("../kernels/topk_f16.cu"),
 };
+pub const TOPK_U16: Module = Module {
+    name: "topk_u16",
+    src: include_str!("../kernels/topk_u16.cu"),
+};
 pub const ACCUMULATE_ROWS_F32: Module = Module {
     name: "accumulate_rows_f32",
     src: include_str!("../kernels/accumulate_rows_f32.cu"),
@@ -58,6 +62,7 @@ pub const EXPLICIT: Module = Module {
 pub const MODULES: &[Module] = &[
     TOPK_F32,
     TOPK_F16,
+    TOPK_U16,
     ACCUMULATE_ROWS_F32,
     RNG,
     PROCEDURAL,

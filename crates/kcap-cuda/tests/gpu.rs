@@ -152,6 +152,54 @@ fn topk_f16_random_matches_cpu() {
     }
 }
 
+/// The u16 k-cap (the procedural engine's stored counts): small counts with
+/// heavy ties, a few up to 65 535 (above 2^15, where an f16 reading would
+/// order them wrongly), from an offset into the buffer as for a chunk.
+#[test]
+fn topk_u16_counts_match_cpu() {
+    let Some(d) = device("topk_u16_counts_match_cpu") else {
+        return;
+    };
+    let mut ws = topk::TopkWorkspace::new(&d).unwrap();
+    for (i, n) in sizes().into_iter().enumerate() {
+        let mut s = Stream::keyed(3, &[n as u64]);
+        let v: Vec<u16> = (0..n)
+            .map(|_| {
+                let u = s.uniform();
+                if u < 1e-3 {
+                    (u * 6.5e7) as u16
+                } else {
+                    (u * 40.0) as u16
+                }
+            })
+            .collect();
+        let vf: Vec<f32> = v.iter().map(|&c| c as f32).collect();
+        let off = if i % 2 == 0 { 0 } else { 64 };
+        let mut buf = vec![u16::MAX; off];
+        buf.extend_from_slice(&v);
+        buf.extend_from_slice(&[u16::MAX; 8]);
+        let dv = upload(&d, &buf);
+        for k in ks_for(n) {
+            topk::topk_u16(&d, &mut ws, &dv, off, n, k).expect("topk_u16");
+            let o = ws.fetch_sorted(&d).expect("topk_u16 result");
+            assert_eq!(o.ids, kcap::cap::top_k(&vf, k), "n={n} k={k} offset={off}");
+            println!(
+                "topk_u16 n={n} k={k} offset={off}: ok (prefilter {})",
+                o.prefiltered
+            );
+        }
+    }
+    let dv = upload(&d, &[0u16; 16]);
+    assert!(
+        topk::topk_u16(&d, &mut ws, &dv, 4, 8, 2).is_err(),
+        "unaligned offset"
+    );
+    assert!(
+        topk::topk_u16(&d, &mut ws, &dv, 8, 9, 2).is_err(),
+        "past the end"
+    );
+}
+
 #[test]
 fn topk_tie_heavy_and_special_values_match_cpu() {
     let Some(d) = device("topk_tie_heavy_and_special_values_match_cpu") else {
@@ -587,8 +635,8 @@ fn proc_run_equal(
         let want = cpu.select(&v, &plan, &firing).unwrap();
         let out = if deferred && step % 2 == 1 {
             let ds = gpu.device_step_rows(&v, &plan, &firing).unwrap();
-            let o = select_deferred(dev, ws, &ds, opts, || {
-                gpu.device_corrections(&v, &plan, &firing)
+            let o = select_deferred(dev, ws, &ds, opts, |c| {
+                gpu.device_corrections_into(&v, &plan, &firing, c)
                     .map_err(|e| e.to_string())
             })
             .unwrap();

@@ -118,8 +118,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let t0 = Instant::now();
         let ds = st.device_step_rows(&v, &plan, &firing)?;
         let prep_s = t0.elapsed().as_secs_f64();
-        let out = procedural::select_deferred(&dev, &mut ws, &ds, &opts, || {
-            st.device_corrections(&v, &plan, &firing)
+        let out = procedural::select_deferred(&dev, &mut ws, &ds, &opts, |c| {
+            st.device_corrections_into(&v, &plan, &firing, c)
                 .map_err(|e| e.to_string())
         })?;
         let (events, received, count_s, hits_s, corr_s, path) = (

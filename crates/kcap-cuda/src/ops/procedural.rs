@@ -90,11 +90,12 @@ pub const KERNEL_NAMES: &[&str] = &[
     "proc_count_marks",
     "proc_count_marks_f32",
     "proc_count_marks_f32k",
-    "proc_finalize",
+    "proc_corrected",
     "proc_hits",
     "proc_hits_f32",
     "proc_hits_f32k",
     "proc_gather",
+    "proc_gather_u16",
     "proc_log2_error",
     "proc_log2_error_f32",
 ];
@@ -180,6 +181,10 @@ struct Resident {
     /// Counts of the base plus the other fibers of one step.
     tot: Option<CudaSlice<u16>>,
     tot_id: Vec<u64>,
+    /// (ids with a count, events) of `base` and of `tot`, written by the
+    /// count that stored them: the statistics of a step that uses them.
+    base_stats: CudaSlice<u64>,
+    tot_stats: CudaSlice<u64>,
     /// Inputs of a speculative count, kept alive until it has run.
     spec_bufs: Vec<CudaSlice<u64>>,
     spec_meta: Vec<CudaSlice<u32>>,
@@ -316,6 +321,11 @@ pub struct ProcWorkspace {
     table: Option<(u64, u32, CudaSlice<u16>)>,
     topk: TopkWorkspace,
     gathered: CudaSlice<f32>,
+    /// The corrected ids' inputs of a resident step (proc_corrected).
+    fixed: Fixed,
+    /// Deferred corrections' buffers, kept from step to step (fresh pages
+    /// for ~10⁷ bytes a step at procedural-1e9 cost milliseconds).
+    corr: DeviceCorrections,
     log2_err: Option<f64>,
     log2_f32: Option<(f32, f32)>,
     res: Option<Resident>,
@@ -328,6 +338,9 @@ pub struct ProcWorkspace {
 
 impl ProcWorkspace {
     pub fn new(dev: &CudaDevice) -> Result<ProcWorkspace> {
+        // Both modules of a step loaded now, not inside the first step.
+        dev.module(&kernels::PROCEDURAL)?;
+        dev.module(&kernels::TOPK_U16)?;
         let s = dev.stream();
         Ok(ProcWorkspace {
             values: None,
@@ -337,6 +350,12 @@ impl ProcWorkspace {
             table: None,
             topk: TopkWorkspace::new(dev)?,
             gathered: s.alloc_zeros(1).what("alloc")?,
+            corr: DeviceCorrections::default(),
+            fixed: Fixed {
+                ids: s.alloc_zeros(1).what("alloc")?,
+                vals: s.alloc_zeros(1).what("alloc")?,
+                n: s.alloc_zeros(1).what("alloc")?,
+            },
             log2_err: log2_bound(dev)?,
             log2_f32: log2_bound_f32(dev)?,
             res: None,
@@ -360,6 +379,7 @@ impl ProcWorkspace {
             + self.hits.len() * 8
             + self.table.as_ref().map_or(0, |t| t.2.len() * 2)
             + self.gathered.len() * 4
+            + self.fixed.ids.len() * 12
             + self.topk.bytes()
             + self.res.as_ref().map_or(0, |r| {
                 r.base.as_ref().map_or(0, |b| b.len() * 2)
@@ -395,12 +415,33 @@ fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
     p
 }
 
+/// `KCAP_PROC_TRACE=1`: prints the host time of each phase of a step to
+/// stderr (a diagnostic for benchmarks, not an interface).
+struct Trace(Option<Instant>);
+
+impl Trace {
+    fn new() -> Trace {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *ON.get_or_init(|| std::env::var_os("KCAP_PROC_TRACE").is_some());
+        Trace(on.then(Instant::now))
+    }
+    fn mark(&mut self, what: &str) {
+        if let Some(t) = &mut self.0 {
+            eprintln!(
+                "  [trace] {what}: {:.2} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            *t = Instant::now();
+        }
+    }
+}
+
 /// Where the step's corrections come from.
 enum Corr<'a> {
     /// Already in the step.
     Ready,
     /// Computed by the host when needed, while the device counts.
-    Later(Box<dyn FnOnce() -> std::result::Result<DeviceCorrections, String> + 'a>),
+    Later(Box<dyn FnOnce(&mut DeviceCorrections) -> std::result::Result<(), String> + 'a>),
 }
 
 /// Runs `step` (with its corrections) on the device.
@@ -415,13 +456,15 @@ pub fn select(
 
 /// Runs `step`, whose corrections are still empty, on the device; `corr`
 /// computes them on the host while the device counts (the counts do not
-/// depend on them). Same result as [`select`] with the corrections in the step.
+/// depend on them), into the buffers it is given (the workspace keeps them
+/// from step to step: e.g. `ProceduralState::device_corrections_into`).
+/// Same result as [`select`] with the corrections in the step.
 pub fn select_deferred<'a>(
     dev: &CudaDevice,
     ws: &mut ProcWorkspace,
     step: &DeviceStep,
     opts: &ProcOptions,
-    corr: impl FnOnce() -> std::result::Result<DeviceCorrections, String> + 'a,
+    corr: impl FnOnce(&mut DeviceCorrections) -> std::result::Result<(), String> + 'a,
 ) -> Result<ProcOutcome> {
     if !step.corr.is_empty() {
         return Err(Error::invalid(
@@ -516,18 +559,18 @@ fn marks_buffer(
         if dev.available_memory()? + held < len as u64 * 4 + (1 << 30) {
             return Ok(0);
         }
-        *buf = Some(
-            dev.stream()
-                .alloc_zeros::<u32>(len)
-                .what("alloc resume marks")?,
-        );
+        // SAFETY: left uninitialised: the count that records the marks
+        // writes every (row, block) record whole (each row is walked in
+        // every block) before proc_hits reads any.
+        *buf = Some(unsafe { dev.stream().alloc::<u32>(len) }.what("alloc resume marks")?);
     }
     Ok(ptr(dev, buf.as_ref().unwrap()))
 }
 
 /// Launches `proc_count` over every block of the area, walking the rows of
 /// `arr` (a fiber subset) from `base` (or 0) and storing the counts into
-/// `out` (whole blocks, ids from 0), and the rows' resume marks into
+/// `out` (whole blocks, ids from 0) and their (ids with a count, events)
+/// into `stats`, and the rows' resume marks into
 /// `marks.0` (segments of 2^`marks.1` targets) unless it is 0.
 #[allow(clippy::too_many_arguments)]
 fn count_into(
@@ -538,11 +581,13 @@ fn count_into(
     slots: u64,
     base: u64,
     out: &CudaSlice<u16>,
+    stats: &mut CudaSlice<u64>,
     smem: u32,
     marks: (u64, u32),
     shared_keys: bool,
 ) -> Result<()> {
     let nblocks = a.n.div_ceil(BLOCK);
+    dev.stream().memset_zeros(stats).what("zero count stats")?;
     let b = ProcArgs {
         row_keys: ptr(dev, &arr.keys),
         fiber_end: ptr(dev, &arr.ends),
@@ -554,6 +599,7 @@ fn count_into(
         nblocks: nblocks as u32,
         base,
         counts: ptr(dev, out),
+        stats: ptr(dev, stats),
         values: 0,
         ncorr: 0,
         marks: marks.0,
@@ -641,11 +687,13 @@ fn run(
     }
     let s = dev.stream();
     let t0 = Instant::now();
+    let mut tr = Trace::new();
     // Per-step inputs.
     let all = fiber_arrays(dev, &step.fibers)?;
     // The skip table: only when every fiber has the same p.
     let p0 = step.fibers.first().map(|f| f.p);
     let same_p = p0.is_some_and(|p| step.fibers.iter().all(|f| f.p == p));
+    tr.mark("fiber arrays");
     let tbits = if same_p { opts.table_bits } else { 0 };
     if tbits > 0 {
         let p = p0.unwrap();
@@ -661,30 +709,6 @@ fn run(
     };
     let nblocks = n.div_ceil(BLOCK);
     let chunk = opts.chunk_blocks.min(nblocks);
-    let need = (chunk * BLOCK) as usize;
-    if ws.values.as_ref().is_none_or(|v| v.len() < need) {
-        // Memory guard: the chunk buffer is the step's one large
-        // allocation; refuse it, with the estimate and what the device has
-        // free, rather than fail inside the driver.
-        let held = ws.values.as_ref().map_or(0, |v| v.len() * 4) as u64;
-        let est = ProcWorkspace::bytes_for(n, k, opts);
-        let free = dev.available_memory()?;
-        if est > free + held {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "not enough GPU memory: the step needs about {:.2} GiB, {:.2} GiB are available on {}{} (use fewer chunk blocks, or the CPU)",
-                    est as f64 / 1073741824.0,
-                    (free + held) as f64 / 1073741824.0,
-                    dev.name(),
-                    if dev.memory_limit().is_some() { " under the memory limit" } else { "" }
-                ),
-            ));
-        }
-        ws.values = None;
-        ws.values = Some(s.alloc_zeros::<f32>(need).what("alloc procedural inputs")?);
-    }
-    s.memset_zeros(&mut ws.stats).what("zero stats")?;
     let mut a = ProcArgs {
         row_keys: ptr(dev, &all.keys),
         fiber_end: ptr(dev, &all.ends),
@@ -695,7 +719,6 @@ fn run(
         nf: step.fibers.len() as u32,
         slots: slots as u32,
         tbits,
-        values: ptr(dev, ws.values.as_ref().unwrap()),
         stats: ptr(dev, &ws.stats),
         log2_err: if opts.fast_log {
             ws.log2_err.unwrap_or(0.0)
@@ -744,6 +767,7 @@ fn run(
         )
         .what("proc_count shared memory")?;
     }
+    tr.mark("functions");
     // Resume marks only where their staging fits in shared memory too.
     let seg_bits = match opts.seg_bits {
         0 => 0,
@@ -763,8 +787,10 @@ fn run(
         let want_tot = nstim < step.fibers.len() || (opts.speculate && step.own.is_some());
         prepare_resident(dev, ws, n, nstim > 0, want_tot)?
     };
+    tr.mark("resident buffers");
     let mut path = "stream";
-    let mut counts_in = 0u64;
+    // Resident: the step's counts are `tot` (else `base`).
+    let mut from_tot = false;
     let stim_slots: u64 = step.fibers[..nstim]
         .iter()
         .map(|f| f.row_keys.len() as u64)
@@ -787,6 +813,7 @@ fn run(
                 stim_slots,
                 0,
                 base,
+                &mut res.base_stats,
                 smem,
                 (mp, seg_bits),
                 opts.shared_keys,
@@ -797,7 +824,6 @@ fn run(
         }
         let base_ptr = res.base.as_ref().map_or(0, |b| ptr(dev, b));
         if nstim == step.fibers.len() {
-            counts_in = base_ptr;
             path = "resident";
         } else {
             let rest = &step.fibers[nstim..];
@@ -821,6 +847,7 @@ fn run(
                     slots - stim_slots,
                     base_ptr,
                     tot,
+                    &mut res.tot_stats,
                     smem,
                     (mp, seg_bits),
                     opts.shared_keys,
@@ -831,23 +858,42 @@ fn run(
             } else {
                 path = "speculated";
             }
-            counts_in = ptr(dev, res.tot.as_ref().expect("total buffer"));
+            from_tot = true;
         }
     }
+    // The first chunk's k-cap of the counts does not depend on the
+    // corrections: queued now, it runs right behind the count while the
+    // host computes them (resident_best).
+    let first_len = n.min(chunk * BLOCK) as usize;
+    let queued = resident && k < first_len && {
+        let res = ws.res.as_ref().expect("resident counts");
+        let counts = match from_tot {
+            true => res.tot.as_ref().expect("total buffer"),
+            false => res.base.as_ref().expect("base buffer"),
+        };
+        topk_u16_launch(dev, &mut ws.topk, counts, 0, first_len, k, &mut ws.gathered)?;
+        true
+    };
+    tr.mark("counts queued");
     // The corrections (computed now if deferred: the device is counting).
     let tc = Instant::now();
-    let later;
+    let mut later = std::mem::take(&mut ws.corr);
     let c: &DeviceCorrections = match corr {
         Corr::Ready => &step.corr,
         Corr::Later(f) => {
-            later = f().map_err(|why| Error::Invalid {
-                op: "procedural corrections",
-                why,
-            })?;
+            let r = f(&mut later);
+            if let Err(why) = r {
+                ws.corr = later;
+                return Err(Error::Invalid {
+                    op: "procedural corrections",
+                    why,
+                });
+            }
             &later
         }
     };
     let corr_s = tc.elapsed().as_secs_f64();
+    tr.mark("corrections computed");
     let d_cb = upload(dev, &c.blocks)?;
     let d_co = upload(dev, &c.off)?;
     let d_cl = upload(dev, &c.local)?;
@@ -857,31 +903,43 @@ fn run(
     a.corr_local = ptr(dev, &d_cl);
     a.corr_delta = ptr(dev, &d_cd);
     a.ncorr = c.blocks.len() as u32;
-    let finalize = dev.function(&kernels::PROCEDURAL, "proc_finalize")?;
-    // Running k-cap over the chunks: (id, input), merged on the host.
-    let mut best: Vec<(u64, f32)> = Vec::new();
-    let mut b0 = 0u64;
-    while b0 < nblocks {
-        let nb = chunk.min(nblocks - b0);
-        a.block0 = b0;
-        a.nblocks = nb as u32;
-        // SAFETY: every address in `a` is a live device buffer of the sizes
-        // the kernel reads (checked above: values holds nb·2^16 f32, the
-        // per-fiber arrays nf entries, row_keys `slots`, the stored counts
-        // nblocks·2^16 u16); the kernel's only parameter is a ProcArgs by value.
-        unsafe {
-            if resident {
-                a.counts = counts_in;
-                s.launch_builder(&finalize)
-                    .arg(&a)
-                    .launch(LaunchConfig {
-                        grid_dim: (nb as u32, 1, 1),
-                        block_dim: (THREADS, 1, 1),
-                        shared_mem_bytes: 0,
-                    })
-                    .what("launch proc_finalize")?;
-                a.counts = 0;
-            } else {
+    tr.mark("corrections uploaded");
+    let (best, stats) = if resident {
+        let res = ws.res.as_ref().expect("resident counts");
+        let (counts, stats) = match from_tot {
+            true => (res.tot.as_ref().expect("total buffer"), &res.tot_stats),
+            false => (res.base.as_ref().expect("base buffer"), &res.base_stats),
+        };
+        let best = resident_best(
+            dev,
+            &mut ws.topk,
+            &mut ws.gathered,
+            &mut ws.fixed,
+            &a,
+            counts,
+            c,
+            k,
+            chunk,
+            queued,
+        )?;
+        (best, s.clone_dtoh(stats).what("copy stats")?)
+    } else {
+        chunk_values(dev, ws, (chunk * BLOCK) as usize, n, k, opts)?;
+        a.values = ptr(dev, ws.values.as_ref().expect("chunk buffer"));
+        s.memset_zeros(&mut ws.stats).what("zero stats")?;
+        // Running k-cap over the chunks: (id, input), merged on the host.
+        let mut best: Vec<(u64, f32)> = Vec::new();
+        let mut b0 = 0u64;
+        while b0 < nblocks {
+            let nb = chunk.min(nblocks - b0);
+            a.block0 = b0;
+            a.nblocks = nb as u32;
+            // SAFETY: every address in `a` is a live device buffer of the
+            // sizes the kernel reads (values holds chunk·2^16 f32, the
+            // per-fiber arrays nf entries, row_keys `slots`, the
+            // corrections their lengths); the kernel's only parameter is a
+            // ProcArgs by value.
+            unsafe {
                 s.launch_builder(&count)
                     .arg(&a)
                     .launch(LaunchConfig {
@@ -891,32 +949,35 @@ fn run(
                     })
                     .what("launch proc_count")?;
             }
+            let len = (n - b0 * BLOCK).min(nb * BLOCK) as usize;
+            let values = ws.values.as_ref().unwrap();
+            let chunk_best: Vec<(u64, f32)> = if k >= len {
+                let v = s
+                    .clone_dtoh(&values.slice(..len))
+                    .what("copy chunk inputs")?;
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| (b0 * BLOCK + i as u64, x))
+                    .collect()
+            } else {
+                topk::topk_prefix(dev, &mut ws.topk, values, len, k)?;
+                // Checks the kernels' own consistency flags.
+                ws.topk.fetch_sorted(dev)?;
+                let vals = gather(dev, values, &ws.topk, &mut ws.gathered, k)?;
+                ws_ids_pairs(dev, &ws.topk, vals)?
+                    .into_iter()
+                    .map(|(i, x)| (b0 * BLOCK + i, x))
+                    .collect()
+            };
+            best = merge_best(best, chunk_best, k);
+            b0 += nb;
         }
-        let len = (n - b0 * BLOCK).min(nb * BLOCK) as usize;
-        let values = ws.values.as_ref().unwrap();
-        let chunk_best: Vec<(u64, f32)> = if k >= len {
-            let v = s
-                .clone_dtoh(&values.slice(..len))
-                .what("copy chunk inputs")?;
-            v.into_iter()
-                .enumerate()
-                .map(|(i, x)| (b0 * BLOCK + i as u64, x))
-                .collect()
-        } else {
-            topk::topk_prefix(dev, &mut ws.topk, values, len, k)?;
-            // Checks the kernels' own consistency flags.
-            ws.topk.fetch_sorted(dev)?;
-            let vals = gather(dev, values, &ws.topk, &mut ws.gathered, k)?;
-            ws_ids_pairs(dev, &ws.topk, vals)?
-                .into_iter()
-                .map(|(i, x)| (b0 * BLOCK + i, x))
-                .collect()
-        };
-        best = merge_best(best, chunk_best, k);
-        b0 += nb;
-    }
+        (best, s.clone_dtoh(&ws.stats).what("copy stats")?)
+    };
+    ws.corr = later;
+    let mut best = best;
     best.sort_unstable_by_key(|p| p.0);
-    let stats = s.clone_dtoh(&ws.stats).what("copy stats")?;
+    tr.mark("k-cap");
     let t1 = Instant::now();
     let winners: Vec<u64> = best.iter().map(|p| p.0).collect();
     let inputs: Vec<f32> = best.iter().map(|p| p.1).collect();
@@ -983,6 +1044,7 @@ fn run(
         }
         Vec::new()
     };
+    tr.mark("synapses");
     let hits_s = t1.elapsed().as_secs_f64();
     Ok(ProcOutcome {
         winners,
@@ -995,6 +1057,43 @@ fn run(
         corr_s,
         path,
     })
+}
+
+/// The streaming path's chunk buffer of `need` inputs in `ws.values`
+/// (allocated if smaller). Memory guard: it is that path's one large
+/// allocation; refused, with the estimate and what the device has free,
+/// rather than failing inside the driver.
+fn chunk_values(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    need: usize,
+    n: u64,
+    k: usize,
+    opts: &ProcOptions,
+) -> Result<()> {
+    if ws.values.as_ref().is_some_and(|v| v.len() >= need) {
+        return Ok(());
+    }
+    let held = ws.values.as_ref().map_or(0, |v| v.len() * 4) as u64;
+    let est = ProcWorkspace::bytes_for(n, k, opts);
+    let free = dev.available_memory()?;
+    if est > free + held {
+        return Err(Error::invalid(
+            "procedural select",
+            format!(
+                "not enough GPU memory: the step needs about {:.2} GiB, {:.2} GiB are available on {}{} (use fewer chunk blocks, or the CPU)",
+                est as f64 / 1073741824.0,
+                (free + held) as f64 / 1073741824.0,
+                dev.name(),
+                if dev.memory_limit().is_some() { " under the memory limit" } else { "" }
+            ),
+        ));
+    }
+    ws.values = None;
+    // SAFETY: left uninitialised: proc_count writes every input of a
+    // chunk's ids before the k-cap reads them.
+    ws.values = Some(unsafe { dev.stream().alloc::<f32>(need) }.what("alloc procedural inputs")?);
+    Ok(())
 }
 
 /// Whether the dense counts of an area of `n` neurons fit on the device
@@ -1014,20 +1113,26 @@ fn prepare_resident(
     if ws.res.as_ref().is_some_and(|r| r.n != n) {
         ws.res = None;
     }
-    let res = ws.res.get_or_insert_with(|| Resident {
-        n,
-        base: None,
-        base_id: Vec::new(),
-        tot: None,
-        tot_id: Vec::new(),
-        spec_bufs: Vec::new(),
-        spec_meta: Vec::new(),
-        spec_scale: None,
-        base_marks: None,
-        tot_marks: None,
-        base_marked: 0,
-        tot_marked: 0,
-    });
+    if ws.res.is_none() {
+        let s = dev.stream();
+        ws.res = Some(Resident {
+            n,
+            base: None,
+            base_id: Vec::new(),
+            tot: None,
+            tot_id: Vec::new(),
+            base_stats: s.alloc_zeros(2).what("alloc")?,
+            tot_stats: s.alloc_zeros(2).what("alloc")?,
+            spec_bufs: Vec::new(),
+            spec_meta: Vec::new(),
+            spec_scale: None,
+            base_marks: None,
+            tot_marks: None,
+            base_marked: 0,
+            tot_marked: 0,
+        });
+    }
+    let res = ws.res.as_mut().expect("just set");
     let missing = (want_base && res.base.is_none()) as u64 + (want_tot && res.tot.is_none()) as u64;
     if missing > 0 {
         if dev.available_memory()? < missing * len as u64 * 2 + (1 << 30) {
@@ -1035,15 +1140,15 @@ fn prepare_resident(
             return Ok(false);
         }
         let s = dev.stream();
+        // SAFETY (both): left uninitialised, as a count stores every entry
+        // (whole blocks) before any read: a buffer is read only under an
+        // identity, set when its count is queued (cleared here).
         if want_base && res.base.is_none() {
-            res.base = Some(
-                s.alloc_zeros::<u16>(len)
-                    .what("alloc resident base counts")?,
-            );
+            res.base = Some(unsafe { s.alloc::<u16>(len) }.what("alloc resident base counts")?);
             res.base_id.clear();
         }
         if want_tot && res.tot.is_none() {
-            res.tot = Some(s.alloc_zeros::<u16>(len).what("alloc resident counts")?);
+            res.tot = Some(unsafe { s.alloc::<u16>(len) }.what("alloc resident counts")?);
             res.tot_id.clear();
         }
     }
@@ -1116,6 +1221,7 @@ fn speculate(
         winners.len() as u64,
         base_ptr,
         tot,
+        &mut res.tot_stats,
         smem,
         (mp, seg_bits),
         shared_keys,
@@ -1131,6 +1237,182 @@ fn speculate(
     res.spec_bufs = vec![arr.keys];
     res.spec_meta = vec![arr.ends, arr.plastic];
     res.spec_scale = Some(arr.scale);
+    Ok(())
+}
+
+/// Output of `proc_corrected`: (id, input) of corrected ids, and their number.
+struct Fixed {
+    ids: CudaSlice<u64>,
+    vals: CudaSlice<f32>,
+    n: CudaSlice<u32>,
+}
+
+/// The k-cap of a resident step from its stored counts `counts` (ids from
+/// 0) and corrections `c` (in `a`'s corr_* arrays too), chunk by chunk of
+/// `chunk` blocks, without writing the inputs out: an id's input is its
+/// count unless it has corrections (inputs only grow: every correction
+/// w − 1 ≥ 0), so
+/// 1. the k largest counts D (the u16 k-cap of each chunk, merged) hold
+///    every winner without corrections: an id outside D has k ids at least
+///    as large by count, hence by input, and ahead of it in the tie order;
+/// 2. the k-th of them, T, is at most the k-th input, so only corrected
+///    ids with input ≥ T can win (`proc_corrected` lists those);
+/// 3. the winners are the k best of D without its corrected ids (with a
+///    count) and that list, under the CPU's order (input desc, id asc).
+///
+/// Same winners and inputs as writing every input and capping them.
+/// `queued`: the first chunk's k-cap is already queued (by
+/// [`topk_u16_launch`], before the corrections were computed).
+#[allow(clippy::too_many_arguments)]
+fn resident_best(
+    dev: &CudaDevice,
+    topk_ws: &mut TopkWorkspace,
+    gathered: &mut CudaSlice<f32>,
+    fixed: &mut Fixed,
+    a: &ProcArgs,
+    counts: &CudaSlice<u16>,
+    c: &DeviceCorrections,
+    k: usize,
+    chunk: u64,
+    queued: bool,
+) -> Result<Vec<(u64, f32)>> {
+    let s = dev.stream();
+    let n = a.n;
+    let nblocks = n.div_ceil(BLOCK);
+    let mut best: Vec<(u64, f32)> = Vec::new();
+    let mut b0 = 0u64;
+    while b0 < nblocks {
+        let nb = chunk.min(nblocks - b0);
+        let off = (b0 * BLOCK) as usize;
+        let len = (n - b0 * BLOCK).min(nb * BLOCK) as usize;
+        let chunk_best: Vec<(u64, f32)> = if k >= len {
+            let v = s
+                .clone_dtoh(&counts.slice(off..off + len))
+                .what("copy chunk counts")?;
+            v.into_iter()
+                .enumerate()
+                .map(|(i, x)| (b0 * BLOCK + i as u64, x as f32))
+                .collect()
+        } else {
+            if !(queued && b0 == 0) {
+                topk_u16_launch(dev, topk_ws, counts, off, len, k, gathered)?;
+            }
+            // Checks the kernels' own consistency flags.
+            topk_ws.fetch_sorted(dev)?;
+            let vals = s
+                .clone_dtoh(&gathered.slice(..k))
+                .what("copy gathered counts")?;
+            ws_ids_pairs(dev, topk_ws, vals)?
+                .into_iter()
+                .map(|(i, x)| (b0 * BLOCK + i, x))
+                .collect()
+        };
+        best = merge_best(best, chunk_best, k);
+        b0 += nb;
+    }
+    if c.is_empty() {
+        return Ok(best);
+    }
+    let thresh = best.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
+    let cap = c.len();
+    if fixed.ids.len() < cap {
+        fixed.ids = s
+            .alloc_zeros(cap.next_power_of_two())
+            .what("alloc corrected ids")?;
+        fixed.vals = s
+            .alloc_zeros(cap.next_power_of_two())
+            .what("alloc corrected inputs")?;
+    }
+    s.memset_zeros(&mut fixed.n).what("zero corrected count")?;
+    let f = dev.function(&kernels::PROCEDURAL, "proc_corrected")?;
+    let b = ProcArgs {
+        counts: ptr(dev, counts),
+        ..*a
+    };
+    let cap32 = cap as u32;
+    // SAFETY: `b` holds the step's correction arrays (ncorr blocks, ncorr
+    // + 1 offsets, `cap` entries) and `counts` (nblocks·2^16 u16, every
+    // corrected id below n); ids / vals hold ≥ cap entries, n one; the
+    // argument types match proc_corrected(ProcArgs, float, u64*, float*,
+    // u32*, u32).
+    unsafe {
+        s.launch_builder(&f)
+            .arg(&b)
+            .arg(&thresh)
+            .arg(&mut fixed.ids)
+            .arg(&mut fixed.vals)
+            .arg(&mut fixed.n)
+            .arg(&cap32)
+            .launch(super::cfg(b.ncorr, 256))
+            .what("launch proc_corrected")?;
+    }
+    let m = s.clone_dtoh(&fixed.n).what("copy corrected count")?[0] as usize;
+    if m > cap {
+        return Err(Error::Internal {
+            op: "procedural select",
+            why: format!("{m} corrected inputs listed, at most {cap} expected"),
+        });
+    }
+    let mut list = Vec::with_capacity(best.len() + m);
+    if m > 0 {
+        let ids = s
+            .clone_dtoh(&fixed.ids.slice(..m))
+            .what("copy corrected ids")?;
+        let vals = s
+            .clone_dtoh(&fixed.vals.slice(..m))
+            .what("copy corrected inputs")?;
+        list.extend(ids.into_iter().zip(vals));
+    }
+    // Ids of D with corrections and a count: their inputs are in the list
+    // (if ≥ T); without a count their input is 0, the count itself.
+    list.extend(best.into_iter().filter(|&(id, x)| x == 0.0 || !c.has(id)));
+    Ok(merge_best(Vec::new(), list, k))
+}
+
+/// Queues the u16 k-cap of `counts[off..off + len]` and the gather of its
+/// winners' counts into `out` (as f32, in the device's order of the ids).
+fn topk_u16_launch(
+    dev: &CudaDevice,
+    topk_ws: &mut TopkWorkspace,
+    counts: &CudaSlice<u16>,
+    off: usize,
+    len: usize,
+    k: usize,
+    out: &mut CudaSlice<f32>,
+) -> Result<()> {
+    topk::topk_u16(dev, topk_ws, counts, off, len, k)?;
+    gather_u16(dev, counts, off, topk_ws, out, k)
+}
+
+/// Queues `out[i] = counts[off + ids[i]]` (as f32) for the last top-k's ids.
+fn gather_u16(
+    dev: &CudaDevice,
+    counts: &CudaSlice<u16>,
+    off: usize,
+    ws: &TopkWorkspace,
+    out: &mut CudaSlice<f32>,
+    k: usize,
+) -> Result<()> {
+    let s = dev.stream();
+    if out.len() < k {
+        *out = s.alloc_zeros(k).what("alloc gathered inputs")?;
+    }
+    let f = dev.function(&kernels::PROCEDURAL, "proc_gather_u16")?;
+    let ids = ws.ids();
+    let k32 = k as u32;
+    let from = counts.slice(off..);
+    // SAFETY: ids holds k ids < the chunk's length ≤ from.len(); out holds
+    // ≥ k f32; argument types match proc_gather_u16(const u16*, const u32*,
+    // float*, u32).
+    unsafe {
+        s.launch_builder(&f)
+            .arg(&from)
+            .arg(&ids)
+            .arg(&mut *out)
+            .arg(&k32)
+            .launch(super::cfg(k.div_ceil(256).clamp(1, 1024) as u32, 256))
+            .what("launch proc_gather_u16")?;
+    }
     Ok(())
 }
 

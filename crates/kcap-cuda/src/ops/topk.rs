@@ -28,19 +28,22 @@ pub enum Dtype {
     F32,
     /// IEEE binary16, stored as its bit pattern (`u16`, e.g. `half::f16::to_bits`).
     F16,
+    /// Unsigned 16-bit integers (the procedural engine's stored counts).
+    U16,
 }
 
 impl Dtype {
     fn vbits(self) -> u32 {
         match self {
             Dtype::F32 => 32,
-            Dtype::F16 => 16,
+            Dtype::F16 | Dtype::U16 => 16,
         }
     }
     fn module(self) -> Module {
         match self {
             Dtype::F32 => kernels::TOPK_F32,
             Dtype::F16 => kernels::TOPK_F16,
+            Dtype::U16 => kernels::TOPK_U16,
         }
     }
 }
@@ -312,6 +315,30 @@ pub fn topk_prefix<T: TopkValue>(
     launch(dev, ws, T::DTYPE, ptr, None, len, k)
 }
 
+/// The k-cap over the unsigned 16-bit values `counts[offset..offset + len]`
+/// (ids `0..len`, relative to `offset`), as [`topk`]: the `k` largest, ties
+/// to the lowest id. `offset` must be a multiple of 8 (16-byte loads).
+pub fn topk_u16(
+    dev: &CudaDevice,
+    ws: &mut TopkWorkspace,
+    counts: &CudaSlice<u16>,
+    offset: usize,
+    len: usize,
+    k: usize,
+) -> Result<TopkPlan> {
+    if offset % 8 != 0 || offset.checked_add(len).is_none_or(|e| e > counts.len()) {
+        return Err(Error::invalid(
+            "topk",
+            format!(
+                "{len} elements from offset {offset} of a vector of {} (the offset must be a multiple of 8)",
+                counts.len()
+            ),
+        ));
+    }
+    let (ptr, _g) = counts.device_ptr(dev.stream());
+    launch(dev, ws, Dtype::U16, ptr + 2 * offset as u64, None, len, k)
+}
+
 /// The k-cap over a sparse candidate list: the `k` ids of `ids` with the
 /// largest `values` (entry `j` is `(ids[j], values[j])`), ties to the lowest
 /// id. Ids must be distinct. Requires `1 <= k < len`, equal lengths.
@@ -408,6 +435,13 @@ fn launch(
             "topk_threshold_f16",
             "topk_prefilter_f16",
             "topk_pass_f16",
+        ],
+        Dtype::U16 => [
+            "topk_init_u16",
+            "topk_sample_u16",
+            "topk_threshold_u16",
+            "topk_prefilter_u16",
+            "topk_pass_u16",
         ],
     };
     let [init, sample, threshold, prefilter, pass] = names.map(|name| dev.function(&m, name));

@@ -121,6 +121,17 @@ impl DeviceCorrections {
     pub fn is_empty(&self) -> bool {
         self.local.is_empty()
     }
+
+    /// Whether target `id` (of an area with blocks of 2^16 ids) has corrections.
+    pub fn has(&self, id: u64) -> bool {
+        let (b, l) = split_id(id);
+        let Ok(j) = self.blocks.binary_search(&b) else {
+            return false;
+        };
+        self.local[self.off[j] as usize..self.off[j + 1] as usize]
+            .binary_search(&l)
+            .is_ok()
+    }
 }
 
 /// Everything a device needs for one target's k-cap in one step.
@@ -576,6 +587,23 @@ mod tests {
     }
 
     /// The hash set of firing rows answers like a linear search.
+    #[test]
+    fn corrections_know_their_ids() {
+        let c = DeviceCorrections {
+            blocks: vec![0, 3],
+            off: vec![0, 2, 5],
+            local: vec![7, 9, 0, 0, 65535],
+            delta: vec![0.5; 5],
+        };
+        for id in [7, 9, 3 * BLOCK, 3 * BLOCK + 65535] {
+            assert!(c.has(id), "{id}");
+        }
+        for id in [0, 8, 10, BLOCK + 7, 3 * BLOCK + 1, 4 * BLOCK, u64::MAX] {
+            assert!(!c.has(id), "{id}");
+        }
+        assert!(!DeviceCorrections::default().has(0));
+    }
+
     #[test]
     fn row_set_membership() {
         let mut r = crate::rng::Stream::new(4);
