@@ -225,6 +225,9 @@ pub struct ChildReport {
     pub total_seconds: Vec<f64>,
     /// Sum of the step times of each repetition.
     pub step_seconds: Vec<f64>,
+    /// Wall time of every single step of every repetition.
+    #[serde(default)]
+    pub step_times: Vec<f64>,
     /// Process CPU time (all threads) of the steps of each repetition.
     #[serde(default)]
     pub step_cpu_seconds: Vec<f64>,
@@ -289,6 +292,7 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
         device: exp.device.to_string(),
         total_seconds: vec![],
         step_seconds: vec![],
+        step_times: vec![],
         step_cpu_seconds: vec![],
         events: 0.0,
         areas: vec![],
@@ -312,6 +316,9 @@ pub fn cmd_child(args: ChildArgs) -> Result<()> {
         report.events = out.steps.iter().map(|s| s.events).sum();
         report.total_seconds.push(out.total_seconds);
         report.step_seconds.push(out.step_seconds);
+        report
+            .step_times
+            .extend(out.steps.iter().map(|s| s.seconds));
         report.areas = out.summary;
         report.memory = out.memory;
         report.fibers = serde_json::to_value(&out.fibers)?;
@@ -444,6 +451,7 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
         "median",
         "setup",
         "per step",
+        "median step",
         "steps/s",
         "events/s",
         "CPU-ns/ev",
@@ -487,6 +495,11 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             duration(med),
             duration(med_setup),
             duration(med_steps / steps),
+            if rep.step_times.is_empty() {
+                "—".into()
+            } else {
+                duration(median(&rep.step_times))
+            },
             format!("{:.1}", steps / med_steps),
             per_event(events_per_s, &|x| format!("{x:.3e}")),
             per_event(cpu_ns, &|x| format!("{x:.2}")),
@@ -512,6 +525,8 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
             "median_setup_seconds": med_setup,
             "median_step_seconds": med_steps,
             "median_seconds_per_step": med_steps / steps,
+            "step_times": rep.step_times,
+            "median_single_step_seconds": (!rep.step_times.is_empty()).then(|| median(&rep.step_times)),
             "steps_per_second": steps / med_steps,
             "synaptic_events": rep.events,
             "events_per_second": events_per_s,
@@ -544,10 +559,11 @@ pub fn cmd_bench(args: BenchArgs) -> Result<()> {
     );
     print!(
         "{}",
-        table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
+        table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
     );
     println!("median: whole scenario (setup + all steps), the figure compared with C++ ref; setup: building the brain (generating");
-    println!("stored connectivity); per step and steps/s: the projection steps alone; support, overlap: last declared area.");
+    println!("stored connectivity); per step and steps/s: the projection steps alone (their total over the number of steps, first");
+    println!("steps included); median step: the median of the single steps' wall times (all repetitions); support, overlap: last declared area.");
     println!("events/s: synaptic events (firing neurons x p x n per target) over the median step time; CPU-ns/ev: process CPU time");
     println!("of the steps per event (all threads). C++ ref: the reference implementation's time recorded in BENCH.md on the");
     println!("2-core dev machine, not measured in this run.");

@@ -398,6 +398,26 @@ impl Backend for Cuda {
             .transpose()
     }
 
+    fn procedural_prepare(&self, model: &kcap::model::Model, target: usize) {
+        // The dense counts (and the stimuli's resume marks) of the first
+        // procedural area that fits, reserved while the brain is built.
+        let area = &model.areas[target];
+        let stim_rows: u64 = (0..model.stimuli.len())
+            .filter(|&s| model.p(kcap::Source::Stim(s), target) > 0.0)
+            .map(|s| model.stimuli[s].size as u64)
+            .sum();
+        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
+        if guard.is_none() {
+            match ProcWorkspace::new(&self.dev) {
+                Ok(ws) => *guard = Some(ws),
+                Err(_) => return,
+            }
+        }
+        let ws = guard.as_mut().expect("just set");
+        // Best effort: the first step reserves again what is missing.
+        let _ = procedural::reserve(&self.dev, ws, area.n, area.k, stim_rows, &self.proc_opts);
+    }
+
     fn name(&self) -> String {
         format!("cuda:{}", self.dev.ordinal())
     }

@@ -459,6 +459,11 @@ impl Brain {
             }
         }
         self.backend = backend;
+        for (t, a) in self.model.areas.iter().enumerate() {
+            if a.engine == EngineKind::Procedural {
+                self.backend.procedural_prepare(&self.model, t);
+            }
+        }
         Ok(())
     }
 
@@ -571,6 +576,9 @@ impl Brain {
                 self.areas.pop();
                 return Err(e);
             }
+        }
+        if engine == EngineKind::Procedural {
+            self.backend.procedural_prepare(&self.model, id);
         }
         Ok(id)
     }

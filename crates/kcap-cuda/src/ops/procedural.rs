@@ -21,7 +21,7 @@ use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels;
 use cudarc::driver::{
     sys::CUfunction_attribute, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    PinnedHostSlice, PushKernelArg,
 };
 use kcap::engine::procedural::device::{DeviceCorrections, DeviceFiber, DeviceStep};
 use kcap::engine::procedural::{ProceduralState, Selection, SkipTable, BLOCK, BLOCK_BITS};
@@ -318,6 +318,9 @@ pub struct ProcWorkspace {
     stats: CudaSlice<u64>,
     hits: CudaSlice<u64>,
     hits_count: CudaSlice<u32>,
+    /// Page-locked host copy of the synapses (a pageable copy of the
+    /// ~3.4 MB a step at procedural-1e9 is several times slower).
+    hits_host: Option<PinnedHostSlice<u64>>,
     table: Option<(u64, u32, CudaSlice<u16>)>,
     topk: TopkWorkspace,
     gathered: CudaSlice<f32>,
@@ -347,6 +350,7 @@ impl ProcWorkspace {
             stats: s.alloc_zeros(2).what("alloc")?,
             hits: s.alloc_zeros(1 << 16).what("alloc")?,
             hits_count: s.alloc_zeros(1).what("alloc")?,
+            hits_host: None,
             table: None,
             topk: TopkWorkspace::new(dev)?,
             gathered: s.alloc_zeros(1).what("alloc")?,
@@ -403,11 +407,18 @@ impl ProcWorkspace {
 }
 
 fn upload<T: DeviceRepr + Clone + Default>(dev: &CudaDevice, v: &[T]) -> Result<CudaSlice<T>> {
+    upload_on(dev.stream(), v)
+}
+
+fn upload_on<T: DeviceRepr + Clone + Default>(
+    s: &Arc<CudaStream>,
+    v: &[T],
+) -> Result<CudaSlice<T>> {
     // Never a zero-length buffer: kernels get a valid address either way.
     if v.is_empty() {
-        return dev.stream().clone_htod(&[T::default()]).what("upload");
+        return s.clone_htod(&[T::default()]).what("upload");
     }
-    dev.stream().clone_htod(v).what("upload")
+    s.clone_htod(v).what("upload")
 }
 
 fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
@@ -894,10 +905,18 @@ fn run(
     };
     let corr_s = tc.elapsed().as_secs_f64();
     tr.mark("corrections computed");
-    let d_cb = upload(dev, &c.blocks)?;
-    let d_co = upload(dev, &c.off)?;
-    let d_cl = upload(dev, &c.local)?;
-    let d_cd = upload(dev, &c.delta)?;
+    // Uploaded through the side stream, which holds no work: a copy from
+    // pageable memory on the main stream would first wait for the count
+    // (~10⁷ bytes a step at procedural-1e9, 1–2 ms after it); this way it
+    // overlaps the count, and the main stream waits for it only where the
+    // corrections are read.
+    let side = ws.side.clone();
+    let d_cb = upload_on(&side, &c.blocks)?;
+    let d_co = upload_on(&side, &c.off)?;
+    let d_cl = upload_on(&side, &c.local)?;
+    let d_cd = upload_on(&side, &c.delta)?;
+    let uploaded = side.record_event(None).what("record upload event")?;
+    s.wait(&uploaded).what("wait for the corrections")?;
     a.corr_blocks = ptr(dev, &d_cb);
     a.corr_off = ptr(dev, &d_co);
     a.corr_local = ptr(dev, &d_cl);
@@ -1093,6 +1112,46 @@ fn chunk_values(
     // SAFETY: left uninitialised: proc_count writes every input of a
     // chunk's ids before the k-cap reads them.
     ws.values = Some(unsafe { dev.stream().alloc::<f32>(need) }.what("alloc procedural inputs")?);
+    Ok(())
+}
+
+/// Reserves, ahead of the first step, what the resident steps of an area
+/// of `n` neurons and cap `k` with `stim_rows` stimulus rows will hold:
+/// the dense counts (base and total) and the stimuli's resume marks, where
+/// they fit (the same checks as a step's). Does nothing when the workspace
+/// already keeps counts (of this or another area), or `k` ≥ `n`.
+pub fn reserve(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    n: u64,
+    k: usize,
+    stim_rows: u64,
+    opts: &ProcOptions,
+) -> Result<()> {
+    if !opts.resident || ws.res.is_some() || k as u64 >= n || n == 0 {
+        return Ok(());
+    }
+    // The synapse buffers (device and page-locked host) for ~64 synapses
+    // per winner (procedural-1e9 finds ~42).
+    let syn = (k * 64).next_power_of_two();
+    if ws.hits.len() < syn {
+        ws.hits = dev.stream().alloc_zeros(syn).what("alloc hit buffer")?;
+    }
+    if ws.hits_host.as_ref().is_none_or(|h| h.len() < syn) {
+        ws.hits_host = None;
+        // SAFETY: only entries a copy has written are read (see `hits`).
+        ws.hits_host = Some(
+            unsafe { ws.side.context().alloc_pinned_with_flags::<u64>(syn, 0) }
+                .what("alloc pinned hit buffer")?,
+        );
+    }
+    if !prepare_resident(dev, ws, n, stim_rows > 0, true)? {
+        return Ok(());
+    }
+    if opts.seg_bits != 0 && stim_rows > 0 && stim_rows <= MAX_SLOTS {
+        let res = ws.res.as_mut().expect("resident counts");
+        marks_buffer(dev, &mut res.base_marks, n, stim_rows, opts.seg_bits)?;
+    }
     Ok(())
 }
 
@@ -1542,11 +1601,32 @@ fn hits(
         let side = ws.side.clone();
         side.wait(&done).what("wait for hits")?;
         let found = side.clone_dtoh(&ws.hits_count).what("copy hit count")?[0] as usize;
+        if found == 0 {
+            return Ok(Vec::new());
+        }
         if found <= ws.hits.len() {
-            let h = side.clone_dtoh(&ws.hits.slice(..found)).what("copy hits")?;
-            return Ok(h
-                .into_iter()
-                .map(|x| (x >> 16, (x & 0xFFFF) as u32))
+            if ws.hits_host.as_ref().is_none_or(|h| h.len() < found) {
+                ws.hits_host = None;
+                // SAFETY: only the first `found` entries are read, after the
+                // copy below has written them.
+                ws.hits_host = Some(
+                    unsafe {
+                        side.context()
+                            .alloc_pinned_with_flags::<u64>(found.next_power_of_two(), 0)
+                    }
+                    .what("alloc pinned hit buffer")?,
+                );
+            }
+            let host = ws.hits_host.as_mut().expect("just set");
+            side.memcpy_dtoh(&ws.hits.slice(..found), host)
+                .what("copy hits")?;
+            // The copy is asynchronous (and the context does not track
+            // events, so the slice's own event is not recorded): wait here.
+            side.synchronize().what("wait for the hits")?;
+            let h = host.as_slice().what("read the hits")?;
+            return Ok(h[..found]
+                .iter()
+                .map(|&x| (x >> 16, (x & 0xFFFF) as u32))
                 .collect());
         }
         ws.hits = s

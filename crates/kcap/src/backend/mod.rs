@@ -55,6 +55,15 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Called when procedural area `target` joins a brain on this backend
+    /// (or the brain moves onto it): a backend may reserve what the area's
+    /// steps will need, so that building the brain, not its first step,
+    /// pays for it. Best effort (a reservation that does not fit is simply
+    /// not made); the default does nothing.
+    fn procedural_prepare(&self, model: &crate::model::Model, target: usize) {
+        let _ = (model, target);
+    }
+
     /// Whether this backend keeps explicit fibers of `format` in its own
     /// memory (a GPU); then [`Backend::explicit_generate`] and
     /// [`Backend::explicit_upload`] must work for it. Default: no.

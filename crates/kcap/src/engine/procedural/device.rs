@@ -192,14 +192,20 @@ impl ProceduralState {
     ) -> Result<DeviceStep> {
         Self::validate(v.model, plan, firing)?;
         let t = plan.target;
-        let tables = self.fiber_list(v, plan);
-        let fibers = self.prepare(v, plan, firing, &tables, false);
+        // The rows' keys only: the device has no use for the CPU's skip
+        // tables (building one costs milliseconds at the first step).
+        let srcs: Vec<Source> = plan
+            .stims
+            .iter()
+            .map(|&s| Source::Stim(s))
+            .chain(plan.areas.iter().map(|&a| Source::Area(a)))
+            .collect();
         let plastic = Self::plastic(v, plan);
         let mut step = DeviceStep {
             target: t,
             n: v.model.areas[t].n,
             k: v.model.areas[t].k,
-            fibers: Vec::with_capacity(fibers.len()),
+            fibers: Vec::with_capacity(srcs.len()),
             own: None,
             corr: DeviceCorrections {
                 off: vec![0],
@@ -218,14 +224,17 @@ impl ProceduralState {
                 plastic: v.model.beta(own, t) > 0.0,
             });
         }
-        for (i, ((src, _), f)) in tables.iter().zip(fibers).enumerate() {
+        for (i, src) in srcs.iter().enumerate() {
             let p = v.model.p(*src, t);
             let key = fiber_key(v.seed, *src, t);
-            debug_assert!(f.row_keys.is_empty() || row_key(key, f.rows.get(0)) == f.row_keys[0]);
+            let rows = match *src {
+                Source::Stim(s) => super::aggregate::RowsOf::All(v.model.stimuli[s].size),
+                Source::Area(a) => super::aggregate::RowsOf::List(firing[a]),
+            };
             step.fibers.push(DeviceFiber {
                 src: *src,
                 key,
-                row_keys: f.row_keys,
+                row_keys: (0..rows.len()).map(|j| row_key(key, rows.get(j))).collect(),
                 p,
                 scale: skip_scale(p),
                 plastic: plastic.iter().any(|q| q.0 == i),
