@@ -56,7 +56,7 @@ struct ProcArgs {
     // dense per-target counts kept between steps (u16, ids from 0, whole blocks)
     const u16* base;        // proc_count: start each block's counters from these (null: from 0)
     u16* counts;            // proc_count: store the counters here instead of inputs (null: inputs);
-                            // proc_finalize: the counts to turn into inputs
+                            // proc_corrected: the stored counts of the corrected ids
     // resume marks (see "Marks" below); seg_bits 0: none
     u32* marks;             // proc_count: written; proc_hits: of slots < mark_split
     const u32* marks1;      // proc_hits: of slots >= mark_split
@@ -533,7 +533,8 @@ __device__ __forceinline__ void kcap_inputs(const ProcArgs& a, u64 b, u32 len, f
 
 // One thread block per target block: counts (from 0, or from a.base), then
 // either the inputs (corrections added) or, when a.counts is set, the raw
-// counts stored for a later proc_finalize or as the next step's base.
+// counts stored (for the k-cap over them, topk_u16, or as the next step's
+// base), with their received ids and events added to a.stats if set.
 // MARKS: also the rows' resume marks into a.marks (see "Marks"). KEYS: the
 // rows' block keys are computed by all threads together first and kept in
 // shared memory, so a thread switching rows reads its next key instead of
