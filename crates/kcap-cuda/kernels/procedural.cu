@@ -50,7 +50,7 @@ struct ProcArgs {
     const u32* wlocal;
     u64* hits;              // (winner id << 16 | slot), hits_cap entries
     u32 hits_cap;
-    u32 pad1;
+    u32 hits_part;          // proc_hits: 0 every item, 1 the marked ones only, 2 the others only
     u32* hits_count;        // [0] += found (may exceed hits_cap: retry)
     double log2_err;        // bound on the fast log2's error (0: no fast path)
     // dense per-target counts kept between steps (u16, ids from 0, whole blocks)
@@ -738,7 +738,10 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             if (i < a.hits_cap) a.hits[i] = ((base + l) << 16) | slot;
         }
     };
-    u32 item = threadIdx.x;
+    // Two launches can split the work (a.hits_part), so that the marked
+    // rows' synapses come back while the others are still searched.
+    const u32 iend = a.hits_part == 1 ? nmarked : nitems;
+    u32 item = (a.hits_part == 2 ? nmarked : 0u) + threadIdx.x;
     if constexpr (MODE == KCAP_F32) {
         // The lean walk. A thread's stretches in item order; the marked
         // items' (segment, slot) are tracked incrementally (no division per
@@ -753,7 +756,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         const u32* prec = nullptr;
         u32 pm = 0, pj = 0, pslot = 0, pend = 0, pfib = 0;
         const auto fetch = [&]() {
-            while (item < nitems) {
+            while (item < iend) {
                 u32 slot, j = 0;
                 const bool marked = item < nmarked;
                 if (marked) {
@@ -805,7 +808,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         });
     } else {
         kcap_walk(a, tab, [&](KWalk& it) {
-            for (; item < nitems; item += blockDim.x) {
+            for (; item < iend; item += blockDim.x) {
                 u32 slot, j = 0;
                 if (item < nmarked) {
                     slot = m0 + item % nm;

@@ -191,15 +191,10 @@ impl Cuda {
         plan: &TargetPlan,
         firing: &[&[u64]],
     ) -> kcap::Result<Option<Selection>> {
-        let step = state.device_step_rows(view, plan, firing)?;
-        if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
+        let Some((step, mut guard)) = self.proc_step(state, view, plan, firing)? else {
             return Ok(None);
-        }
-        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
-        if guard.is_none() {
-            *guard = Some(ProcWorkspace::new(&self.dev)?);
-        }
-        let ws = guard.as_mut().expect("just set");
+        };
+        let ws = guard.as_mut().expect("workspace set");
         // The corrections are computed on the host while the device counts.
         let out = procedural::select_deferred(&self.dev, ws, &step, &self.proc_opts, |c| {
             state
@@ -209,6 +204,82 @@ impl Cuda {
         out.into_selection(&step).map(Some)
     }
 }
+
+impl Cuda {
+    /// The device's step for a procedural target (its rows' keys, no
+    /// corrections yet) and the procedural workspace (created if needed),
+    /// or `None` where the step does not fit the device kernels.
+    fn proc_step(
+        &self,
+        state: &ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> kcap::Result<
+        Option<(
+            kcap::engine::procedural::device::DeviceStep,
+            ProcWorkspaceGuard<'_>,
+        )>,
+    > {
+        let step = state.device_step_rows(view, plan, firing)?;
+        if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
+            return Ok(None);
+        }
+        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
+        if guard.is_none() {
+            *guard = Some(ProcWorkspace::new(&self.dev)?);
+        }
+        Ok(Some((step, guard)))
+    }
+
+    /// The selection with its Hebbian update applied: the stimuli's
+    /// synapses (found first, from their resume marks) are applied while
+    /// the device still searches the area's own (see
+    /// `ops::procedural::select_deferred_split`), then the rest.
+    pub fn try_procedural_select_learn(
+        &self,
+        state: &mut ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> kcap::Result<Option<Selection>> {
+        let Some((step, mut guard)) = self.proc_step(state, view, plan, firing)? else {
+            return Ok(None);
+        };
+        let ws = guard.as_mut().expect("workspace set");
+        let state = std::cell::RefCell::new(state);
+        let mut first = |w: &[u64], x: &[f32], syn: Vec<(u64, u32)>| {
+            let sel = ProceduralState::device_selection(&step, w.to_vec(), x.to_vec(), 0, 0, syn)
+                .map_err(|e| e.to_string())?;
+            state
+                .borrow_mut()
+                .hebbian_selected(view, plan, firing, &sel)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let out = procedural::select_deferred_split(
+            &self.dev,
+            ws,
+            &step,
+            &self.proc_opts,
+            |c| {
+                state
+                    .borrow()
+                    .device_corrections_into(view, plan, firing, c)
+                    .map_err(|e| e.to_string())
+            },
+            &mut first,
+        )?;
+        let mut sel = out.into_selection(&step)?;
+        state
+            .borrow_mut()
+            .hebbian_selected(view, plan, firing, &sel)?;
+        sel.take_synapses();
+        Ok(Some(sel))
+    }
+}
+
+type ProcWorkspaceGuard<'a> = std::sync::MutexGuard<'a, Option<ProcWorkspace>>;
 
 /// An explicit fiber in a [`Cuda`] backend's device memory (see
 /// [`crate::ops::explicit`]): what `PackedFiber` holds while the GPU keeps it.
@@ -395,6 +466,17 @@ impl Backend for Cuda {
         firing: &[&[u64]],
     ) -> Option<kcap::Result<Selection>> {
         self.try_procedural_select(state, view, plan, firing)
+            .transpose()
+    }
+
+    fn procedural_select_learn(
+        &self,
+        state: &mut ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Option<kcap::Result<Selection>> {
+        self.try_procedural_select_learn(state, view, plan, firing)
             .transpose()
     }
 

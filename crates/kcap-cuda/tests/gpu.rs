@@ -910,6 +910,61 @@ fn procedural_resident_counts_follow_their_inputs() {
     proc_run_equal(&dev, &mut ws, &m5, 10, &a(3), &def, false, "resident again");
 }
 
+/// The backend's selection with its own Hebbian update (the stimulus's
+/// synapses applied while the device searches the area's own): winners,
+/// inputs and every learned weight equal the CPU engine's select + update,
+/// step by step, stimulus plus A → A.
+#[test]
+fn procedural_select_learn_equals_select_then_update() {
+    let Some(c) = cuda("procedural_select_learn_equals_select_then_update") else {
+        return;
+    };
+    use kcap::backend::Backend;
+    use kcap::engine::procedural::{ProceduralState, View};
+    use kcap::engine::TargetPlan;
+    let m = proc_model(1_300_001, 300, 0.01, &[300], 0.1);
+    let v = View {
+        model: &m,
+        seed: 21,
+    };
+    let (mut cpu, mut gpu) = (ProceduralState::new(), ProceduralState::new());
+    let mut winners: Vec<u64> = Vec::new();
+    for step in 0..5 {
+        let plan = TargetPlan {
+            target: 0,
+            stims: vec![0],
+            areas: if step == 0 { vec![] } else { vec![0] },
+        };
+        let firing: Vec<&[u64]> = vec![&winners];
+        let want = cpu.select(&v, &plan, &firing).unwrap();
+        let got = c
+            .procedural_select_learn(&mut gpu, &v, &plan, &firing)
+            .expect("the CUDA backend runs procedural steps")
+            .unwrap();
+        cpu.hebbian_selected(&v, &plan, &firing, &want).unwrap();
+        assert_eq!(got.winners, want.winners, "step {}", step + 1);
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.inputs), bits(&want.inputs), "step {}", step + 1);
+        assert!(!got.has_synapses(), "the update is applied already");
+        assert_eq!(
+            cpu.learned_synapses(),
+            gpu.learned_synapses(),
+            "step {}",
+            step + 1
+        );
+        for src in [kcap::Source::Stim(0), kcap::Source::Area(0)] {
+            assert_eq!(
+                cpu.learned(src, 0),
+                gpu.learned(src, 0),
+                "{src:?}, step {}",
+                step + 1
+            );
+        }
+        winners = got.winners;
+    }
+    println!("select + learn on the GPU == CPU select + update: 5 steps");
+}
+
 #[test]
 fn procedural_step_refuses_what_the_device_memory_cannot_hold() {
     if device("procedural_step_refuses_what_the_device_memory_cannot_hold").is_none() {

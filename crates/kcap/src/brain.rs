@@ -1196,12 +1196,22 @@ impl Brain {
                 .sum(),
         );
         let proc_selections = selections.and_then(|lazy_sel| {
+            // (selection, whether its Hebbian update is applied already)
             let proc_sel = proc_active
                 .iter()
                 .map(|p| {
+                    if let Some(r) = backend.procedural_select_learn(
+                        &mut self.procedural,
+                        &pview,
+                        p,
+                        &firing_refs,
+                    ) {
+                        return r.map(|s| (s, true));
+                    }
                     backend
                         .procedural_select(&self.procedural, &pview, p, &firing_refs)
                         .unwrap_or_else(|| self.procedural.select(&pview, p, &firing_refs))
+                        .map(|s| (s, false))
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok((lazy_sel, proc_sel))
@@ -1249,16 +1259,18 @@ impl Brain {
         let mut new_ids: Vec<Option<Vec<u64>>> = vec![None; self.areas.len()];
         for plan in plans.iter().filter(|p| procedural[p.target]) {
             let t = plan.target;
-            match proc_sel.iter().find(|s| s.target == t) {
-                Some(sel) => self
-                    .procedural
-                    .hebbian_selected(&pview, plan, &firing_refs, sel)?,
+            match proc_sel.iter().find(|s| s.0.target == t) {
+                Some((_, true)) => Default::default(),
+                Some((sel, false)) => {
+                    self.procedural
+                        .hebbian_selected(&pview, plan, &firing_refs, sel)?
+                }
                 None => self
                     .procedural
                     .hebbian(&pview, plan, &firing_refs, &firing[t])?,
             };
         }
-        for s in proc_sel {
+        for (s, _) in proc_sel {
             new_ids[s.target] = Some(s.winners);
         }
         if trace {

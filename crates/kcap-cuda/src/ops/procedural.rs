@@ -65,7 +65,7 @@ struct ProcArgs {
     wlocal: u64,
     hits: u64,
     hits_cap: u32,
-    pad1: u32,
+    hits_part: u32,
     hits_count: u64,
     log2_err: f64,
     base: u64,
@@ -318,6 +318,8 @@ pub struct ProcWorkspace {
     stats: CudaSlice<u64>,
     hits: CudaSlice<u64>,
     hits_count: CudaSlice<u32>,
+    /// The second part's synapses of a split search (see `hits`).
+    hits2: CudaSlice<u64>,
     /// Page-locked host copy of the synapses (a pageable copy of the
     /// ~3.4 MB a step at procedural-1e9 is several times slower).
     hits_host: Option<PinnedHostSlice<u64>>,
@@ -349,7 +351,8 @@ impl ProcWorkspace {
             values: None,
             stats: s.alloc_zeros(2).what("alloc")?,
             hits: s.alloc_zeros(1 << 16).what("alloc")?,
-            hits_count: s.alloc_zeros(1).what("alloc")?,
+            hits_count: s.alloc_zeros(2).what("alloc")?,
+            hits2: s.alloc_zeros(1).what("alloc")?,
             hits_host: None,
             table: None,
             topk: TopkWorkspace::new(dev)?,
@@ -462,7 +465,7 @@ pub fn select(
     step: &DeviceStep,
     opts: &ProcOptions,
 ) -> Result<ProcOutcome> {
-    run(dev, ws, step, opts, Corr::Ready)
+    run(dev, ws, step, opts, Corr::Ready, None)
 }
 
 /// Runs `step`, whose corrections are still empty, on the device; `corr`
@@ -483,7 +486,42 @@ pub fn select_deferred<'a>(
             "select_deferred takes a step without corrections",
         ));
     }
-    run(dev, ws, step, opts, Corr::Later(Box::new(corr)))
+    run(dev, ws, step, opts, Corr::Later(Box::new(corr)), None)
+}
+
+/// Called with the winners, their inputs and the synapses of the resumed
+/// (stimulus) rows while the device still searches the others'.
+pub type First<'a> =
+    &'a mut dyn FnMut(&[u64], &[f32], Vec<(u64, u32)>) -> std::result::Result<(), String>;
+
+/// [`select_deferred`] that hands the synapses of the rows with resume
+/// marks (the stimuli's) to `first` as soon as they are found, while the
+/// device searches the other rows' (a second launch), so the host can
+/// apply their Hebbian update meanwhile; the outcome then holds only the
+/// other synapses. Where the step has no such split (no marks, or marks
+/// for every row), `first` is not called and the outcome holds them all.
+pub fn select_deferred_split<'a>(
+    dev: &CudaDevice,
+    ws: &mut ProcWorkspace,
+    step: &DeviceStep,
+    opts: &ProcOptions,
+    corr: impl FnOnce(&mut DeviceCorrections) -> std::result::Result<(), String> + 'a,
+    first: First<'_>,
+) -> Result<ProcOutcome> {
+    if !step.corr.is_empty() {
+        return Err(Error::invalid(
+            "procedural select",
+            "select_deferred_split takes a step without corrections",
+        ));
+    }
+    run(
+        dev,
+        ws,
+        step,
+        opts,
+        Corr::Later(Box::new(corr)),
+        Some(first),
+    )
 }
 
 /// Work queued on the main stream right after the synapse search is
@@ -660,6 +698,7 @@ fn run(
     step: &DeviceStep,
     opts: &ProcOptions,
     corr: Corr,
+    first: Option<First<'_>>,
 ) -> Result<ProcOutcome> {
     let op = "procedural select";
     let slots = step.slots();
@@ -1056,7 +1095,16 @@ fn run(
                 .what("alloc hit buffer")?;
         }
         let then: Option<Then<'_>> = spec.then(|| Box::new(speculate_now) as Then<'_>);
-        hits(dev, ws, &mut a, &winners, tbits, opts, then)?
+        hits(
+            dev,
+            ws,
+            &mut a,
+            (&winners, &inputs),
+            tbits,
+            opts,
+            then,
+            first,
+        )?
     } else {
         if spec {
             speculate_now(ws)?;
@@ -1526,10 +1574,11 @@ fn hits(
     dev: &CudaDevice,
     ws: &mut ProcWorkspace,
     a: &mut ProcArgs,
-    winners: &[u64],
+    (winners, inputs): (&[u64], &[f32]),
     tbits: u32,
     opts: &ProcOptions,
     mut then: Option<Then<'_>>,
+    first: Option<First<'_>>,
 ) -> Result<Vec<(u64, u32)>> {
     let threads = opts.hits_threads;
     let s = dev.stream();
@@ -1567,30 +1616,103 @@ fn hits(
     a.wblocks = ptr(dev, &d_wb);
     a.woff = ptr(dev, &d_wo);
     a.wlocal = ptr(dev, &d_wl);
+    let cfg = LaunchConfig {
+        grid_dim: (wb.len() as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    // SAFETY (every launch below): as in `select`, plus: wblocks/woff/wlocal
+    // describe the winners (woff has wb.len() + 1 entries), the kernel
+    // writes at most hits_cap entries of `hits` and counts them in
+    // *hits_count, and with seg_bits set, marks / marks1 (where not 0) hold
+    // the mark records of the mark_split / slots − mark_split rows over
+    // every block, recorded with this seg_bits by the counts of this step
+    // (see `run`); the shared memory holds the bitmap and the table or the
+    // `slots` block keys (≤ the opt-in limit less 1 KiB, the attribute set
+    // above).
+    let launch = |a: &ProcArgs| -> Result<()> {
+        unsafe { s.launch_builder(&f).arg(a).launch(cfg) }
+            .map(|_| ())
+            .what("launch proc_hits")
+    };
+    let side = ws.side.clone();
+    let count_at = |ws: &ProcWorkspace, i: usize| -> Result<usize> {
+        Ok(side
+            .clone_dtoh(&ws.hits_count.slice(i..i + 1))
+            .what("copy hit count")?[0] as usize)
+    };
+    // Split: the marked (stimulus) rows first, into `hits` (count 0), then
+    // the others into `hits2` (count 1); the first part comes back and goes
+    // to `first` while the device searches the second.
+    let split = first.is_some()
+        && a.seg_bits != 0
+        && a.marks != 0
+        && a.marks1 == 0
+        && a.mark_split > 0
+        && a.mark_split < a.slots;
+    if let (true, Some(first)) = (split, first) {
+        if ws.hits2.len() < ws.hits.len() {
+            ws.hits2 = s.alloc_zeros(ws.hits.len()).what("alloc hit buffer")?;
+        }
+        s.memset_zeros(&mut ws.hits_count).what("zero hit count")?;
+        let counts = ptr(dev, &ws.hits_count);
+        a.hits = ptr(dev, &ws.hits);
+        a.hits_cap = ws.hits.len().min(u32::MAX as usize) as u32;
+        a.hits_count = counts;
+        a.hits_part = 1;
+        launch(a)?;
+        let part1 = s.record_event(None).what("record hits event")?;
+        a.hits = ptr(dev, &ws.hits2);
+        a.hits_cap = ws.hits2.len().min(u32::MAX as usize) as u32;
+        a.hits_count = counts + 4;
+        a.hits_part = 2;
+        launch(a)?;
+        let done = s.record_event(None).what("record hits event")?;
+        if let Some(t) = then.take() {
+            t(ws)?;
+        }
+        side.wait(&part1).what("wait for hits")?;
+        let n1 = count_at(ws, 0)?;
+        if n1 <= ws.hits.len() {
+            let h1 = fetch_hits(&side, &ws.hits, n1, &mut ws.hits_host)?;
+            first(winners, inputs, h1).map_err(|why| Error::Invalid {
+                op: "procedural Hebbian update",
+                why,
+            })?;
+            side.wait(&done).what("wait for hits")?;
+            loop {
+                let n2 = count_at(ws, 1)?;
+                if n2 <= ws.hits2.len() {
+                    a.hits_part = 0;
+                    return fetch_hits(&side, &ws.hits2, n2, &mut ws.hits_host);
+                }
+                // Not expected (the buffers hold an upper bound of the
+                // synapses): the second part again, with room.
+                ws.hits2 = s
+                    .alloc_zeros(n2.next_power_of_two())
+                    .what("alloc hit buffer")?;
+                s.memset_zeros(&mut ws.hits_count).what("zero hit count")?;
+                a.hits = ptr(dev, &ws.hits2);
+                a.hits_cap = ws.hits2.len().min(u32::MAX as usize) as u32;
+                launch(a)?;
+                let again = s.record_event(None).what("record hits event")?;
+                side.wait(&again).what("wait for hits")?;
+            }
+        }
+        // The first part overflowed (not expected either): everything in
+        // one launch below, with room, and `first` never called.
+        ws.hits = s
+            .alloc_zeros(n1.next_power_of_two())
+            .what("alloc hit buffer")?;
+        a.hits_count = counts;
+        a.hits_part = 0;
+    }
     loop {
         s.memset_zeros(&mut ws.hits_count).what("zero hit count")?;
         a.hits = ptr(dev, &ws.hits);
         a.hits_cap = ws.hits.len().min(u32::MAX as usize) as u32;
         a.hits_count = ptr(dev, &ws.hits_count);
-        let cfg = LaunchConfig {
-            grid_dim: (wb.len() as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: smem,
-        };
-        // SAFETY: as in `select`, plus: wblocks/woff/wlocal describe the
-        // winners (woff has wb.len() + 1 entries), the kernel writes at
-        // most hits_cap entries of `hits`, and with seg_bits set, marks /
-        // marks1 (where not 0) hold the mark records of the mark_split /
-        // slots − mark_split rows over every block, recorded with this
-        // seg_bits by the counts of this step (see `run`); the shared
-        // memory holds the bitmap and the table or the `slots` block keys
-        // (≤ the opt-in limit less 1 KiB, the attribute set above).
-        unsafe {
-            s.launch_builder(&f)
-                .arg(&*a)
-                .launch(cfg)
-                .what("launch proc_hits")?;
-        }
+        launch(a)?;
         // `then` queues its work behind the search on the main stream; the
         // results come back through the side stream, which waits for the
         // search alone.
@@ -1598,39 +1720,48 @@ fn hits(
         if let Some(t) = then.take() {
             t(ws)?;
         }
-        let side = ws.side.clone();
         side.wait(&done).what("wait for hits")?;
-        let found = side.clone_dtoh(&ws.hits_count).what("copy hit count")?[0] as usize;
-        if found == 0 {
-            return Ok(Vec::new());
-        }
+        let found = count_at(ws, 0)?;
         if found <= ws.hits.len() {
-            if ws.hits_host.as_ref().is_none_or(|h| h.len() < found) {
-                ws.hits_host = None;
-                // SAFETY: only the first `found` entries are read, after the
-                // copy below has written them.
-                ws.hits_host = Some(
-                    unsafe {
-                        side.context()
-                            .alloc_pinned_with_flags::<u64>(found.next_power_of_two(), 0)
-                    }
-                    .what("alloc pinned hit buffer")?,
-                );
-            }
-            let host = ws.hits_host.as_mut().expect("just set");
-            side.memcpy_dtoh(&ws.hits.slice(..found), host)
-                .what("copy hits")?;
-            // The copy is asynchronous (and the context does not track
-            // events, so the slice's own event is not recorded): wait here.
-            side.synchronize().what("wait for the hits")?;
-            let h = host.as_slice().what("read the hits")?;
-            return Ok(h[..found]
-                .iter()
-                .map(|&x| (x >> 16, (x & 0xFFFF) as u32))
-                .collect());
+            return fetch_hits(&side, &ws.hits, found, &mut ws.hits_host);
         }
         ws.hits = s
             .alloc_zeros(found.next_power_of_two())
             .what("alloc hit buffer")?;
     }
+}
+
+/// The first `found` synapses of `hits` (winner id << 16 | slot), copied
+/// by `side` through the page-locked buffer `host` (grown if needed).
+fn fetch_hits(
+    side: &Arc<CudaStream>,
+    hits: &CudaSlice<u64>,
+    found: usize,
+    host: &mut Option<PinnedHostSlice<u64>>,
+) -> Result<Vec<(u64, u32)>> {
+    if found == 0 {
+        return Ok(Vec::new());
+    }
+    if host.as_ref().is_none_or(|h| h.len() < found) {
+        *host = None;
+        // SAFETY: only the first `found` entries are read, after the copy
+        // below has written them.
+        *host = Some(
+            unsafe {
+                side.context()
+                    .alloc_pinned_with_flags::<u64>(found.next_power_of_two(), 0)
+            }
+            .what("alloc pinned hit buffer")?,
+        );
+    }
+    let h = host.as_mut().expect("just set");
+    side.memcpy_dtoh(&hits.slice(..found), h)
+        .what("copy hits")?;
+    // The copy is asynchronous (and the context does not track events, so
+    // the slice's own event is not recorded): wait here.
+    side.synchronize().what("wait for the hits")?;
+    Ok(h.as_slice().what("read the hits")?[..found]
+        .iter()
+        .map(|&x| (x >> 16, (x & 0xFFFF) as u32))
+        .collect())
 }

@@ -55,6 +55,26 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// [`Backend::procedural_select`] that also applies the step's Hebbian
+    /// update to `state` itself ([`ProceduralState::hebbian_selected`] with
+    /// the selection's synapses, possibly in parts while it still searches
+    /// for the rest), so that the caller must not apply it again. The
+    /// returned selection carries no synapses. Same state afterwards as
+    /// the selection followed by the update. An error may come after part
+    /// of the update was applied (the caller reports it; a checkpoint from
+    /// before the step resumes cleanly). Default: `None` (the caller
+    /// selects, then updates).
+    fn procedural_select_learn(
+        &self,
+        state: &mut ProceduralState,
+        view: &View,
+        plan: &TargetPlan,
+        firing: &[&[u64]],
+    ) -> Option<crate::error::Result<Selection>> {
+        let _ = (state, view, plan, firing);
+        None
+    }
+
     /// Called when procedural area `target` joins a brain on this backend
     /// (or the brain moves onto it): a backend may reserve what the area's
     /// steps will need, so that building the brain, not its first step,

@@ -79,6 +79,12 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// Takes the recorded synapses out (a selection whose update was
+    /// applied already need not carry them).
+    pub fn take_synapses(&mut self) -> Option<Vec<(u64, u32)>> {
+        self.synapses.take()
+    }
+
     /// True when the synapses onto the winners were recorded, so that
     /// [`ProceduralState::hebbian_selected`] regenerates nothing.
     pub fn has_synapses(&self) -> bool {
