@@ -203,9 +203,16 @@ impl Cuda {
         })?;
         out.into_selection(&step).map(Some)
     }
-}
 
-impl Cuda {
+    /// The procedural workspace, created on first use.
+    fn proc_workspace(&self) -> Result<ProcWorkspaceGuard<'_>> {
+        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
+        if guard.is_none() {
+            *guard = Some(ProcWorkspace::new(&self.dev)?);
+        }
+        Ok(guard)
+    }
+
     /// The device's step for a procedural target (its rows' keys, no
     /// corrections yet) and the procedural workspace (created if needed),
     /// or `None` where the step does not fit the device kernels.
@@ -225,11 +232,7 @@ impl Cuda {
         if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
             return Ok(None);
         }
-        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
-        if guard.is_none() {
-            *guard = Some(ProcWorkspace::new(&self.dev)?);
-        }
-        Ok(Some((step, guard)))
+        Ok(Some((step, self.proc_workspace()?)))
     }
 
     /// The selection with its Hebbian update applied: the stimuli's
@@ -488,16 +491,11 @@ impl Backend for Cuda {
             .filter(|&s| model.p(kcap::Source::Stim(s), target) > 0.0)
             .map(|s| model.stimuli[s].size as u64)
             .sum();
-        let mut guard = self.proc_ws.lock().expect("procedural workspace poisoned");
-        if guard.is_none() {
-            match ProcWorkspace::new(&self.dev) {
-                Ok(ws) => *guard = Some(ws),
-                Err(_) => return,
-            }
-        }
-        let ws = guard.as_mut().expect("just set");
         // Best effort: the first step reserves again what is missing.
-        let _ = procedural::reserve(&self.dev, ws, area.n, area.k, stim_rows, &self.proc_opts);
+        if let Ok(mut guard) = self.proc_workspace() {
+            let ws = guard.as_mut().expect("workspace set");
+            let _ = procedural::reserve(&self.dev, ws, area.n, area.k, stim_rows, &self.proc_opts);
+        }
     }
 
     fn name(&self) -> String {

@@ -199,6 +199,17 @@ struct Resident {
     tot_marked: u32,
 }
 
+impl Resident {
+    /// The counts a step takes its inputs from (`tot`, else `base`) and
+    /// their statistics.
+    fn step_counts(&self, from_tot: bool) -> (&CudaSlice<u16>, &CudaSlice<u64>) {
+        match from_tot {
+            true => (self.tot.as_ref().expect("total buffer"), &self.tot_stats),
+            false => (self.base.as_ref().expect("base buffer"), &self.base_stats),
+        }
+    }
+}
+
 /// The identity of counts over `fibers` of an area of `n` neurons.
 fn ident(n: u64, fibers: &[DeviceFiber]) -> Vec<u64> {
     let mut v = vec![n, fibers.len() as u64];
@@ -383,7 +394,7 @@ impl ProcWorkspace {
     /// Device bytes held.
     pub fn bytes(&self) -> usize {
         self.values.as_ref().map_or(0, |v| v.len() * 4)
-            + self.hits.len() * 8
+            + (self.hits.len() + self.hits2.len()) * 8
             + self.table.as_ref().map_or(0, |t| t.2.len() * 2)
             + self.gathered.len() * 4
             + self.fixed.ids.len() * 12
@@ -916,11 +927,11 @@ fn run(
     // host computes them (resident_best).
     let first_len = n.min(chunk * BLOCK) as usize;
     let queued = resident && k < first_len && {
-        let res = ws.res.as_ref().expect("resident counts");
-        let counts = match from_tot {
-            true => res.tot.as_ref().expect("total buffer"),
-            false => res.base.as_ref().expect("base buffer"),
-        };
+        let (counts, _) = ws
+            .res
+            .as_ref()
+            .expect("resident counts")
+            .step_counts(from_tot);
         topk_u16_launch(dev, &mut ws.topk, counts, 0, first_len, k, &mut ws.gathered)?;
         true
     };
@@ -931,14 +942,10 @@ fn run(
     let c: &DeviceCorrections = match corr {
         Corr::Ready => &step.corr,
         Corr::Later(f) => {
-            let r = f(&mut later);
-            if let Err(why) = r {
-                ws.corr = later;
-                return Err(Error::Invalid {
-                    op: "procedural corrections",
-                    why,
-                });
-            }
+            f(&mut later).map_err(|why| Error::Invalid {
+                op: "procedural corrections",
+                why,
+            })?;
             &later
         }
     };
@@ -962,12 +969,12 @@ fn run(
     a.corr_delta = ptr(dev, &d_cd);
     a.ncorr = c.blocks.len() as u32;
     tr.mark("corrections uploaded");
-    let (best, stats) = if resident {
-        let res = ws.res.as_ref().expect("resident counts");
-        let (counts, stats) = match from_tot {
-            true => (res.tot.as_ref().expect("total buffer"), &res.tot_stats),
-            false => (res.base.as_ref().expect("base buffer"), &res.base_stats),
-        };
+    let (mut best, stats) = if resident {
+        let (counts, stats) = ws
+            .res
+            .as_ref()
+            .expect("resident counts")
+            .step_counts(from_tot);
         let best = resident_best(
             dev,
             &mut ws.topk,
@@ -1033,7 +1040,6 @@ fn run(
         (best, s.clone_dtoh(&ws.stats).what("copy stats")?)
     };
     ws.corr = later;
-    let mut best = best;
     best.sort_unstable_by_key(|p| p.0);
     tr.mark("k-cap");
     let t1 = Instant::now();
