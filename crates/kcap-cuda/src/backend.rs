@@ -229,6 +229,7 @@ impl Cuda {
         )>,
     > {
         let step = state.device_step_rows(view, plan, firing)?;
+        procedural::trace_point("device step rows");
         if step.slots() > procedural::MAX_SLOTS || step.fibers.len() > procedural::MAX_FIBERS {
             return Ok(None);
         }
@@ -254,11 +255,14 @@ impl Cuda {
         let mut first = |w: &[u64], x: &[f32], syn: Vec<(u64, u32)>| {
             let sel = ProceduralState::device_selection(&step, w.to_vec(), x.to_vec(), 0, 0, syn)
                 .map_err(|e| e.to_string())?;
-            state
+            procedural::trace_point("first synapses fetched");
+            let r = state
                 .borrow_mut()
                 .hebbian_selected(view, plan, firing, &sel)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            procedural::trace_point("first Hebbian update");
+            r
         };
         let out = procedural::select_deferred_split(
             &self.dev,
@@ -274,9 +278,11 @@ impl Cuda {
             &mut first,
         )?;
         let mut sel = out.into_selection(&step)?;
+        procedural::trace_point("selection");
         state
             .borrow_mut()
             .hebbian_selected(view, plan, firing, &sel)?;
+        procedural::trace_point("second Hebbian update");
         sel.take_synapses();
         Ok(Some(sel))
     }

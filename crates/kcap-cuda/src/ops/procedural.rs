@@ -21,7 +21,7 @@ use crate::error::{DriverResultExt, Error, Result};
 use crate::kernels;
 use cudarc::driver::{
     sys::CUfunction_attribute, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    PinnedHostSlice, PushKernelArg, ValidAsZeroBits,
 };
 use kcap::engine::procedural::device::{DeviceCorrections, DeviceFiber, DeviceStep};
 use kcap::engine::procedural::{ProceduralState, Selection, SkipTable, BLOCK, BLOCK_BITS};
@@ -342,6 +342,9 @@ pub struct ProcWorkspace {
     /// Deferred corrections' buffers, kept from step to step (fresh pages
     /// for ~10⁷ bytes a step at procedural-1e9 cost milliseconds).
     corr: DeviceCorrections,
+    /// Their device copies, kept too (grown when short), with page-locked
+    /// staging where used (see `upload_kept`).
+    corr_dev: CorrBufs,
     log2_err: Option<f64>,
     log2_f32: Option<(f32, f32)>,
     res: Option<Resident>,
@@ -369,6 +372,7 @@ impl ProcWorkspace {
             topk: TopkWorkspace::new(dev)?,
             gathered: s.alloc_zeros(1).what("alloc")?,
             corr: DeviceCorrections::default(),
+            corr_dev: CorrBufs::default(),
             fixed: Fixed {
                 ids: s.alloc_zeros(1).what("alloc")?,
                 vals: s.alloc_zeros(1).what("alloc")?,
@@ -421,18 +425,91 @@ impl ProcWorkspace {
 }
 
 fn upload<T: DeviceRepr + Clone + Default>(dev: &CudaDevice, v: &[T]) -> Result<CudaSlice<T>> {
-    upload_on(dev.stream(), v)
-}
-
-fn upload_on<T: DeviceRepr + Clone + Default>(
-    s: &Arc<CudaStream>,
-    v: &[T],
-) -> Result<CudaSlice<T>> {
+    let s = dev.stream();
     // Never a zero-length buffer: kernels get a valid address either way.
     if v.is_empty() {
         return s.clone_htod(&[T::default()]).what("upload");
     }
     s.clone_htod(v).what("upload")
+}
+
+/// Device copies of a step's corrections, kept from step to step.
+#[derive(Default)]
+struct CorrBufs {
+    blocks: Kept<u64>,
+    off: Kept<u32>,
+    local: Kept<u32>,
+    delta: Kept<f32>,
+}
+
+/// A device buffer and its page-locked staging copy, both grown when short.
+struct Kept<T> {
+    dev: Option<CudaSlice<T>>,
+    pin: Option<PinnedHostSlice<T>>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            dev: None,
+            pin: None,
+        }
+    }
+}
+
+impl<T: DeviceRepr + ValidAsZeroBits + Default + Clone + Copy> Kept<T> {
+    /// Grows both buffers to at least `len` entries: to 4·`len` (rounded up
+    /// to a power of two) when short, as a page-locked allocation costs
+    /// milliseconds per megabyte and the corrections grow step by step.
+    fn grow(&mut self, side: &Arc<CudaStream>, len: usize) -> Result<()> {
+        let len = len.max(1);
+        let want = (4 * len).next_power_of_two();
+        if self.dev.as_ref().is_none_or(|b| b.len() < len) {
+            self.dev = None;
+            self.dev = Some(side.alloc_zeros::<T>(want).what("alloc corrections")?);
+        }
+        if self.pin.as_ref().is_none_or(|p| p.len() < len) {
+            self.pin = None;
+            // SAFETY: only entries `upload` has written are read.
+            self.pin = Some(
+                unsafe { side.context().alloc_pinned_with_flags::<T>(want, 0) }
+                    .what("alloc page-locked corrections")?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies `v` through `side` into the device buffer (grown when
+    /// short), staged through the page-locked one, and returns the device
+    /// buffer's address. A copy from pageable memory would wait for the
+    /// kernel running on the main stream (measured: it ended ~1 ms after
+    /// the count); from page-locked memory it overlaps it. Reusing both
+    /// buffers is safe: the previous step's copy is done (the main stream
+    /// waited for it before the kernels that read it, and the host waited
+    /// for those before this step).
+    fn upload(&mut self, side: &Arc<CudaStream>, v: &[T]) -> Result<u64> {
+        self.grow(side, v.len())?;
+        let d = self.dev.as_mut().expect("grown");
+        if !v.is_empty() {
+            let p = self.pin.as_mut().expect("grown");
+            p.as_mut_slice().what("stage corrections")?[..v.len()].copy_from_slice(v);
+            let src = &p.as_slice().what("stage corrections")?[..v.len()];
+            side.memcpy_htod(src, &mut d.slice_mut(..v.len()))
+                .what("upload corrections")?;
+        }
+        let (p, _g) = d.device_ptr(side);
+        Ok(p)
+    }
+}
+
+impl CorrBufs {
+    /// Room for `entries` corrections over `blocks` target blocks.
+    fn grow(&mut self, side: &Arc<CudaStream>, entries: usize, blocks: usize) -> Result<()> {
+        self.blocks.grow(side, blocks)?;
+        self.off.grow(side, blocks + 1)?;
+        self.local.grow(side, entries)?;
+        self.delta.grow(side, entries)
+    }
 }
 
 fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
@@ -442,22 +519,95 @@ fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
 
 /// `KCAP_PROC_TRACE=1`: prints the host time of each phase of a step to
 /// stderr (a diagnostic for benchmarks, not an interface).
-struct Trace(Option<Instant>);
+/// The phases' clock is per thread, so that helpers can mark their own
+/// phases ([`trace_point`]).
+struct Trace;
+
+thread_local! {
+    static TRACE_LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn trace_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KCAP_PROC_TRACE").is_some())
+}
+
+/// Prints the host time since the previous phase's end (KCAP_PROC_TRACE).
+pub(crate) fn trace_point(what: &str) {
+    if !trace_on() {
+        return;
+    }
+    if let Some(t) = TRACE_LAST.with(|c| c.get()) {
+        eprintln!(
+            "  [trace] {what}: {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    TRACE_LAST.with(|c| c.set(Some(Instant::now())));
+}
 
 impl Trace {
     fn new() -> Trace {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let on = *ON.get_or_init(|| std::env::var_os("KCAP_PROC_TRACE").is_some());
-        Trace(on.then(Instant::now))
+        trace_point("host between steps");
+        Trace
     }
     fn mark(&mut self, what: &str) {
-        if let Some(t) = &mut self.0 {
-            eprintln!(
-                "  [trace] {what}: {:.2} ms",
-                t.elapsed().as_secs_f64() * 1e3
-            );
-            *t = Instant::now();
+        trace_point(what);
+    }
+}
+
+/// `KCAP_PROC_TRACE=2`: also the device's timeline. Events (with timing)
+/// are recorded on the main stream before and after each piece of a step's
+/// work; at the end of a step the time from each to the next is printed,
+/// so a gap between one piece's end and the next one's start is the
+/// device waiting for the host. The last event is kept as the next
+/// step's reference.
+mod timeline {
+    use cudarc::driver::{sys::CUevent_flags, CudaEvent, CudaStream};
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    thread_local! {
+        static EVS: RefCell<Vec<(&'static str, CudaEvent)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn on() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| std::env::var("KCAP_PROC_TRACE").is_ok_and(|v| v == "2"))
+    }
+
+    /// Records an event named `what` on `s`.
+    pub fn mark(s: &Arc<CudaStream>, what: &'static str) {
+        if !on() {
+            return;
         }
+        if let Ok(e) = s.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)) {
+            EVS.with(|v| v.borrow_mut().push((what, e)));
+        }
+    }
+
+    /// Prints the recorded events up to the last one named `upto` (time
+    /// from the previous one, ms), which the host has waited for already
+    /// (so the report does not wait for work queued after it), and keeps
+    /// that one and the later ones for the next report.
+    pub fn report(upto: &str) {
+        if !on() {
+            return;
+        }
+        EVS.with(|v| {
+            let mut v = v.borrow_mut();
+            let Some(end) = v.iter().rposition(|e| e.0 == upto) else {
+                return;
+            };
+            let mut line = String::from("  [device]");
+            for w in v[..=end].windows(2) {
+                if let Ok(ms) = w[0].1.elapsed_ms(&w[1].1) {
+                    line += &format!(" {} +{ms:.2}", w[1].0);
+                }
+            }
+            eprintln!("{line}");
+            v.drain(..end);
+        });
     }
 }
 
@@ -693,6 +843,7 @@ fn count_into(
     // caller or by count_kernel) includes one staged record per thread or
     // the `slots` block keys of proc_count_f32k; values is unused when
     // counts is set.
+    timeline::mark(dev.stream(), "count start");
     unsafe {
         dev.stream()
             .launch_builder(&f)
@@ -700,6 +851,7 @@ fn count_into(
             .launch(cfg)
             .what("launch proc_count (store counts)")?;
     }
+    timeline::mark(dev.stream(), "count end");
     Ok(())
 }
 
@@ -749,6 +901,7 @@ fn run(
     let s = dev.stream();
     let t0 = Instant::now();
     let mut tr = Trace::new();
+    timeline::mark(s, "host step");
     // Per-step inputs.
     let all = fiber_arrays(dev, &step.fibers)?;
     // The skip table: only when every fiber has the same p.
@@ -951,22 +1104,22 @@ fn run(
     };
     let corr_s = tc.elapsed().as_secs_f64();
     tr.mark("corrections computed");
-    // Uploaded through the side stream, which holds no work: a copy from
-    // pageable memory on the main stream would first wait for the count
-    // (~10⁷ bytes a step at procedural-1e9, 1–2 ms after it); this way it
+    // Uploaded through the side stream, which holds no work, from
+    // page-locked staging buffers kept in the workspace: a copy from
+    // pageable memory (on either stream) waits for the count and then
+    // takes 1–2 ms (~10⁷ bytes a step at procedural-1e9); this way it
     // overlaps the count, and the main stream waits for it only where the
     // corrections are read.
     let side = ws.side.clone();
-    let d_cb = upload_on(&side, &c.blocks)?;
-    let d_co = upload_on(&side, &c.off)?;
-    let d_cl = upload_on(&side, &c.local)?;
-    let d_cd = upload_on(&side, &c.delta)?;
+    let cb = &mut ws.corr_dev;
+    a.corr_blocks = cb.blocks.upload(&side, &c.blocks)?;
+    a.corr_off = cb.off.upload(&side, &c.off)?;
+    a.corr_local = cb.local.upload(&side, &c.local)?;
+    a.corr_delta = cb.delta.upload(&side, &c.delta)?;
     let uploaded = side.record_event(None).what("record upload event")?;
+    timeline::mark(&side, "upload done (side)");
     s.wait(&uploaded).what("wait for the corrections")?;
-    a.corr_blocks = ptr(dev, &d_cb);
-    a.corr_off = ptr(dev, &d_co);
-    a.corr_local = ptr(dev, &d_cl);
-    a.corr_delta = ptr(dev, &d_cd);
+    timeline::mark(s, "upload waited");
     a.ncorr = c.blocks.len() as u32;
     tr.mark("corrections uploaded");
     let (mut best, stats) = if resident {
@@ -1118,6 +1271,7 @@ fn run(
         Vec::new()
     };
     tr.mark("synapses");
+    timeline::report("search end");
     let hits_s = t1.elapsed().as_secs_f64();
     Ok(ProcOutcome {
         winners,
@@ -1199,6 +1353,16 @@ pub fn reserve(
                 .what("alloc pinned hit buffer")?,
         );
     }
+    // The corrections' buffers (device and page-locked): asked for 32 per
+    // winner, `grow` gives ≥ 128 (procedural-1e9 reaches ~1.2·10⁶
+    // corrections at step 10), as a page-locked allocation inside a step
+    // costs ~10 ms.
+    let side = ws.side.clone();
+    ws.corr_dev.grow(
+        &side,
+        (k * 32).next_power_of_two(),
+        n.div_ceil(BLOCK) as usize,
+    )?;
     if !prepare_resident(dev, ws, n, stim_rows > 0, true)? {
         return Ok(());
     }
@@ -1423,6 +1587,7 @@ fn resident_best(
         best = merge_best(best, chunk_best, k);
         b0 += nb;
     }
+    trace_point("k-cap of the counts fetched");
     if c.is_empty() {
         return Ok(best);
     }
@@ -1436,6 +1601,7 @@ fn resident_best(
             .alloc_zeros(cap.next_power_of_two())
             .what("alloc corrected inputs")?;
     }
+    timeline::mark(s, "corrected start");
     s.memset_zeros(&mut fixed.n).what("zero corrected count")?;
     let f = dev.function(&kernels::PROCEDURAL, "proc_corrected")?;
     let b = ProcArgs {
@@ -1459,7 +1625,9 @@ fn resident_best(
             .launch(super::cfg(b.ncorr, 256))
             .what("launch proc_corrected")?;
     }
+    timeline::mark(s, "corrected end");
     let m = s.clone_dtoh(&fixed.n).what("copy corrected count")?[0] as usize;
+    trace_point("corrected count fetched");
     if m > cap {
         return Err(Error::Internal {
             op: "procedural select",
@@ -1478,8 +1646,25 @@ fn resident_best(
     }
     // Ids of D with corrections and a count: their inputs are in the list
     // (if ≥ T); without a count their input is 0, the count itself.
-    list.extend(best.into_iter().filter(|&(id, x)| x == 0.0 || !c.has(id)));
-    Ok(merge_best(Vec::new(), list, k))
+    trace_point(&format!("{m} corrected inputs fetched"));
+    // An id of D with a count and corrections has input ≥ its count ≥ T,
+    // so it is in the list: the listed ids are exactly D's corrected ids
+    // with a count (a sorted list of a few thousand ids; looking each id
+    // of D up in the corrections took ~3 ms at procedural-1e9, cache
+    // misses over ~10⁷ bytes).
+    let mut listed: Vec<u64> = list.iter().map(|p| p.0).collect();
+    listed.sort_unstable();
+    list.extend(best.into_iter().filter(|&(id, x)| {
+        let corrected = x != 0.0 && listed.binary_search(&id).is_ok();
+        debug_assert!(
+            x == 0.0 || corrected == c.has(id),
+            "id {id}: listed {corrected}"
+        );
+        !corrected
+    }));
+    let out = merge_best(Vec::new(), list, k);
+    trace_point("merged");
+    Ok(out)
 }
 
 /// Queues the u16 k-cap of `counts[off..off + len]` and the gather of its
@@ -1493,8 +1678,11 @@ fn topk_u16_launch(
     k: usize,
     out: &mut CudaSlice<f32>,
 ) -> Result<()> {
+    timeline::mark(dev.stream(), "topk start");
     topk::topk_u16(dev, topk_ws, counts, off, len, k)?;
-    gather_u16(dev, counts, off, topk_ws, out, k)
+    gather_u16(dev, counts, off, topk_ws, out, k)?;
+    timeline::mark(dev.stream(), "topk end");
+    Ok(())
 }
 
 /// Queues `out[i] = counts[off + ids[i]]` (as f32) for the last top-k's ids.
@@ -1598,9 +1786,11 @@ fn hits(
         wl.push(l);
     }
     wo.push(winners.len() as u32);
+    trace_point("winner blocks");
     let d_wb = upload(dev, &wb)?;
     let d_wo = upload(dev, &wo)?;
     let d_wl = upload(dev, &wl)?;
+    trace_point("winner blocks uploaded");
     let mut smem = (BLOCK / 32) as u32 * 4 + if tbits > 0 { 2u32 << tbits } else { 0 };
     // As count_kernel: the single-precision variant keeps the rows' block
     // keys in shared memory where they fit.
@@ -1666,13 +1856,17 @@ fn hits(
         a.hits_cap = ws.hits.len().min(u32::MAX as usize) as u32;
         a.hits_count = counts;
         a.hits_part = 1;
+        trace_point("search launch");
+        timeline::mark(s, "search start");
         launch(a)?;
+        timeline::mark(s, "search part 1 end");
         let part1 = s.record_event(None).what("record hits event")?;
         a.hits = ptr(dev, &ws.hits2);
         a.hits_cap = ws.hits2.len().min(u32::MAX as usize) as u32;
         a.hits_count = counts + 4;
         a.hits_part = 2;
         launch(a)?;
+        timeline::mark(s, "search end");
         let done = s.record_event(None).what("record hits event")?;
         if let Some(t) = then.take() {
             t(ws)?;
@@ -1718,7 +1912,9 @@ fn hits(
         a.hits = ptr(dev, &ws.hits);
         a.hits_cap = ws.hits.len().min(u32::MAX as usize) as u32;
         a.hits_count = ptr(dev, &ws.hits_count);
+        timeline::mark(s, "search start");
         launch(a)?;
+        timeline::mark(s, "search end");
         // `then` queues its work behind the search on the main stream; the
         // results come back through the side stream, which waits for the
         // search alone.
