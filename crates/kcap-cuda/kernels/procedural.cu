@@ -8,7 +8,8 @@
 // One thread block owns one target block (2^16 ids) and keeps its counts in
 // shared memory: two 16-bit counters per 32-bit word, incremented with a
 // 32-bit shared atomic (the launcher guarantees fewer than 2^16 firing rows,
-// so a half never carries into the other). Threads take firing rows
+// so a half never carries into the other). Local id l counts in word
+// l & 0x7FFF, low half for l < 2^15, high half above (kcap_cnt_*). Threads take firing rows
 // round-robin and walk each row's stream in the block; when a row ends the
 // thread moves on to its next row inside the same loop, so a warp's lanes
 // stay busy whatever the row lengths. The optional skip table (dynamic
@@ -98,6 +99,17 @@ __device__ __forceinline__ void kcap_stage(const ProcArgs& a, FiberSmem& fs, u32
         for (u32 i = threadIdx.x; i < nt / 2; i += blockDim.x) ((u32*)tab)[i] = ((const u32*)a.table)[i];
     }
     __syncthreads();
+}
+
+// The shared counters of a target block: local id l in word l & 0x7FFF,
+// half l >> 15 (a word holds ids l and l + 2^15). Fewer instructions per
+// event than halves by parity: the word needs no shift, and any l gives a
+// word in range, so an emit that adds 0 needs no select of the address.
+__device__ __forceinline__ u32 kcap_cnt_word(u32 l) { return l & 0x7FFFu; }
+// The increment of id l < 2^16: 1 or 0x10000.
+__device__ __forceinline__ u32 kcap_cnt_inc(u32 l) { return 1u + (l >> 15) * 0xFFFFu; }
+__device__ __forceinline__ u32 kcap_cnt_get(const u32* cnt, u32 l) {
+    return (cnt[l & 0x7FFFu] >> ((l >> 15) << 4)) & 0xFFFFu;
 }
 
 __device__ __forceinline__ u32 kcap_fiber_of(const ProcArgs& a, const FiberSmem& fs, u32 slot) {
@@ -552,9 +564,14 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     const u64 b = a.block0 + blockIdx.x;
     const u32 len = kcap_block_len(a.n, b);
     if (a.base) {
-        // Two u16 counters per u32 word, low half first: the layout of cnt.
+        // The stored counts are in id order (ids 2i, 2i + 1 in word i):
+        // word pair i of each half becomes words 2i, 2i + 1 of cnt, ids
+        // (2i, 2i + 2^15) and (2i + 1, 2i + 1 + 2^15) (kcap_cnt_word).
         const u32* src = (const u32*)(a.base + b * KCAP_PBLOCK);
-        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) cnt[i] = src[i];
+        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 4; i += blockDim.x) {
+            const u32 x = src[i], y = src[i + KCAP_PBLOCK / 4];
+            ((uint2*)cnt)[i] = make_uint2(__byte_perm(x, y, 0x5410), __byte_perm(x, y, 0x7632));
+        }
     }
     if (MARKS) {
         // Entry q of this thread's record at staged[q * blockDim.x]: a
@@ -570,14 +587,19 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     }
     kcap_stage(a, fs, cnt, a.base ? 0 : KCAP_PBLOCK / 2, tab);
     if constexpr (MODE == KCAP_F32) {
-        // Rows handed out one at a time from a shared counter (first each
-        // thread's own, then whoever is free takes the next), so the lanes
-        // of a warp, and the warps of the block, finish together. Each lane
-        // holds the row after its current one (and its key), fetched when
-        // it switches, so a switch does not wait for the counter.
+        // Rows: thread i takes rows i, i + T, ..., i + (S - 1)T (T threads,
+        // S = slots / T - 1 rounds, at least 1), then the rest are handed
+        // out one at a time from a shared counter (whoever is free takes
+        // the next), so the lanes of a warp, and the warps of the block,
+        // finish together, while most switches skip the counter's atomic
+        // (a warp-wide aggregation of ~12 instructions). Each lane holds
+        // the row after its current one (and its key), fetched when it
+        // switches, so a switch does not wait for the counter.
         // MARKS: each stretch's record is staged as in kcap_walk_rows and
         // written out when the lane takes its next row (or has none left).
-        u32 nslot = threadIdx.x, prev = ~0u;
+        const u32 rounds = max(a.slots / blockDim.x, 2u) - 1u;
+        const u32 dyn0 = rounds * blockDim.x;  // first row handed out by the counter
+        u32 nslot = threadIdx.x, prev = ~0u, taken = 1;
         u64 nkey = 0;
         if (nslot < a.slots) nkey = KEYS ? keys[nslot] : kcap_word(a.row_keys[nslot], b);
         const auto flush = [&]() {
@@ -594,18 +616,19 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
                 it.slot = nslot;
                 it.fib = kcap_fiber_of(a, fs, nslot);
                 prev = nslot;
-                nslot = blockDim.x + atomicAdd(&fs.next_row, 1u);
+                nslot = taken < rounds ? nslot + blockDim.x : dyn0 + atomicAdd(&fs.next_row, 1u);
+                ++taken;
                 if (nslot < a.slots) nkey = KEYS ? keys[nslot] : kcap_word(a.row_keys[nslot], b);
                 return true;
             }, [&](u32 l, bool on, const KLane& it) {
                 // Always one shared atomic (adding 0 when off), so no branch.
-                atomicAdd(&cnt[on ? l >> 1 : 0], on ? ((l & 1) ? 0x10000u : 1u) : 0u);
+                atomicAdd(&cnt[kcap_cnt_word(l)], on ? kcap_cnt_inc(l) : 0u);
                 if (MARKS && on) kcap_mark_stage(a, staged, l, (u32)it.ctr - it.klo);
             });
     } else {
         kcap_walk_rows(a, fs, tab, b, len, keys, [](u32) { return true; },
                        [&](u32 l, const KWalk& it) {
-                           atomicAdd(&cnt[l >> 1], 1u << ((l & 1) << 4));
+                           atomicAdd(&cnt[kcap_cnt_word(l)], kcap_cnt_inc(l));
                            if (MARKS) kcap_mark_stage(a, staged, l, (u32)it.ctr - it.klo);
                        },
                        [&](const KWalk& it) {
@@ -616,13 +639,15 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
     if (a.counts) {
         // The stored counts' received ids and events go to a.stats (if
         // set): the step's statistics when it takes its inputs from them.
+        // Back to id order (the inverse of the load from a.base).
         u32* dst = (u32*)(a.counts + b * KCAP_PBLOCK);
         u64 received = 0, events = 0;
-        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 2; i += blockDim.x) {
-            const u32 w = cnt[i];
-            dst[i] = w;
-            received += ((w & 0xFFFFu) != 0) + ((w >> 16) != 0);
-            events += (w & 0xFFFFu) + (w >> 16);
+        for (u32 i = threadIdx.x; i < KCAP_PBLOCK / 4; i += blockDim.x) {
+            const uint2 w = ((const uint2*)cnt)[i];
+            dst[i] = __byte_perm(w.x, w.y, 0x5410);
+            dst[i + KCAP_PBLOCK / 4] = __byte_perm(w.x, w.y, 0x7632);
+            received += ((w.x & 0xFFFFu) != 0) + ((w.x >> 16) != 0) + ((w.y & 0xFFFFu) != 0) + ((w.y >> 16) != 0);
+            events += (w.x & 0xFFFFu) + (w.x >> 16) + (w.y & 0xFFFFu) + (w.y >> 16);
         }
         if (a.stats) {
             kcap_block_add(received, a.stats);
@@ -631,7 +656,7 @@ __device__ __forceinline__ void kcap_count(const ProcArgs& a) {
         return;
     }
     kcap_inputs(a, b, len, a.values + (u64)blockIdx.x * KCAP_PBLOCK,
-                [&](u32 l) { return (cnt[l >> 1] >> ((l & 1) << 4)) & 0xFFFFu; });
+                [&](u32 l) { return kcap_cnt_get(cnt, l); });
 }
 
 extern "C" __global__ void __launch_bounds__(1024) proc_count(const ProcArgs a) { kcap_count<false, KCAP_ANY, false>(a); }
@@ -644,9 +669,10 @@ extern "C" __global__ void __launch_bounds__(1024) proc_count_marks_f32k(const P
 // The inputs of the corrected ids from stored counts (a.counts, ids from
 // 0): one thread block per block with corrections (entry blockIdx.x of
 // a.corr_blocks). Every corrected id with a count appends (id, input) to
-// ids / vals (at most cap; *n counts all) when its input is >= thresh; the
-// other ids' inputs are their counts, which the k-cap reads directly.
-extern "C" __global__ void proc_corrected(const ProcArgs a, float thresh, u64* ids, float* vals, u32* n, u32 cap) {
+// ids / vals (at most cap; *n counts all) when its input is >= *thresh;
+// the other ids' inputs are their counts, which the k-cap reads directly.
+extern "C" __global__ void proc_corrected(const ProcArgs a, const float* thresh_at, u64* ids, float* vals, u32* n, u32 cap) {
+    const float thresh = *thresh_at;
     const u64 b = a.corr_blocks[blockIdx.x];
     const u32 c0 = a.corr_off[blockIdx.x], c1 = a.corr_off[blockIdx.x + 1];
     const u16* cnt = a.counts + b * KCAP_PBLOCK;
@@ -861,6 +887,21 @@ extern "C" __global__ void proc_log2_error_f32(u32* out) {
 // out[i] = values[ids[i]]
 extern "C" __global__ void proc_gather(const float* values, const u32* ids, float* out, u32 k) {
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < k; i += gridDim.x * blockDim.x) out[i] = values[ids[i]];
+}
+
+// *out = the least of v[0..n) (one thread block; the k-th count of a
+// k-cap from its gathered counts, proc_corrected's threshold).
+extern "C" __global__ void proc_min_f32(const float* v, u32 n, float* out) {
+    __shared__ float part[32];
+    float m = __int_as_float(0x7f800000);  // +inf
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) m = fminf(m, v[i]);
+    for (int o = 16; o > 0; o >>= 1) m = fminf(m, __shfl_down_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = m;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (u32 w = 1; w < (blockDim.x + 31) / 32; ++w) m = fminf(m, part[w]);
+        *out = m;
+    }
 }
 
 // out[i] = counts[ids[i]], as f32 (exact)

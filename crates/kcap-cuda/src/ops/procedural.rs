@@ -96,6 +96,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "proc_hits_f32k",
     "proc_gather",
     "proc_gather_u16",
+    "proc_min_f32",
     "proc_log2_error",
     "proc_log2_error_f32",
 ];
@@ -377,6 +378,7 @@ impl ProcWorkspace {
                 ids: s.alloc_zeros(1).what("alloc")?,
                 vals: s.alloc_zeros(1).what("alloc")?,
                 n: s.alloc_zeros(1).what("alloc")?,
+                thresh: s.alloc_zeros(1).what("alloc")?,
             },
             log2_err: log2_bound(dev)?,
             log2_f32: log2_bound_f32(dev)?,
@@ -1193,7 +1195,9 @@ fn run(
         (best, s.clone_dtoh(&ws.stats).what("copy stats")?)
     };
     ws.corr = later;
-    best.sort_unstable_by_key(|p| p.0);
+    if !best.is_sorted_by_key(|p| p.0) {
+        radix_sort_by_id(&mut best);
+    }
     tr.mark("k-cap");
     let t1 = Instant::now();
     let winners: Vec<u64> = best.iter().map(|p| p.0).collect();
@@ -1522,6 +1526,8 @@ struct Fixed {
     ids: CudaSlice<u64>,
     vals: CudaSlice<f32>,
     n: CudaSlice<u32>,
+    /// The threshold T it compares with (the k-th count).
+    thresh: CudaSlice<f32>,
 }
 
 /// The k-cap of a resident step from its stored counts `counts` (ids from
@@ -1556,6 +1562,29 @@ fn resident_best(
     let s = dev.stream();
     let n = a.n;
     let nblocks = n.div_ceil(BLOCK);
+    // One chunk whose k-cap is queued already: T is the least of its
+    // gathered counts, found on the device, so the corrected inputs are
+    // queued right behind the k-cap, with no round trip to the host.
+    let early = queued && nblocks <= chunk && !c.is_empty();
+    if early {
+        let f = dev.function(&kernels::PROCEDURAL, "proc_min_f32")?;
+        let k32 = k as u32;
+        // SAFETY: gathered holds ≥ k f32 (topk_u16_launch); thresh one;
+        // argument types match proc_min_f32(const float*, u32, float*).
+        unsafe {
+            s.launch_builder(&f)
+                .arg(&*gathered)
+                .arg(&k32)
+                .arg(&mut fixed.thresh)
+                .launch(LaunchConfig {
+                    grid_dim: (1, 1, 1),
+                    block_dim: (1024, 1, 1),
+                    shared_mem_bytes: 0,
+                })
+                .what("launch proc_min_f32")?;
+        }
+        corrected_launch(dev, fixed, a, counts, c.len())?;
+    }
     let mut best: Vec<(u64, f32)> = Vec::new();
     let mut b0 = 0u64;
     while b0 < nblocks {
@@ -1574,14 +1603,15 @@ fn resident_best(
             if !(queued && b0 == 0) {
                 topk_u16_launch(dev, topk_ws, counts, off, len, k, gathered)?;
             }
-            // Checks the kernels' own consistency flags.
-            topk_ws.fetch_sorted(dev)?;
+            // The ids (in the device's order, that of the gathered
+            // counts), after checking the kernels' own consistency flags.
+            let ids = topk_ws.fetch(dev)?.ids;
             let vals = s
                 .clone_dtoh(&gathered.slice(..k))
                 .what("copy gathered counts")?;
-            ws_ids_pairs(dev, topk_ws, vals)?
-                .into_iter()
-                .map(|(i, x)| (b0 * BLOCK + i, x))
+            ids.into_iter()
+                .zip(vals)
+                .map(|(i, x)| (b0 * BLOCK + i as u64, x))
                 .collect()
         };
         best = merge_best(best, chunk_best, k);
@@ -1591,41 +1621,13 @@ fn resident_best(
     if c.is_empty() {
         return Ok(best);
     }
-    let thresh = best.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
+    if !early {
+        let thresh = best.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
+        s.memcpy_htod(&[thresh], &mut fixed.thresh)
+            .what("upload threshold")?;
+        corrected_launch(dev, fixed, a, counts, c.len())?;
+    }
     let cap = c.len();
-    if fixed.ids.len() < cap {
-        fixed.ids = s
-            .alloc_zeros(cap.next_power_of_two())
-            .what("alloc corrected ids")?;
-        fixed.vals = s
-            .alloc_zeros(cap.next_power_of_two())
-            .what("alloc corrected inputs")?;
-    }
-    timeline::mark(s, "corrected start");
-    s.memset_zeros(&mut fixed.n).what("zero corrected count")?;
-    let f = dev.function(&kernels::PROCEDURAL, "proc_corrected")?;
-    let b = ProcArgs {
-        counts: ptr(dev, counts),
-        ..*a
-    };
-    let cap32 = cap as u32;
-    // SAFETY: `b` holds the step's correction arrays (ncorr blocks, ncorr
-    // + 1 offsets, `cap` entries) and `counts` (nblocks·2^16 u16, every
-    // corrected id below n); ids / vals hold ≥ cap entries, n one; the
-    // argument types match proc_corrected(ProcArgs, float, u64*, float*,
-    // u32*, u32).
-    unsafe {
-        s.launch_builder(&f)
-            .arg(&b)
-            .arg(&thresh)
-            .arg(&mut fixed.ids)
-            .arg(&mut fixed.vals)
-            .arg(&mut fixed.n)
-            .arg(&cap32)
-            .launch(super::cfg(b.ncorr, 256))
-            .what("launch proc_corrected")?;
-    }
-    timeline::mark(s, "corrected end");
     let m = s.clone_dtoh(&fixed.n).what("copy corrected count")?[0] as usize;
     trace_point("corrected count fetched");
     if m > cap {
@@ -1644,8 +1646,6 @@ fn resident_best(
             .what("copy corrected inputs")?;
         list.extend(ids.into_iter().zip(vals));
     }
-    // Ids of D with corrections and a count: their inputs are in the list
-    // (if ≥ T); without a count their input is 0, the count itself.
     trace_point(&format!("{m} corrected inputs fetched"));
     // An id of D with a count and corrections has input ≥ its count ≥ T,
     // so it is in the list: the listed ids are exactly D's corrected ids
@@ -1662,9 +1662,55 @@ fn resident_best(
         );
         !corrected
     }));
-    let out = merge_best(Vec::new(), list, k);
+    let out = best_by_id(list, k);
     trace_point("merged");
     Ok(out)
+}
+
+/// Queues `proc_corrected` for the `cap` corrections in `a` against the
+/// threshold in `fixed.thresh`, listing into `fixed` (grown to `cap`).
+fn corrected_launch(
+    dev: &CudaDevice,
+    fixed: &mut Fixed,
+    a: &ProcArgs,
+    counts: &CudaSlice<u16>,
+    cap: usize,
+) -> Result<()> {
+    let s = dev.stream();
+    if fixed.ids.len() < cap {
+        fixed.ids = s
+            .alloc_zeros(cap.next_power_of_two())
+            .what("alloc corrected ids")?;
+        fixed.vals = s
+            .alloc_zeros(cap.next_power_of_two())
+            .what("alloc corrected inputs")?;
+    }
+    timeline::mark(s, "corrected start");
+    s.memset_zeros(&mut fixed.n).what("zero corrected count")?;
+    let f = dev.function(&kernels::PROCEDURAL, "proc_corrected")?;
+    let b = ProcArgs {
+        counts: ptr(dev, counts),
+        ..*a
+    };
+    let cap32 = cap as u32;
+    // SAFETY: `b` holds the step's correction arrays (ncorr blocks, ncorr
+    // + 1 offsets, `cap` entries) and `counts` (nblocks·2^16 u16, every
+    // corrected id below n); ids / vals hold ≥ cap entries, n and thresh
+    // one; the argument types match proc_corrected(ProcArgs, const float*,
+    // u64*, float*, u32*, u32).
+    unsafe {
+        s.launch_builder(&f)
+            .arg(&b)
+            .arg(&fixed.thresh)
+            .arg(&mut fixed.ids)
+            .arg(&mut fixed.vals)
+            .arg(&mut fixed.n)
+            .arg(&cap32)
+            .launch(super::cfg(b.ncorr, 256))
+            .what("launch proc_corrected")?;
+    }
+    timeline::mark(s, "corrected end");
+    Ok(())
 }
 
 /// Queues the u16 k-cap of `counts[off..off + len]` and the gather of its
@@ -1761,6 +1807,64 @@ fn merge_best(mut a: Vec<(u64, f32)>, b: Vec<(u64, f32)>, k: usize) -> Vec<(u64,
         a.truncate(k);
     }
     a
+}
+
+/// The `k` best of `v` (input desc, then id asc: the CPU's k-cap order;
+/// all of them if fewer), sorted by id. Linear but for the ties at the
+/// k-th input: the threshold comes from a selection over the inputs'
+/// order keys, the ids are sorted by radix (a comparison sort of the ~10⁴
+/// winners took ~0.3 ms of a step's critical path).
+fn best_by_id(mut v: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
+    let key = |x: f32| kcap::cap::order_key(x);
+    if v.len() > k && k > 0 {
+        let mut keys: Vec<u32> = v.iter().map(|p| key(p.1)).collect();
+        let kth = *keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1;
+        // Every id above the k-th key, and the lowest ids at it.
+        let above = keys.iter().filter(|&&x| x > kth).count();
+        let mut ties: Vec<u64> = v.iter().filter(|p| key(p.1) == kth).map(|p| p.0).collect();
+        ties.sort_unstable();
+        let last_tie = ties[k - above - 1];
+        v.retain(|p| {
+            let kp = key(p.1);
+            kp > kth || (kp == kth && p.0 <= last_tie)
+        });
+        debug_assert_eq!(v.len(), k);
+    }
+    radix_sort_by_id(&mut v);
+    v
+}
+
+/// Sorts (id, value) pairs by id: least significant digit first, 11 bits a
+/// pass, skipping the digits that every id shares.
+fn radix_sort_by_id(v: &mut Vec<(u64, f32)>) {
+    const BITS: u32 = 11;
+    const B: usize = 1 << BITS;
+    let (mut or, mut and) = (0u64, u64::MAX);
+    for p in v.iter() {
+        or |= p.0;
+        and &= p.0;
+    }
+    let differ = or ^ and;
+    let mut tmp = vec![(0u64, 0f32); v.len()];
+    let mut shift = 0;
+    while shift < 64 && (differ >> shift) != 0 {
+        if (differ >> shift) & (B as u64 - 1) != 0 {
+            let mut count = vec![0usize; B + 1];
+            for p in v.iter() {
+                count[((p.0 >> shift) as usize & (B - 1)) + 1] += 1;
+            }
+            for d in 1..=B {
+                count[d] += count[d - 1];
+            }
+            for &p in v.iter() {
+                let d = (p.0 >> shift) as usize & (B - 1);
+                tmp[count[d]] = p;
+                count[d] += 1;
+            }
+            std::mem::swap(v, &mut tmp);
+        }
+        shift += BITS;
+    }
 }
 
 /// Every (winner, slot) synapse of a plastic fiber onto a winner.
@@ -1966,4 +2070,67 @@ fn fetch_hits(
         .iter()
         .map(|&x| (x >> 16, (x & 0xFFFF) as u32))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{best_by_id, merge_best, radix_sort_by_id};
+    use kcap::rng::Stream;
+
+    /// The definition: the k best under (input desc, id asc), then by id.
+    fn reference(v: &[(u64, f32)], k: usize) -> Vec<(u64, f32)> {
+        let mut r = merge_best(Vec::new(), v.to_vec(), k);
+        r.sort_unstable_by_key(|p| p.0);
+        r
+    }
+
+    #[test]
+    fn best_by_id_equals_the_definition() {
+        let mut rng = Stream::new(7);
+        for case in 0..200u64 {
+            let len = rng.below(3000) as usize;
+            // Few distinct inputs (ties at the k-th), zeros, and ids from
+            // small to beyond 2^40, distinct.
+            let levels = 1 + rng.below(40);
+            let spread = [1u64 << 16, 1 << 30, 1 << 44][case as usize % 3];
+            let mut ids: Vec<u64> = (0..len).map(|_| rng.below(spread)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let v: Vec<(u64, f32)> = ids
+                .iter()
+                .map(|&i| (i, rng.below(levels) as f32 * 0.5))
+                .collect();
+            let mut shuffled = v.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            for k in [1, 2, 17, v.len().saturating_sub(1), v.len(), v.len() + 5] {
+                if k == 0 {
+                    continue;
+                }
+                assert_eq!(
+                    best_by_id(shuffled.clone(), k),
+                    reference(&shuffled, k),
+                    "case {case}, k {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn radix_sort_sorts_by_id_keeping_pairs() {
+        let mut rng = Stream::new(11);
+        for bits in [0u32, 5, 16, 33, 63] {
+            let mut v: Vec<(u64, f32)> = (0..5000)
+                .map(|i| (rng.below(1u64 << bits.max(1)) | (1u64 << bits), i as f32))
+                .collect();
+            let mut want = v.clone();
+            want.sort_by_key(|p| p.0); // stable, like an LSD radix sort
+            radix_sort_by_id(&mut v);
+            assert_eq!(v, want, "bits {bits}");
+        }
+        let mut empty: Vec<(u64, f32)> = Vec::new();
+        radix_sort_by_id(&mut empty);
+        assert!(empty.is_empty());
+    }
 }

@@ -245,12 +245,20 @@ impl TopkWorkspace {
     /// Copies the last call's ids back, sorted increasingly, after checking
     /// that the kernels emitted exactly k of them. Synchronizes.
     pub fn fetch_sorted(&self, dev: &CudaDevice) -> Result<TopkOutcome> {
+        let mut out = self.fetch(dev)?;
+        out.ids.sort_unstable();
+        Ok(out)
+    }
+
+    /// [`fetch_sorted`](Self::fetch_sorted) without the sort: the ids in
+    /// the device's order (that of [`ids`](Self::ids)).
+    pub fn fetch(&self, dev: &CudaDevice) -> Result<TopkOutcome> {
         let k = self.last_k;
         let st = dev
             .stream()
             .clone_dtoh(&self.state.slice(..20))
             .what("copy top-k state")?;
-        let mut ids = if k > 0 {
+        let ids = if k > 0 {
             dev.stream()
                 .clone_dtoh(&self.out.slice(..k))
                 .what("copy top-k ids")?
@@ -266,7 +274,6 @@ impl TopkWorkspace {
                 ),
             });
         }
-        ids.sort_unstable();
         Ok(TopkOutcome {
             ids,
             prefiltered: st[ST_PREFILTER_OK] == 1,
@@ -277,7 +284,7 @@ impl TopkWorkspace {
 /// What [`TopkWorkspace::fetch_sorted`] returns.
 #[derive(Clone, Debug)]
 pub struct TopkOutcome {
-    /// The k ids, increasing.
+    /// The k ids (increasing from `fetch_sorted`).
     pub ids: Vec<u32>,
     /// The one-pass prefilter held (false: no prefilter, or it fell back).
     pub prefiltered: bool,
