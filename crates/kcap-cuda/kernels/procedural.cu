@@ -715,9 +715,12 @@ __device__ __forceinline__ const u32* kcap_marks_of(const ProcArgs& a, u64 b, u3
 // only inside the segments holding winners, from the segment's mark up to
 // its last winner; the others from the block's start up to its last
 // winner. Dynamic shared memory: the winner bitmap (2^11 u32), then the
-// table, or (KEYS, as kcap_count) the a.slots block keys.
+// table, or (KEYS, as kcap_count) the a.slots block keys. REST: a variant
+// for the second part of a split search (a.hits_part == 2, checked by the
+// launcher), whose rows have no marks: the switch to the next row skips
+// the marked items' bookkeeping (lean walk only).
 #define KCAP_MAX_SEGS 16
-template <int MODE, bool KEYS>
+template <int MODE, bool KEYS, bool REST = false>
 __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
     extern __shared__ __align__(16) u32 smem[];
     __shared__ FiberSmem fs;
@@ -774,7 +777,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         // stretch), and the next stretch is fetched one ahead, so the load
         // of its mark overlaps the walk of the current one.
         u32 jidx = 0, sidx = 0;
-        if (nm != 0) {
+        if (!REST && nm != 0) {
             jidx = item / nm;
             sidx = item % nm;
         }
@@ -784,7 +787,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
         const auto fetch = [&]() {
             while (item < iend) {
                 u32 slot, j = 0;
-                const bool marked = item < nmarked;
+                const bool marked = !REST && item < nmarked;
                 if (marked) {
                     slot = m0 + sidx;
                     j = occ[jidx];
@@ -803,7 +806,7 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
                 pkey = KEYS ? keys[slot] : kcap_word(a.row_keys[slot], b);
                 pj = j;
                 pm = 0;
-                if (j > 0) {
+                if (!REST && j > 0) {
                     prec = kcap_marks_of(a, b, sb, slot);
                     pm = prec[j - 1];
                 }
@@ -819,8 +822,9 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
             if (!have) return false;
             // The mark (kcap_mark_read): entry j - 1, else the last nonzero
             // one below it, else the block's start.
-            u32 m = pm;
-            for (u32 j = pj > 0 ? pj - 1 : 0; j > 0 && m == 0;) m = prec[--j];
+            u32 m = REST ? 0u : pm;
+            if (!REST)
+                for (u32 j = pj > 0 ? pj - 1 : 0; j > 0 && m == 0;) m = prec[--j];
             it.ctr = pkey + (u64)(m >> 16) * KCAP_GOLDEN;
             it.pos = m & 0xFFFFu;
             it.end = pend;
@@ -865,6 +869,8 @@ __device__ __forceinline__ void kcap_hits(const ProcArgs& a) {
 extern "C" __global__ void __launch_bounds__(1024) proc_hits(const ProcArgs a) { kcap_hits<KCAP_ANY, false>(a); }
 extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32(const ProcArgs a) { kcap_hits<KCAP_F32, false>(a); }
 extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32k(const ProcArgs a) { kcap_hits<KCAP_F32, true>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32_rest(const ProcArgs a) { kcap_hits<KCAP_F32, false, true>(a); }
+extern "C" __global__ void __launch_bounds__(1024) proc_hits_f32k_rest(const ProcArgs a) { kcap_hits<KCAP_F32, true, true>(a); }
 
 // The single-precision path's error of kcap_lg2 over every float x in
 // [2^-21, 1], as float bits (atomicMax): out[0] = the largest |error| for x

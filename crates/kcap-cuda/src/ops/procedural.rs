@@ -94,6 +94,8 @@ pub const KERNEL_NAMES: &[&str] = &[
     "proc_hits",
     "proc_hits_f32",
     "proc_hits_f32k",
+    "proc_hits_f32_rest",
+    "proc_hits_f32k_rest",
     "proc_gather",
     "proc_gather_u16",
     "proc_min_f32",
@@ -1899,20 +1901,25 @@ fn hits(
     // As count_kernel: the single-precision variant keeps the rows' block
     // keys in shared memory where they fit.
     let room = dev.max_shared_per_block().saturating_sub(1024) as u64;
-    let name = match f32_variant(a) {
+    // The second part of a split search (rows without marks) has variants
+    // of its own for the single-precision kernels (REST in procedural.cu).
+    let (name, rest) = match f32_variant(a) {
         true if opts.shared_keys && keys_fit(dev, a.slots as u64, smem) => {
             smem += a.slots * 8;
-            "proc_hits_f32k"
+            ("proc_hits_f32k", "proc_hits_f32k_rest")
         }
-        true => "proc_hits_f32",
-        false => "proc_hits",
+        true => ("proc_hits_f32", "proc_hits_f32_rest"),
+        false => ("proc_hits", "proc_hits"),
     };
     let f = dev.function(&kernels::PROCEDURAL, name)?;
-    f.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        room as i32,
-    )
-    .what("proc_hits shared memory")?;
+    let f_rest = dev.function(&kernels::PROCEDURAL, rest)?;
+    for f in [&f, &f_rest] {
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            room as i32,
+        )
+        .what("proc_hits shared memory")?;
+    }
     a.wblocks = ptr(dev, &d_wb);
     a.woff = ptr(dev, &d_wo);
     a.wlocal = ptr(dev, &d_wl);
@@ -1931,7 +1938,9 @@ fn hits(
     // `slots` block keys (≤ the opt-in limit less 1 KiB, the attribute set
     // above).
     let launch = |a: &ProcArgs| -> Result<()> {
-        unsafe { s.launch_builder(&f).arg(a).launch(cfg) }
+        // The REST variants take only the second part.
+        let f = if a.hits_part == 2 { &f_rest } else { &f };
+        unsafe { s.launch_builder(f).arg(a).launch(cfg) }
             .map(|_| ())
             .what("launch proc_hits")
     };
