@@ -1651,20 +1651,31 @@ fn resident_best(
     trace_point(&format!("{m} corrected inputs fetched"));
     // An id of D with a count and corrections has input ≥ its count ≥ T,
     // so it is in the list: the listed ids are exactly D's corrected ids
-    // with a count (a sorted list of a few thousand ids; looking each id
-    // of D up in the corrections took ~3 ms at procedural-1e9, cache
-    // misses over ~10⁷ bytes).
-    let mut listed: Vec<u64> = list.iter().map(|p| p.0).collect();
-    listed.sort_unstable();
-    list.extend(best.into_iter().filter(|&(id, x)| {
-        let corrected = x != 0.0 && listed.binary_search(&id).is_ok();
+    // with a count (an id without a count has no corrections either). Both
+    // sorted by id and merged, D's listed ids dropped (looking each id of
+    // D up in the corrections took ~3 ms at procedural-1e9, cache misses
+    // over ~10⁷ bytes; sorting and binary searches ~0.5 ms).
+    let mut d = best;
+    radix_sort_by_id(&mut d);
+    radix_sort_by_id(&mut list);
+    let mut merged = Vec::with_capacity(d.len() + list.len());
+    let mut j = 0;
+    for (id, x) in d {
+        while j < list.len() && list[j].0 < id {
+            merged.push(list[j]);
+            j += 1;
+        }
+        let listed = j < list.len() && list[j].0 == id;
         debug_assert!(
-            x == 0.0 || corrected == c.has(id),
-            "id {id}: listed {corrected}"
+            listed == (x != 0.0 && c.has(id)),
+            "id {id} (count {x}): listed {listed}"
         );
-        !corrected
-    }));
-    let out = best_by_id(list, k);
+        if !listed {
+            merged.push((id, x));
+        }
+    }
+    merged.extend_from_slice(&list[j..]);
+    let out = best_sorted(merged, k);
     trace_point("merged");
     Ok(out)
 }
@@ -1812,28 +1823,34 @@ fn merge_best(mut a: Vec<(u64, f32)>, b: Vec<(u64, f32)>, k: usize) -> Vec<(u64,
 }
 
 /// The `k` best of `v` (input desc, then id asc: the CPU's k-cap order;
-/// all of them if fewer), sorted by id. Linear but for the ties at the
-/// k-th input: the threshold comes from a selection over the inputs'
-/// order keys, the ids are sorted by radix (a comparison sort of the ~10⁴
-/// winners took ~0.3 ms of a step's critical path).
-fn best_by_id(mut v: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
-    let key = |x: f32| kcap::cap::order_key(x);
-    if v.len() > k && k > 0 {
-        let mut keys: Vec<u32> = v.iter().map(|p| key(p.1)).collect();
-        let kth = *keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1;
-        // Every id above the k-th key, and the lowest ids at it.
-        let above = keys.iter().filter(|&&x| x > kth).count();
-        let mut ties: Vec<u64> = v.iter().filter(|p| key(p.1) == kth).map(|p| p.0).collect();
-        ties.sort_unstable();
-        let last_tie = ties[k - above - 1];
-        v.retain(|p| {
-            let kp = key(p.1);
-            kp > kth || (kp == kth && p.0 <= last_tie)
-        });
-        debug_assert_eq!(v.len(), k);
+/// all of them if fewer), sorted by id, from `v` sorted by id: the k-th
+/// input's order key from a selection, then one pass in id order takes
+/// every id above it and the first (lowest) ids at it. (A comparison sort
+/// of the ~10⁴ winners took ~0.3 ms of a step's critical path.)
+fn best_sorted(v: Vec<(u64, f32)>, k: usize) -> Vec<(u64, f32)> {
+    debug_assert!(v.is_sorted_by_key(|p| p.0));
+    if v.len() <= k {
+        return v;
     }
-    radix_sort_by_id(&mut v);
-    v
+    if k == 0 {
+        return Vec::new();
+    }
+    let key = |x: f32| kcap::cap::order_key(x);
+    let mut keys: Vec<u32> = v.iter().map(|p| key(p.1)).collect();
+    let kth = *keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1;
+    let mut ties = k - keys.iter().filter(|&&x| x > kth).count();
+    let mut out = Vec::with_capacity(k);
+    for p in v {
+        let kp = key(p.1);
+        if kp > kth {
+            out.push(p);
+        } else if kp == kth && ties > 0 {
+            ties -= 1;
+            out.push(p);
+        }
+    }
+    debug_assert_eq!(out.len(), k);
+    out
 }
 
 /// Sorts (id, value) pairs by id: least significant digit first, 11 bits a
@@ -2083,7 +2100,7 @@ fn fetch_hits(
 
 #[cfg(test)]
 mod tests {
-    use super::{best_by_id, merge_best, radix_sort_by_id};
+    use super::{best_sorted, merge_best, radix_sort_by_id};
     use kcap::rng::Stream;
 
     /// The definition: the k best under (input desc, id asc), then by id.
@@ -2094,7 +2111,7 @@ mod tests {
     }
 
     #[test]
-    fn best_by_id_equals_the_definition() {
+    fn best_sorted_equals_the_definition() {
         let mut rng = Stream::new(7);
         for case in 0..200u64 {
             let len = rng.below(3000) as usize;
@@ -2109,17 +2126,18 @@ mod tests {
                 .iter()
                 .map(|&i| (i, rng.below(levels) as f32 * 0.5))
                 .collect();
-            let mut shuffled = v.clone();
-            for i in (1..shuffled.len()).rev() {
-                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            for k in [1, 2, 17, v.len().saturating_sub(1), v.len(), v.len() + 5] {
-                if k == 0 {
-                    continue;
-                }
+            assert!(best_sorted(v.clone(), 0).is_empty());
+            for k in [
+                1,
+                2,
+                17,
+                v.len().saturating_sub(1).max(1),
+                v.len().max(1),
+                v.len() + 5,
+            ] {
                 assert_eq!(
-                    best_by_id(shuffled.clone(), k),
-                    reference(&shuffled, k),
+                    best_sorted(v.clone(), k),
+                    reference(&v, k),
                     "case {case}, k {k}"
                 );
             }
