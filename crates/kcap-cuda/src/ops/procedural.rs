@@ -407,6 +407,7 @@ impl ProcWorkspace {
             + self.gathered.len() * 4
             + self.fixed.ids.len() * 12
             + self.topk.bytes()
+            + self.corr_dev.bytes()
             + self.res.as_ref().map_or(0, |r| {
                 r.base.as_ref().map_or(0, |b| b.len() * 2)
                     + r.tot.as_ref().map_or(0, |b| b.len() * 2)
@@ -507,6 +508,15 @@ impl<T: DeviceRepr + ValidAsZeroBits + Default + Clone + Copy> Kept<T> {
 }
 
 impl CorrBufs {
+    /// Device bytes held.
+    fn bytes(&self) -> usize {
+        let len = |d: Option<usize>| d.unwrap_or(0);
+        len(self.blocks.dev.as_ref().map(|b| b.len() * 8))
+            + len(self.off.dev.as_ref().map(|b| b.len() * 4))
+            + len(self.local.dev.as_ref().map(|b| b.len() * 4))
+            + len(self.delta.dev.as_ref().map(|b| b.len() * 4))
+    }
+
     /// Room for `entries` corrections over `blocks` target blocks.
     fn grow(&mut self, side: &Arc<CudaStream>, entries: usize, blocks: usize) -> Result<()> {
         self.blocks.grow(side, blocks)?;
@@ -1362,13 +1372,12 @@ pub fn reserve(
     // The corrections' buffers (device and page-locked): asked for 32 per
     // winner, `grow` gives ≥ 128 (procedural-1e9 reaches ~1.2·10⁶
     // corrections at step 10), as a page-locked allocation inside a step
-    // costs ~10 ms.
+    // costs ~10 ms. Blocks with corrections are at most as many as the
+    // corrections, so what is reserved does not grow with n.
+    let entries = (k * 32).next_power_of_two();
     let side = ws.side.clone();
-    ws.corr_dev.grow(
-        &side,
-        (k * 32).next_power_of_two(),
-        n.div_ceil(BLOCK) as usize,
-    )?;
+    ws.corr_dev
+        .grow(&side, entries, entries.min(n.div_ceil(BLOCK) as usize))?;
     if !prepare_resident(dev, ws, n, stim_rows > 0, true)? {
         return Ok(());
     }
