@@ -345,8 +345,8 @@ pub struct ProcWorkspace {
     /// Deferred corrections' buffers, kept from step to step (fresh pages
     /// for ~10⁷ bytes a step at procedural-1e9 cost milliseconds).
     corr: DeviceCorrections,
-    /// Their device copies, kept too (grown when short), with page-locked
-    /// staging where used (see `upload_kept`).
+    /// Their device copies, kept too, with page-locked staging (see
+    /// `Kept::upload`).
     corr_dev: CorrBufs,
     log2_err: Option<f64>,
     log2_f32: Option<(f32, f32)>,
@@ -531,12 +531,6 @@ fn ptr<T>(dev: &CudaDevice, s: &CudaSlice<T>) -> u64 {
     p
 }
 
-/// `KCAP_PROC_TRACE=1`: prints the host time of each phase of a step to
-/// stderr (a diagnostic for benchmarks, not an interface).
-/// The phases' clock is per thread, so that helpers can mark their own
-/// phases ([`trace_point`]).
-struct Trace;
-
 thread_local! {
     static TRACE_LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
@@ -546,7 +540,10 @@ fn trace_on() -> bool {
     *ON.get_or_init(|| std::env::var_os("KCAP_PROC_TRACE").is_some())
 }
 
-/// Prints the host time since the previous phase's end (KCAP_PROC_TRACE).
+/// `KCAP_PROC_TRACE=1`: prints the host time since the previous phase's
+/// end to stderr (a diagnostic for benchmarks, not an interface). The
+/// clock is per thread, so the step's helpers and the backend mark their
+/// own phases.
 pub(crate) fn trace_point(what: &str) {
     if !trace_on() {
         return;
@@ -558,16 +555,6 @@ pub(crate) fn trace_point(what: &str) {
         );
     }
     TRACE_LAST.with(|c| c.set(Some(Instant::now())));
-}
-
-impl Trace {
-    fn new() -> Trace {
-        trace_point("host between steps");
-        Trace
-    }
-    fn mark(&mut self, what: &str) {
-        trace_point(what);
-    }
 }
 
 /// `KCAP_PROC_TRACE=2`: also the device's timeline. Events (with timing)
@@ -914,14 +901,14 @@ fn run(
     }
     let s = dev.stream();
     let t0 = Instant::now();
-    let mut tr = Trace::new();
+    trace_point("host between steps");
     timeline::mark(s, "host step");
     // Per-step inputs.
     let all = fiber_arrays(dev, &step.fibers)?;
     // The skip table: only when every fiber has the same p.
     let p0 = step.fibers.first().map(|f| f.p);
     let same_p = p0.is_some_and(|p| step.fibers.iter().all(|f| f.p == p));
-    tr.mark("fiber arrays");
+    trace_point("fiber arrays");
     let tbits = if same_p { opts.table_bits } else { 0 };
     if tbits > 0 {
         let p = p0.unwrap();
@@ -995,7 +982,7 @@ fn run(
         )
         .what("proc_count shared memory")?;
     }
-    tr.mark("functions");
+    trace_point("functions");
     // Resume marks only where their staging fits in shared memory too.
     let seg_bits = match opts.seg_bits {
         0 => 0,
@@ -1015,7 +1002,7 @@ fn run(
         let want_tot = nstim < step.fibers.len() || (opts.speculate && step.own.is_some());
         prepare_resident(dev, ws, n, nstim > 0, want_tot)?
     };
-    tr.mark("resident buffers");
+    trace_point("resident buffers");
     let mut path = "stream";
     // Resident: the step's counts are `tot` (else `base`).
     let mut from_tot = false;
@@ -1102,7 +1089,7 @@ fn run(
         topk_u16_launch(dev, &mut ws.topk, counts, 0, first_len, k, &mut ws.gathered)?;
         true
     };
-    tr.mark("counts queued");
+    trace_point("counts queued");
     // The corrections (computed now if deferred: the device is counting).
     let tc = Instant::now();
     let mut later = std::mem::take(&mut ws.corr);
@@ -1117,7 +1104,7 @@ fn run(
         }
     };
     let corr_s = tc.elapsed().as_secs_f64();
-    tr.mark("corrections computed");
+    trace_point("corrections computed");
     // Uploaded through the side stream, which holds no work, from
     // page-locked staging buffers kept in the workspace: a copy from
     // pageable memory (on either stream) waits for the count and then
@@ -1135,7 +1122,7 @@ fn run(
     s.wait(&uploaded).what("wait for the corrections")?;
     timeline::mark(s, "upload waited");
     a.ncorr = c.blocks.len() as u32;
-    tr.mark("corrections uploaded");
+    trace_point("corrections uploaded");
     let (mut best, stats) = if resident {
         let (counts, stats) = ws
             .res
@@ -1193,13 +1180,8 @@ fn run(
                     .collect()
             } else {
                 topk::topk_prefix(dev, &mut ws.topk, values, len, k)?;
-                // Checks the kernels' own consistency flags.
-                ws.topk.fetch_sorted(dev)?;
                 let vals = gather(dev, values, &ws.topk, &mut ws.gathered, k)?;
-                ws_ids_pairs(dev, &ws.topk, vals)?
-                    .into_iter()
-                    .map(|(i, x)| (b0 * BLOCK + i, x))
-                    .collect()
+                ws_ids_pairs(dev, &ws.topk, vals, b0 * BLOCK)?
             };
             best = merge_best(best, chunk_best, k);
             b0 += nb;
@@ -1210,7 +1192,7 @@ fn run(
     if !best.is_sorted_by_key(|p| p.0) {
         radix_sort_by_id(&mut best);
     }
-    tr.mark("k-cap");
+    trace_point("k-cap");
     let t1 = Instant::now();
     let winners: Vec<u64> = best.iter().map(|p| p.0).collect();
     let inputs: Vec<f32> = best.iter().map(|p| p.1).collect();
@@ -1286,7 +1268,7 @@ fn run(
         }
         Vec::new()
     };
-    tr.mark("synapses");
+    trace_point("synapses");
     timeline::report("search end");
     let hits_s = t1.elapsed().as_secs_f64();
     Ok(ProcOutcome {
@@ -1614,16 +1596,10 @@ fn resident_best(
             if !(queued && b0 == 0) {
                 topk_u16_launch(dev, topk_ws, counts, off, len, k, gathered)?;
             }
-            // The ids (in the device's order, that of the gathered
-            // counts), after checking the kernels' own consistency flags.
-            let ids = topk_ws.fetch(dev)?.ids;
             let vals = s
                 .clone_dtoh(&gathered.slice(..k))
                 .what("copy gathered counts")?;
-            ids.into_iter()
-                .zip(vals)
-                .map(|(i, x)| (b0 * BLOCK + i as u64, x))
-                .collect()
+            ws_ids_pairs(dev, topk_ws, vals, b0 * BLOCK)?
         };
         best = merge_best(best, chunk_best, k);
         b0 += nb;
@@ -1785,10 +1761,21 @@ fn gather_u16(
     Ok(())
 }
 
-/// The (chunk id, input) pairs of the last top-k, in the device's order.
-fn ws_ids_pairs(dev: &CudaDevice, ws: &TopkWorkspace, vals: Vec<f32>) -> Result<Vec<(u64, f32)>> {
-    let ids = dev.stream().clone_dtoh(&ws.ids()).what("copy top-k ids")?;
-    Ok(ids.into_iter().map(|i| i as u64).zip(vals).collect())
+/// The (id, input) pairs of the last top-k, ids offset by `base`, given
+/// its inputs in the device's order of the ids, after checking the
+/// kernels' own consistency flags.
+fn ws_ids_pairs(
+    dev: &CudaDevice,
+    ws: &TopkWorkspace,
+    vals: Vec<f32>,
+    base: u64,
+) -> Result<Vec<(u64, f32)>> {
+    let ids = ws.fetch(dev)?.ids;
+    Ok(ids
+        .into_iter()
+        .zip(vals)
+        .map(|(i, x)| (base + i as u64, x))
+        .collect())
 }
 
 /// Inputs of the last top-k's ids, in the device's order of the ids.
